@@ -1,0 +1,147 @@
+"""Split-KV decode attention over the paged KV cache, for batches where every sequence has one query row.
+
+One program per (sequence, kv head, split): the GROUP query heads sharing a kv head attend to
+the split's slice of keys, so each K/V tile is read once per group. With one split the program
+writes the normalized output; with several it writes its partial max m, sum l and unnormalized
+acc (log2 domain, fp32), and decode_reduce_kernel rescales the splits by exp2(m - max m) and
+divides. Splits let a few long sequences fill the GPU.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import triton
+import triton.language as tl
+
+from llm_core.attention.kernels.prefill_attention import LOG2E, M_INIT, attend_paged_tiles, check_paged_inputs
+from llm_core.attention.metadata import AttentionMetadata
+
+MAX_SPLITS = 32
+MIN_KEYS_PER_SPLIT = 256
+
+
+@triton.jit
+def decode_attention_kernel(
+    out_ptr, partial_m_ptr, partial_l_ptr, partial_acc_ptr, q_ptr, k_cache_ptr, v_cache_ptr,
+    block_tables_ptr, seq_lens_ptr, query_start_loc_ptr, qk_scale, sliding_window, split_size,
+    stride_q_t, stride_q_h, stride_o_t, stride_o_h, stride_bt,
+    HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr, NUM_KV_HEADS: tl.constexpr,
+    GROUP: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_SIZE: tl.constexpr, TILE_N: tl.constexpr,
+    NUM_SPLITS: tl.constexpr, USE_WINDOW: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    seq = tl.program_id(0)
+    kv_head = tl.program_id(1)
+    split = tl.program_id(2)
+    seq_len = tl.load(seq_lens_ptr + seq)
+    token = tl.load(query_start_loc_ptr + seq).to(tl.int64)
+    offs_h = tl.arange(0, BLOCK_H)
+    head = kv_head * GROUP + offs_h  # [BH]
+    offs_d = tl.arange(0, HEAD_DIM_PAD)
+    io_mask = (offs_h < GROUP)[:, None] & (offs_d < HEAD_DIM)[None, :]
+    q = tl.load(q_ptr + token * stride_q_t + head[:, None] * stride_q_h + offs_d[None, :],
+                mask=io_mask, other=0.0)  # [BH, Dp]
+    q_pos = tl.zeros([BLOCK_H], dtype=tl.int32) + seq_len - 1
+
+    kv_begin = split * split_size
+    kv_end = tl.minimum(kv_begin + split_size, seq_len)
+    if USE_WINDOW:
+        kv_begin = tl.maximum(kv_begin, tl.maximum(seq_len - sliding_window, 0) // TILE_N * TILE_N)
+    acc = tl.zeros([BLOCK_H, HEAD_DIM_PAD], dtype=tl.float32)
+    m_i = tl.full([BLOCK_H], M_INIT, dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_H], dtype=tl.float32)
+    acc, m_i, l_i = attend_paged_tiles(
+        acc, m_i, l_i, q, q_pos, k_cache_ptr, v_cache_ptr, block_tables_ptr + seq * stride_bt, kv_head,
+        kv_begin, kv_end, qk_scale, sliding_window,
+        HEAD_DIM, HEAD_DIM_PAD, NUM_KV_HEADS, BLOCK_SIZE, TILE_N, USE_WINDOW, DOT_PRECISION)
+
+    if NUM_SPLITS == 1:
+        acc = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
+        tl.store(out_ptr + token * stride_o_t + head[:, None] * stride_o_h + offs_d[None, :],
+                 acc.to(out_ptr.dtype.element_ty), mask=io_mask)
+    else:
+        # partials: m, l [S, H, NUM_SPLITS]; acc [S, H, NUM_SPLITS, HEAD_DIM]
+        part = (seq * (NUM_KV_HEADS * GROUP) + head).to(tl.int64) * NUM_SPLITS + split  # [BH]
+        tl.store(partial_m_ptr + part, m_i, mask=offs_h < GROUP)
+        tl.store(partial_l_ptr + part, l_i, mask=offs_h < GROUP)
+        tl.store(partial_acc_ptr + part[:, None] * HEAD_DIM + offs_d[None, :], acc, mask=io_mask)
+
+
+@triton.jit
+def decode_reduce_kernel(
+    out_ptr, partial_m_ptr, partial_l_ptr, partial_acc_ptr, query_start_loc_ptr, stride_o_t, stride_o_h,
+    NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
+    NUM_SPLITS: tl.constexpr, SPLITS_PAD: tl.constexpr,
+):
+    seq = tl.program_id(0)
+    head = tl.program_id(1)
+    token = tl.load(query_start_loc_ptr + seq).to(tl.int64)
+    part = (seq * NUM_HEADS + head).to(tl.int64) * NUM_SPLITS + tl.arange(0, SPLITS_PAD)  # [SP]
+    split_ok = tl.arange(0, SPLITS_PAD) < NUM_SPLITS
+    offs_d = tl.arange(0, HEAD_DIM_PAD)
+    d_ok = offs_d < HEAD_DIM
+    m = tl.load(partial_m_ptr + part, mask=split_ok, other=float("-inf"))
+    l = tl.load(partial_l_ptr + part, mask=split_ok, other=0.0)
+    acc = tl.load(partial_acc_ptr + part[:, None] * HEAD_DIM + offs_d[None, :],
+                  mask=split_ok[:, None] & d_ok[None, :], other=0.0)  # [SP, Dp]
+    weight = tl.exp2(m - tl.max(m, 0))  # empty splits have m = M_INIT: weight 0
+    total = tl.sum(l * weight, 0)
+    result = tl.sum(acc * weight[:, None], 0) / total
+    tl.store(out_ptr + token * stride_o_t + head * stride_o_h + offs_d, result.to(out_ptr.dtype.element_ty), mask=d_ok)
+
+
+@functools.lru_cache(maxsize=None)
+def _num_sms(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 8
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def choose_num_splits(num_seqs: int, num_kv_heads: int, max_seq_len: int, device: torch.device) -> int:
+    """Enough splits for about two programs per SM, each split at least MIN_KEYS_PER_SPLIT keys."""
+    wanted = triton.cdiv(2 * _num_sms(device), num_seqs * num_kv_heads)
+    return max(1, min(wanted, MAX_SPLITS, triton.cdiv(max_seq_len, MIN_KEYS_PER_SPLIT)))
+
+
+def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, meta: AttentionMetadata,
+                     scale: float, out: torch.Tensor | None = None, sliding_window: int | None = None,
+                     num_splits: int | None = None, tile_n: int = 64) -> torch.Tensor:
+    """Attention of the single query row of each sequence (meta.is_decode_only) over its cached keys.
+
+    q: [T, H, D] with T >= num_seqs; sequence i's row is query_start_loc[i]. Keys must already
+    be stored. num_splits=None picks one from the device and meta.max_seq_len (host values).
+    """
+    if not meta.is_decode_only:
+        raise ValueError("decode_attention needs a batch with one query row per sequence")
+    out = torch.empty_like(q) if out is None else out
+    check_paged_inputs(q, k_cache, v_cache, out, meta)
+    num_heads, head_dim = q.shape[1], q.shape[2]
+    num_kv_heads, block_size = k_cache.shape[2], k_cache.shape[1]
+    num_seqs, group = meta.num_seqs, num_heads // num_kv_heads
+    if num_splits is None:
+        num_splits = choose_num_splits(num_seqs, num_kv_heads, meta.max_seq_len, q.device)
+    split_size = triton.cdiv(triton.cdiv(meta.max_seq_len, num_splits), tile_n) * tile_n
+    num_splits = triton.cdiv(meta.max_seq_len, split_size)  # no split starts past the longest sequence
+    head_dim_pad = max(16, triton.next_power_of_2(head_dim))
+    partial_m = partial_l = partial_acc = out  # unused placeholders when there is one split
+    if num_splits > 1:
+        partial_m = torch.empty(num_seqs, num_heads, num_splits, dtype=torch.float32, device=q.device)
+        partial_l = torch.empty_like(partial_m)
+        partial_acc = torch.empty(num_seqs, num_heads, num_splits, head_dim, dtype=torch.float32, device=q.device)
+    decode_attention_kernel[(num_seqs, num_kv_heads, num_splits)](
+        out, partial_m, partial_l, partial_acc, q, k_cache, v_cache,
+        meta.block_tables, meta.seq_lens, meta.query_start_loc, scale * LOG2E, sliding_window or 0, split_size,
+        q.stride(0), q.stride(1), out.stride(0), out.stride(1), meta.block_tables.stride(0),
+        HEAD_DIM=head_dim, HEAD_DIM_PAD=head_dim_pad, NUM_KV_HEADS=num_kv_heads,
+        GROUP=group, BLOCK_H=max(16, triton.next_power_of_2(group)), BLOCK_SIZE=block_size, TILE_N=tile_n,
+        NUM_SPLITS=num_splits, USE_WINDOW=sliding_window is not None,
+        DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32", num_warps=4,
+    )
+    if num_splits > 1:
+        decode_reduce_kernel[(num_seqs, num_heads)](
+            out, partial_m, partial_l, partial_acc, meta.query_start_loc, out.stride(0), out.stride(1),
+            NUM_HEADS=num_heads, HEAD_DIM=head_dim, HEAD_DIM_PAD=head_dim_pad,
+            NUM_SPLITS=num_splits, SPLITS_PAD=triton.next_power_of_2(num_splits), num_warps=1,
+        )
+    return out

@@ -1,0 +1,94 @@
+"""Frozen configuration of the engine, one section per concern.
+
+Values found at run time (the number of KV blocks, the EOS ids, the model's maximum length)
+are returned by the code that finds them and passed on; they are never written back here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from cache.config import CacheConfig
+
+SCHEDULING_POLICIES = ("fcfs", "priority")
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """Limits of one engine step and the order in which requests get them."""
+
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int = 8192
+    policy: str = "fcfs"
+    # Priority aging: a waiting request gains one priority level per this many seconds
+    # waited, so low priority cannot starve forever. None disables aging.
+    priority_aging_s: float | None = 30.0
+
+    def __post_init__(self) -> None:
+        if self.max_num_seqs < 1:
+            raise ValueError("max_num_seqs must be >= 1")
+        if self.max_num_batched_tokens < 1:
+            raise ValueError("max_num_batched_tokens must be >= 1")
+        if self.policy not in SCHEDULING_POLICIES:
+            raise ValueError(f"scheduling policy must be one of {SCHEDULING_POLICIES}, not {self.policy!r}")
+        if self.priority_aging_s is not None and self.priority_aging_s <= 0:
+            raise ValueError("priority_aging_s must be > 0 or None")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Where the weights come from and how they run."""
+
+    model: str
+    dtype: str = "auto"
+    device: str = "auto"
+    max_model_len: int | None = None  # None: the checkpoint's max_position_embeddings
+    seed: int = 0
+    attention_backend: str = "auto"  # auto | torch | triton
+    enforce_eager: bool = False
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, not {self.dtype!r}")
+        if self.attention_backend not in ("auto", "torch", "triton"):
+            raise ValueError(f"attention_backend must be auto, torch or triton, not {self.attention_backend!r}")
+        if self.max_model_len is not None and self.max_model_len < 1:
+            raise ValueError("max_model_len must be >= 1")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    model: ModelConfig
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    speculative: dict[str, Any] | None = None
+    tensor_parallel_size: int = 1
+
+    @classmethod
+    def from_options(cls, model: str, **options: Any) -> "EngineConfig":
+        """Build from flat options named like the CLI flags (max_num_seqs, block_size, ...).
+
+        An unknown option is an error naming it, so a typo never passes silently.
+        """
+        aliases = {"scheduling_policy": "policy", "kv_cache_bytes": "cpu_kv_cache_bytes"}
+        sections: dict[type, dict[str, Any]] = {ModelConfig: {}, CacheConfig: {}, SchedulerConfig: {}}
+        top: dict[str, Any] = {}
+        for key, value in options.items():
+            name = aliases.get(key, key)
+            for section in sections:
+                if name in {f.name for f in fields(section)}:
+                    sections[section][name] = value
+                    break
+            else:
+                if name in ("speculative", "tensor_parallel_size"):
+                    top[name] = value
+                else:
+                    raise TypeError(f"unknown engine option {key!r}")
+        return cls(
+            model=ModelConfig(model=model, **sections[ModelConfig]),
+            cache=CacheConfig(**sections[CacheConfig]),
+            scheduler=SchedulerConfig(**sections[SchedulerConfig]),
+            **top,
+        )

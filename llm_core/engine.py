@@ -1,0 +1,131 @@
+"""The engine core: tokenizer, scheduler, model runner and output processor in one loop.
+
+step() is the whole engine: schedule, run, apply. It runs in-process here; the serving
+engine wraps it in its own process.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from typing import Any
+
+import torch
+
+from cache.kv_cache_manager import KVCacheManager
+from llm_core.attention import get_attention_backend
+from llm_core.config import EngineConfig
+from llm_core.kv_memory import kv_budget_bytes, plan_num_blocks
+from llm_core.model_runner import ModelRunner
+from llm_core.models.arch_config import ArchConfig, read_hf_config
+from llm_core.models.registry import build_model
+from llm_core.output_processor import OutputProcessor
+from llm_core.outputs import CompletionDelta
+from llm_core.prompts import Prompt, render_prompt
+from llm_core.request import Request
+from llm_core.sampling_params import SamplingParams
+from llm_core.scheduler import Scheduler
+from llm_core.tokenizer import Tokenizer
+
+logger = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, arch: ArchConfig, device: torch.device) -> torch.dtype:
+    """auto: the checkpoint's dtype on CUDA (fp32 checkpoints run in bf16), fp32 on CPU."""
+    if dtype != "auto":
+        return _DTYPES[dtype]
+    if device.type != "cuda":
+        return torch.float32
+    return {"float16": torch.float16}.get(arch.torch_dtype or "", torch.bfloat16)
+
+
+class LLMEngine:
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        model_cfg = config.model
+        self.device = resolve_device(model_cfg.device)
+        torch.manual_seed(model_cfg.seed)
+        self.arch = ArchConfig.from_dict(read_hf_config(model_cfg.model), source=f"{model_cfg.model}/config.json")
+        self.tokenizer = Tokenizer.from_dir(model_cfg.model)
+        self.dtype = resolve_dtype(model_cfg.dtype, self.arch, self.device)
+        self.max_model_len = self._resolve_max_model_len()
+        self.eos_token_ids = tuple(sorted(set(self.tokenizer.eos_token_ids) | set(self.arch.eos_token_ids)))
+        backend = get_attention_backend(model_cfg.attention_backend, self.device)
+        start = time.perf_counter()
+        model = build_model(model_cfg.model, self.arch, backend, dtype=self.dtype, device=self.device,
+                            max_position=self.max_model_len)
+        logger.info("loaded %s (%s, %s) in %.1fs", self.arch.architecture, self.dtype, self.device,
+                    time.perf_counter() - start)
+        cache = config.cache
+        budget = kv_budget_bytes(cache, self.device, self._peak_memory())
+        self.num_blocks = plan_num_blocks(self.arch, cache, self.dtype, budget, max_model_len=self.max_model_len,
+                                          max_num_seqs=config.scheduler.max_num_seqs)
+        self.kv_cache_manager = KVCacheManager(self.num_blocks, cache.block_size, cache.enable_prefix_caching)
+        self.scheduler = Scheduler(config.scheduler, self.kv_cache_manager, max_model_len=self.max_model_len,
+                                   block_size=cache.block_size)
+        self.runner = ModelRunner(model, self.arch, device=self.device, dtype=self.dtype, num_blocks=self.num_blocks,
+                                  block_size=cache.block_size, eos_token_ids=self.eos_token_ids, seed=model_cfg.seed)
+        self.output_processor = OutputProcessor(self.tokenizer, self.scheduler)
+        self._ids = itertools.count()
+
+    def _resolve_max_model_len(self) -> int:
+        limit = self.arch.max_position_embeddings
+        requested = self.config.model.max_model_len
+        if requested is not None and requested > limit:
+            raise ValueError(f"max_model_len={requested} exceeds the model's max_position_embeddings={limit}")
+        max_len = requested or limit
+        window = self.arch.sliding_window
+        if window is not None and window < max_len:
+            logger.warning("sliding-window attention is not implemented: max_model_len capped at the window, %d",
+                           window)
+            max_len = window
+        return max_len
+
+    def _peak_memory(self) -> int:
+        return torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else 0
+
+    # Requests
+    def add_request(self, prompt: Prompt, params: SamplingParams, *, request_id: str | None = None,
+                    priority: int = 0, arrival_time: float | None = None) -> str:
+        """Tokenize and queue one request; returns its id. Bad prompts raise ValueError."""
+        request_id = request_id if request_id is not None else f"req-{next(self._ids)}"
+        token_ids = render_prompt(prompt, self.tokenizer)
+        if params.max_tokens and len(token_ids) >= self.max_model_len:
+            raise ValueError(f"prompt of {len(token_ids)} tokens does not fit max_model_len={self.max_model_len}")
+        request = Request(request_id, token_ids, params, eos_token_ids=self.eos_token_ids,
+                          arrival_time=time.monotonic() if arrival_time is None else arrival_time,
+                          priority=priority, block_size=self.config.cache.block_size)
+        self.scheduler.add_request(request)
+        self.output_processor.add_request(request_id, token_ids, params)
+        return request_id
+
+    def abort_request(self, request_ids: list[str]) -> None:
+        self.scheduler.abort_requests(request_ids)
+        for request_id in request_ids:
+            self.output_processor.abort(request_id)
+
+    def has_unfinished_requests(self) -> bool:
+        return self.scheduler.has_unfinished_requests()
+
+    def step(self) -> list[CompletionDelta]:
+        plan = self.scheduler.schedule()
+        if plan.is_empty:
+            return []
+        sampled, logprobs = self.runner.execute(plan)
+        updates = self.scheduler.update_from_output(plan, sampled, logprobs)
+        return self.output_processor.process(updates)
+
+    def stats(self) -> dict[str, Any]:
+        queries, hits = self.kv_cache_manager.prefix_cache_stats
+        return {"num_running": self.scheduler.num_running, "num_waiting": self.scheduler.num_waiting,
+                "num_preemptions": self.scheduler.num_preemptions, "kv_usage": self.kv_cache_manager.usage,
+                "prefix_cache_queries": queries, "prefix_cache_hits": hits}

@@ -1,0 +1,243 @@
+"""Continuous-batching scheduler: one rule, no phases. Imports no torch.
+
+Every step, within a token budget, each running request gets the tokens it still lacks
+(num_tokens - num_computed_tokens: a prefill chunk, or one decode token) and then waiting
+requests are admitted in urgency order. Urgency is (priority, arrival): lower runs first;
+under FCFS every priority counts as 0. When KV blocks run out the least urgent running
+request is preempted by recompute (its blocks go back to the pool and stay in the prefix
+cache while nothing evicts them). Under the priority policy a more urgent waiting request
+also preempts a less urgent running one when the seats (max_num_seqs) or blocks are full.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Iterable, Mapping
+
+from cache.kv_cache_manager import KVCacheManager
+from llm_core.config import SchedulerConfig
+from llm_core.request import FINISH_REASONS, Request, RequestStatus
+from llm_core.scheduler_output import RequestUpdate, ScheduledRequest, SchedulerOutput
+
+
+class Scheduler:
+    def __init__(
+        self,
+        config: SchedulerConfig,
+        kv_cache_manager: KVCacheManager,
+        *,
+        max_model_len: int,
+        block_size: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.kv = kv_cache_manager
+        self.max_model_len = max_model_len
+        self.block_size = block_size
+        self._clock = clock
+        self.requests: dict[str, Request] = {}
+        self.waiting: list[Request] = []
+        self.running: list[Request] = []
+        self._finished_ids: list[str] = []
+        self.num_preemptions = 0
+
+    # Queue management
+    def add_request(self, request: Request) -> None:
+        if request.request_id in self.requests:
+            raise ValueError(f"request id {request.request_id!r} is already in use")
+        if request.num_tokens >= self.max_model_len:
+            raise ValueError(f"request {request.request_id!r}: prompt of {request.num_tokens} tokens "
+                             f"does not fit max_model_len={self.max_model_len}")
+        self.requests[request.request_id] = request
+        self.waiting.append(request)
+
+    def abort_requests(self, request_ids: Iterable[str]) -> list[Request]:
+        """Finish the given requests as aborted and free their blocks at once; unknown ids are ignored."""
+        return self.finish_requests(request_ids, RequestStatus.FINISHED_ABORTED)
+
+    def finish_requests(self, request_ids: Iterable[str], status: RequestStatus,
+                        stop_reason: int | str | None = None) -> list[Request]:
+        finished = []
+        for request_id in request_ids:
+            request = self.requests.get(request_id)
+            if request is None or request.is_finished:
+                continue
+            if request.status == RequestStatus.RUNNING:
+                self.running.remove(request)
+            else:
+                self.waiting.remove(request)
+            request.stop_reason = stop_reason
+            self._free(request, status)
+            finished.append(request)
+        return finished
+
+    def has_unfinished_requests(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self.waiting)
+
+    @property
+    def num_running(self) -> int:
+        return len(self.running)
+
+    # Planning
+    def schedule(self) -> SchedulerOutput:
+        now = self._clock()
+        key = self._urgency_key(now)
+        budget = self.config.max_num_batched_tokens
+        self.running.sort(key=key)
+        self.waiting.sort(key=key)
+        preempted: list[str] = []
+        if self.config.policy == "priority":
+            self._preempt_for_urgent_waiting(key, budget, preempted)
+
+        scheduled: list[ScheduledRequest] = []
+        preempted_for_blocks = False
+        i = 0
+        while i < len(self.running) and budget > 0:
+            request = self.running[i]
+            num_new = min(request.num_tokens - request.num_computed_tokens, budget,
+                          self.max_model_len - request.num_computed_tokens)
+            if num_new <= 0:
+                i += 1
+                continue
+            while self.kv.allocate_slots(request.request_id, request.num_computed_tokens + num_new) is None:
+                victim = self.running.pop()  # the least urgent, latest: never one scheduled already
+                self._preempt(victim, preempted)
+                preempted_for_blocks = True
+                if victim is request:
+                    break
+            else:
+                scheduled.append(self._plan_entry(request, num_new))
+                budget -= num_new
+                i += 1
+
+        if not preempted_for_blocks:
+            budget = self._admit_waiting(budget, scheduled, frozenset(preempted))
+
+        finished, self._finished_ids = tuple(self._finished_ids), []
+        return SchedulerOutput(
+            requests=tuple(scheduled),
+            num_batched_tokens=self.config.max_num_batched_tokens - budget,
+            preempted_request_ids=tuple(preempted),
+            finished_request_ids=finished,
+        )
+
+    def _admit_waiting(self, budget: int, scheduled: list[ScheduledRequest], just_preempted: frozenset) -> int:
+        num_admitted = 0
+        for request in self.waiting:
+            # Requests preempted in this step sit at the end; they wait at least one step.
+            if budget <= 0 or len(self.running) >= self.config.max_num_seqs or request.request_id in just_preempted:
+                break
+            hit = self.kv.find_prefix_hit(request.block_hashes, request.num_tokens)
+            num_new = min(request.num_tokens - hit.num_cached_tokens, budget)
+            if self.kv.allocate_slots(request.request_id, hit.num_cached_tokens + num_new, hit) is None:
+                break  # no head-of-line skipping: the most urgent waits for blocks first
+            self.kv.find_prefix_hit(request.block_hashes, request.num_tokens, record_stats=True)
+            request.num_computed_tokens = hit.num_cached_tokens
+            if request.num_cached_tokens < 0:
+                request.num_cached_tokens = hit.num_cached_tokens
+            request.status = RequestStatus.RUNNING
+            self.running.append(request)
+            scheduled.append(self._plan_entry(request, num_new))
+            budget -= num_new
+            num_admitted += 1
+        del self.waiting[:num_admitted]
+        return budget
+
+    def _preempt_for_urgent_waiting(self, key, budget: int, preempted: list[str]) -> None:
+        """Make room for the most urgent waiting request by preempting less urgent running ones."""
+        if not self.waiting:
+            return
+        head = self.waiting[0]
+        head_key = key(head)
+        num_blocks_needed = -(-min(head.num_tokens, budget) // self.block_size)
+        while self.running and key(self.running[-1]) > head_key:
+            seats_full = len(self.running) >= self.config.max_num_seqs
+            blocks_short = self.kv.num_free_blocks < num_blocks_needed
+            if not (seats_full or blocks_short):
+                break
+            self._preempt(self.running.pop(), preempted)
+
+    def _urgency_key(self, now: float):
+        if self.config.policy == "fcfs":
+            return lambda r: (0, r.arrival_time)
+        aging = self.config.priority_aging_s
+        if aging is None:
+            return lambda r: (r.priority, r.arrival_time)
+        return lambda r: (r.priority - int((now - r.arrival_time) // aging), r.arrival_time)
+
+    def _plan_entry(self, request: Request, num_new: int) -> ScheduledRequest:
+        start = request.num_computed_tokens
+        return ScheduledRequest(
+            request_id=request.request_id,
+            token_ids=tuple(request.all_token_ids[start:start + num_new]),
+            start_position=start,
+            block_ids=tuple(self.kv.get_block_ids(request.request_id)),
+            do_sample=start + num_new == request.num_tokens,
+            num_output_tokens=request.num_output_tokens,
+            sampling_params=request.sampling_params,
+        )
+
+    def _preempt(self, request: Request, preempted: list[str]) -> None:
+        self.kv.free(request.request_id)
+        request.status = RequestStatus.PREEMPTED
+        request.num_computed_tokens = 0
+        request.num_preemptions += 1
+        self.num_preemptions += 1
+        self.waiting.append(request)
+        preempted.append(request.request_id)
+
+    # Applying a step's results
+    def update_from_output(
+        self,
+        plan: SchedulerOutput,
+        sampled_token_ids: Mapping[str, int],
+        logprobs: Mapping[str, dict[int, float]] | None = None,
+    ) -> list[RequestUpdate]:
+        """Advance every planned request and append its sampled token; returns one update per sampled request."""
+        updates = []
+        for entry in plan.requests:
+            request = self.requests.get(entry.request_id)
+            if request is None or request.is_finished or request.status != RequestStatus.RUNNING:
+                continue  # aborted while the step ran
+            request.num_computed_tokens += entry.num_tokens
+            self.kv.cache_blocks(request.request_id, request.block_hashes, request.num_computed_tokens)
+            if not entry.do_sample:
+                continue
+            token_id = sampled_token_ids[entry.request_id]
+            request.append_output_token(token_id)
+            status = self._check_stop(request, token_id)
+            if status is not None:
+                self.running.remove(request)
+                self._free(request, status)
+            updates.append(RequestUpdate(
+                request_id=request.request_id,
+                new_token_ids=(token_id,),
+                finish_reason=FINISH_REASONS.get(status) if status is not None else None,
+                stop_reason=request.stop_reason,
+                num_cached_tokens=max(request.num_cached_tokens, 0),
+                num_prompt_tokens=request.num_prompt_tokens,
+                logprobs=(logprobs[entry.request_id],) if logprobs and entry.request_id in logprobs else None,
+            ))
+        return updates
+
+    def _check_stop(self, request: Request, token_id: int) -> RequestStatus | None:
+        params = request.sampling_params
+        if request.num_output_tokens >= params.min_tokens:
+            if not params.ignore_eos and token_id in request.eos_token_ids:
+                return RequestStatus.FINISHED_STOPPED
+            if token_id in params.stop_token_ids:
+                request.stop_reason = token_id
+                return RequestStatus.FINISHED_STOPPED
+        if request.num_output_tokens >= params.max_tokens or request.num_tokens >= self.max_model_len:
+            return RequestStatus.FINISHED_LENGTH
+        return None
+
+    def _free(self, request: Request, status: RequestStatus) -> None:
+        request.status = status
+        self.kv.free(request.request_id)
+        del self.requests[request.request_id]
+        self._finished_ids.append(request.request_id)

@@ -1,0 +1,51 @@
+"""Immutable messages between the scheduler and the model runner."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llm_core.sampling_params import SamplingParams
+
+
+@dataclass(frozen=True)
+class ScheduledRequest:
+    """One request's share of a step: feed `token_ids` at positions start_position.. onward."""
+
+    request_id: str
+    token_ids: tuple[int, ...]
+    start_position: int  # num_computed_tokens before this step
+    block_ids: tuple[int, ...]  # the request's whole block table after this step's allocation
+    do_sample: bool  # this chunk reaches the last known token, so a token is sampled
+    num_output_tokens: int  # output tokens before this step (the seeded sampler's position)
+    sampling_params: SamplingParams
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_ids)
+
+
+@dataclass(frozen=True)
+class SchedulerOutput:
+    """The plan of one engine step."""
+
+    requests: tuple[ScheduledRequest, ...]
+    num_batched_tokens: int
+    preempted_request_ids: tuple[str, ...] = ()
+    finished_request_ids: tuple[str, ...] = ()  # finished since the previous plan
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.requests
+
+
+@dataclass(frozen=True)
+class RequestUpdate:
+    """What one step produced for one request (the engine core's output)."""
+
+    request_id: str
+    new_token_ids: tuple[int, ...]
+    finish_reason: str | None = None
+    stop_reason: int | str | None = None
+    num_cached_tokens: int = 0
+    num_prompt_tokens: int = 0
+    logprobs: tuple[dict[int, float], ...] | None = None

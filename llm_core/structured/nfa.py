@@ -1,0 +1,135 @@
+"""Thompson construction: a regex tree (code points) to an NFA over bytes (UTF-8).
+
+Fragments are built in place: `_build(node, start)` adds the states of `node` after `start` and
+returns its end state. Invariant: a fragment adds no move *into* the start it was given (loops go
+through a fresh state), so alternatives can share one start and a fragment can continue from the
+previous one's end without epsilon glue.
+
+A byte set is a 256-bit Python int (bit b set: byte b allowed). `moves[s]` maps target -> byte set.
+"""
+
+from __future__ import annotations
+
+from .errors import GrammarTooLargeError
+from .regex_ast import Alt, CharSet, Concat, Node, Repeat, concat
+from .utf8 import utf8_sequences
+
+DEFAULT_MAX_NFA_STATES = 400_000
+
+
+def byte_range_mask(lo: int, hi: int) -> int:
+    return ((1 << (hi + 1)) - 1) ^ ((1 << lo) - 1)
+
+
+class Nfa:
+    """States 0..num_states-1 with epsilon moves and byte-set moves; one start and one accept state."""
+
+    def __init__(self, max_states: int = DEFAULT_MAX_NFA_STATES):
+        self.max_states = max_states
+        self.eps: list[list[int]] = []
+        self.moves: list[dict[int, int]] = []
+        self.start = self.add_state()
+        self.accept = -1
+
+    @property
+    def num_states(self) -> int:
+        return len(self.eps)
+
+    def add_state(self) -> int:
+        if len(self.eps) >= self.max_states:
+            raise GrammarTooLargeError(
+                f"grammar too large: its automaton exceeds {self.max_states} states "
+                "(reduce bounded repeats such as maxLength/maxItems/{m,n}, or the schema's size)")
+        self.eps.append([])
+        self.moves.append({})
+        return len(self.eps) - 1
+
+    def add_eps(self, src: int, dst: int) -> None:
+        self.eps[src].append(dst)
+
+    def add_move(self, src: int, mask: int, dst: int) -> None:
+        moves = self.moves[src]
+        moves[dst] = moves.get(dst, 0) | mask
+
+
+def build_nfa(node: Node, max_states: int = DEFAULT_MAX_NFA_STATES) -> Nfa:
+    nfa = Nfa(max_states)
+    nfa.accept = _build(nfa, node, nfa.start)
+    return nfa
+
+
+def _build(nfa: Nfa, node: Node, start: int) -> int:
+    if isinstance(node, CharSet):
+        return _build_char_set(nfa, node, start)
+    if isinstance(node, Concat):
+        cur = start
+        for item in node.items:
+            cur = _build(nfa, item, cur)
+        return cur
+    if isinstance(node, Alt):
+        end = nfa.add_state()
+        for item in node.items:
+            nfa.add_eps(_build(nfa, item, start), end)
+        return end
+    return _build_repeat(nfa, node, start)
+
+
+def _build_char_set(nfa: Nfa, node: CharSet, start: int) -> int:
+    end = nfa.add_state()
+    prefix_states: dict[tuple, int] = {}
+    for lo, hi in node.ranges:
+        for seq in utf8_sequences(lo, hi):
+            cur = start
+            for i in range(len(seq) - 1):
+                key = tuple(seq[:i + 1])
+                if key not in prefix_states:
+                    prefix_states[key] = nfa.add_state()
+                    nfa.add_move(cur, byte_range_mask(*seq[i]), prefix_states[key])
+                cur = prefix_states[key]
+            nfa.add_move(cur, byte_range_mask(*seq[-1]), end)
+    return end
+
+
+def _build_repeat(nfa: Nfa, node: Repeat, start: int) -> int:
+    item, sep = node.item, node.sep
+    if node.min == 0:
+        # x{0,n} with a separator is (x (sep x){0,n-1})?; without one the loop form below is nullable.
+        if sep is not None:
+            end = nfa.add_state()
+            nfa.add_eps(start, end)
+            inner = Repeat(item, 1, node.max, sep)
+            nfa.add_eps(_build_repeat(nfa, inner, start), end)
+            return end
+        if node.max is None:
+            loop = nfa.add_state()
+            nfa.add_eps(start, loop)
+            nfa.add_eps(_build(nfa, item, loop), loop)
+            return loop
+    step = item if sep is None else concat(sep, item)
+    if node.max is None:
+        # min-1 plain copies, then the last required copy as a loop `body+` (through a fresh state,
+        # so no move enters `start`): one copy of the item for x+ and for x (sep x)*.
+        cur = start
+        for i in range(node.min - 1):
+            cur = _build(nfa, item if i == 0 else step, cur)
+        loop = nfa.add_state()
+        nfa.add_eps(cur, loop)
+        end = _build(nfa, item if node.min == 1 else step, loop)
+        if node.min == 1 and sep is not None:
+            nfa.add_eps(_build(nfa, sep, end), loop)
+        else:
+            nfa.add_eps(end, loop)
+        return end
+    # The first min copies are required (the first one without a separator).
+    cur = start
+    for i in range(node.min):
+        cur = _build(nfa, item if i == 0 else step, cur)
+    # Optional copies as a chain, each of whose ends may exit.
+    exits = [cur]
+    for i in range(node.min, node.max):
+        cur = _build(nfa, item if i == 0 else step, cur)
+        exits.append(cur)
+    end = nfa.add_state()
+    for state in exits:
+        nfa.add_eps(state, end)
+    return end

@@ -1,0 +1,76 @@
+"""Tiny random Hugging Face checkpoints that tests build and save themselves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tests.helpers.tokenizers import make_tokenizer_dir
+
+TEXT_ARCHS = ("llama", "qwen2", "qwen3", "mistral")
+
+_BASE = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+             rms_norm_eps=1e-6, initializer_range=0.05)
+
+
+def text_config(arch: str, **overrides: Any):
+    import transformers
+
+    kwargs = dict(_BASE)
+    if arch == "llama":
+        cls = transformers.LlamaConfig
+    elif arch == "qwen2":
+        cls = transformers.Qwen2Config
+    elif arch == "qwen3":
+        cls = transformers.Qwen3Config
+        kwargs["head_dim"] = 32  # Qwen3 decouples head_dim from hidden_size / heads
+    elif arch == "mistral":
+        cls = transformers.MistralConfig
+        kwargs["sliding_window"] = None
+    else:
+        raise ValueError(arch)
+    kwargs.update(overrides)
+    return cls(**kwargs)
+
+
+def make_text_checkpoint(path: str | Path, arch: str = "llama", *, seed: int = 0, dtype: torch.dtype = torch.float32,
+                         tokenizer_kind: str = "bytelevel", max_shard_size: str | None = None,
+                         **config_overrides: Any) -> Path:
+    """Save a random `arch` model with a tokenizer under `path`; returns the directory."""
+    import transformers
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    make_tokenizer_dir(path, kind=tokenizer_kind, vocab_size=config_overrides.get("vocab_size", _BASE["vocab_size"]))
+    config = text_config(arch, **config_overrides)
+    config.architectures = [{"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM",
+                             "mistral": "MistralForCausalLM"}[arch]]
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForCausalLM.from_config(config).to(dtype)
+    save_kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
+    model.save_pretrained(path, **save_kwargs)
+    return path
+
+
+def load_hf_model(path: str | Path):
+    import transformers
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    return model.eval()
+
+
+@torch.inference_mode()
+def hf_greedy(model, prompt_ids: list[int], max_new_tokens: int) -> list[int]:
+    """Greedy continuation with transformers' own KV cache, never stopping at EOS."""
+    ids = torch.tensor([prompt_ids])
+    out = model(ids, use_cache=True)
+    past, tokens = out.past_key_values, []
+    for _ in range(max_new_tokens):
+        token = int(out.logits[0, -1].argmax())
+        tokens.append(token)
+        out = model(torch.tensor([[token]]), past_key_values=past, use_cache=True)
+        past = out.past_key_values
+    return tokens
