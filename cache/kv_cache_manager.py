@@ -36,7 +36,9 @@ class KVCacheManager:
     shared by k requests has ref_cnt k. Block tables only grow until free().
     """
 
-    def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool = True) -> None:
+    def __init__(
+        self, num_blocks: int, block_size: int, enable_prefix_caching: bool = True
+    ) -> None:
         if block_size <= 0:
             raise ValueError(f"block_size must be > 0, got {block_size}")
         self.block_size = block_size
@@ -80,7 +82,9 @@ class KVCacheManager:
             if block is None:
                 break
             block_ids.append(block.block_id)
-        hit = PrefixHit(tuple(block_ids), len(block_ids) * self.block_size) if block_ids else _EMPTY_HIT
+        hit = _EMPTY_HIT
+        if block_ids:
+            hit = PrefixHit(tuple(block_ids), len(block_ids) * self.block_size)
         if record_stats:
             self._num_query_tokens += num_tokens
             self._num_hit_tokens += hit.num_cached_tokens

@@ -20,7 +20,8 @@ OUTPUT_FORMATS = ("json", "msgpack")
 class GenerationOptions:
     """Sampling and scheduling fields; None means "not set here" (session default, then built-in).
 
-    Built-in defaults are in `GENERATION_DEFAULTS`; `max_tokens` None means up to the context length.
+    Built-in defaults are in `GENERATION_DEFAULTS`; `max_tokens` None means up to the context
+    length.
     """
 
     max_tokens: int | None = None

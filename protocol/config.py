@@ -38,7 +38,8 @@ class ProtocolLimits:
         for f in fields(self):
             value = getattr(self, f.name)
             if type(value) is not int or value < 1:
-                raise ValueError(f"ProtocolLimits.{f.name} must be a positive integer, got {value!r}")
+                raise ValueError(f"ProtocolLimits.{f.name} must be a positive integer, "
+                                 f"got {value!r}")
 
 
 DEFAULT_LIMITS = ProtocolLimits()

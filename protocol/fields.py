@@ -54,6 +54,17 @@ def over_limit(field: str, what: str, count: int, limit: int) -> ProtocolError:
                          field=field)
 
 
+def is_unicode(text: str) -> bool:
+    """False if `text` holds an unpaired surrogate (JSON can spell one as an escape: \\ud800)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def check_str(value: Any, field: str, *, max_chars: int, allow_empty: bool = True,
               pattern: re.Pattern | None = None, rule: str = "") -> str:
     if type(value) is not str:
@@ -62,6 +73,8 @@ def check_str(value: Any, field: str, *, max_chars: int, allow_empty: bool = Tru
         raise over_limit(field, "characters", len(value), max_chars)
     if not value and not allow_empty:
         raise invalid(field, "must not be empty")
+    if not is_unicode(value):
+        raise invalid(field, "holds an unpaired surrogate, which is not valid Unicode")
     if pattern is not None and not pattern.fullmatch(value):
         raise invalid(field, f"must be {rule}, got {quote(value)}")
     return value
@@ -126,7 +139,8 @@ class Fields:
             for key in value:
                 if key not in allowed:
                     field = join(path, key)
-                    raise ProtocolError(UNKNOWN_FIELD, f"unknown field {field}", field=field)
+                    raise ProtocolError(UNKNOWN_FIELD, f"unknown field {quote(field, 80)}",
+                                        field=field)
         self._map = value
         self.path = path
 

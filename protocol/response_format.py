@@ -12,7 +12,7 @@ from typing import Any
 
 from protocol.config import ProtocolLimits
 from protocol.errors import LIMIT_EXCEEDED, ProtocolError
-from protocol.fields import Fields, invalid, join, wrong_type
+from protocol.fields import Fields, invalid, is_unicode, join, wrong_type
 
 RESPONSE_FORMAT_TYPES = ("text", "json_object", "json_schema", "regex")
 
@@ -27,7 +27,7 @@ _JSON_SCHEMA_FIELDS = frozenset({"name", "schema", "strict"})
 
 @dataclass(frozen=True, slots=True)
 class ResponseFormat:
-    """An output constraint. `schema`, `name` and `strict` go with json_schema, `pattern` with regex.
+    """An output constraint: `schema`, `name`, `strict` go with json_schema, `pattern` with regex.
 
     `strict` is accepted for OpenAI compatibility; output always follows the schema.
     """
@@ -87,14 +87,17 @@ def _walk(value: Any, path: str, depth: int, budget: list[int], limits: Protocol
     kind = type(value)
     if kind is dict:
         for key, item in value.items():
-            if type(key) is not str:
-                raise invalid(path, "has a key that is not a string")
+            if type(key) is not str or not is_unicode(key):
+                raise invalid(path, "has a key that is not a Unicode string")
             _walk(item, join(path, key), depth + 1, budget, limits)
     elif kind is list:
         for i, item in enumerate(value):
             _walk(item, f"{path}[{i}]", depth + 1, budget, limits)
+    elif kind is str:
+        if not is_unicode(value):
+            raise invalid(path, "holds an unpaired surrogate, which is not valid Unicode")
     elif kind is float:
         if not math.isfinite(value):
             raise invalid(path, "must be a finite number")
-    elif kind not in (str, int, bool, type(None)):
+    elif kind not in (int, bool, type(None)):
         raise wrong_type(path, "a JSON value", value)

@@ -69,8 +69,9 @@ def _response_delta(f: Fields) -> ResponseDelta:
                           for i, t in enumerate(token_ids))
     logprobs = f.get("logprobs")
     if logprobs is not None:
+        entries = check_list(logprobs, "logprobs", max_items=_MAX)
         logprobs = tuple(_token_logprobs(entry, f"logprobs[{i}]")
-                         for i, entry in enumerate(check_list(logprobs, "logprobs", max_items=_MAX)))
+                         for i, entry in enumerate(entries))
     return ResponseDelta(f.get_str("response_id", max_chars=_MAX, required=True),
                          f.get_str("delta", max_chars=_MAX, required=True), token_ids, logprobs)
 

@@ -1,7 +1,9 @@
 """Tests of cache/block_hash.py: chained, deterministic block hashes with media keys."""
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -20,8 +22,15 @@ def test_hash_is_16_bytes_and_deterministic_across_processes():
         "from cache.block_hash import hash_block_tokens;"
         "print(hash_block_tokens(None, [1, 2, 3, 4], ('img', 7)).hex())"
     )
+    # Another process with another str-hash salt must agree.
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
     other = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     assert other == digest.hex()
 
