@@ -9,6 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+# Pillow's own decompression-bomb threshold (PIL.Image.MAX_IMAGE_PIXELS by default): above it
+# Pillow warns on opening, above twice it refuses. The pixel limit stays at or under it, so that
+# every image Pillow warns about is one that the limit refuses anyway.
+PILLOW_MAX_IMAGE_PIXELS = 89_478_485
+
 
 @dataclass(frozen=True)
 class MediaLimits:
@@ -35,8 +40,13 @@ class MediaLimits:
             value = getattr(self, f.name)
             if f.type == "int" and (type(value) is not int or value < 1):
                 raise ValueError(f"MediaLimits.{f.name} must be a positive integer, got {value!r}")
-            if f.type == "float" and (type(value) not in (int, float) or not 0 < value < float("inf")):
+            is_number = type(value) in (int, float)
+            if f.type == "float" and (not is_number or not 0 < value < float("inf")):
                 raise ValueError(f"MediaLimits.{f.name} must be a positive number, got {value!r}")
+        if self.max_image_pixels > PILLOW_MAX_IMAGE_PIXELS:
+            raise ValueError(f"MediaLimits.max_image_pixels must be at most "
+                             f"{PILLOW_MAX_IMAGE_PIXELS} (Pillow's own limit), got "
+                             f"{self.max_image_pixels}")
         if self.video_sample_fps > 240:
             raise ValueError(
                 f"MediaLimits.video_sample_fps must be at most 240, got {self.video_sample_fps}"

@@ -21,11 +21,19 @@ DEMUXERS = {
     "audio/wav": "wav", "audio/webm": "matroska", "audio/ogg": "ogg", "audio/mpeg": "mp3",
     "audio/mp4": "mp4", "audio/flac": "flac", "audio/aac": "aac",
 }
+# Codecs by their canonical names (AV1 is decoded by libdav1d, MP3 by mp3float, ...).
 VIDEO_CODECS = frozenset({"h264", "hevc", "vp8", "vp9", "av1", "mjpeg"})
-AUDIO_CODECS = frozenset({"opus", "vorbis", "mp3", "mp3float", "aac", "flac"})
+AUDIO_CODECS = frozenset({
+    "opus", "vorbis", "mp3", "aac", "flac", "pcm_u8", "pcm_s16le",
+    "pcm_s16be", "pcm_s24le", "pcm_s32le", "pcm_f32le", "pcm_f64le", "pcm_alaw", "pcm_mulaw",
+})
 # Probing as little as possible lets a streamed container give its first frame from the first
 # bytes that hold it; the decoders find what the probe did not.
-STREAMING_OPTIONS = {"probesize": "32", "analyzeduration": "0"}
+STREAMING_OPTIONS = {"probesize": "32", "analyzeduration": "1"}
+# PyAV's default size of one read. FFmpeg keeps only the latest read for seeking back on a
+# non-seekable input, and its MP4 demuxer seeks back while parsing the index: a streamed MP4's
+# index must arrive in one read (see mp4_index_end).
+READ_SIZE = 32768
 # A decode that ends short of the container's declared duration by more than both of these is a
 # truncated file (declared durations are exact or, where estimated, estimated from the data).
 TRUNCATION_MIN_S = 0.5
@@ -45,18 +53,24 @@ def ffmpeg_errors(what: str, item_id: str | None) -> Iterator[None]:
 
 
 def open_input(file: BinaryIO, mime: str, params: dict[str, str], options: dict[str, str],
-               what: str, item_id: str | None) -> av.container.InputContainer:
-    """Opens `file` with the demuxer of `mime`; raises MediaError like ffmpeg_errors."""
+               what: str, item_id: str | None, buffer_size: int = READ_SIZE
+               ) -> av.container.InputContainer:
+    """Opens `file` with the demuxer of `mime`; raises MediaError like ffmpeg_errors.
+
+    buffer_size: the most bytes that one read of `file` asks for.
+    """
     options = dict(options)
     if mime == "image/jpeg":
         options["framerate"] = params["fps"]
     with ffmpeg_errors(what, item_id):
-        return av.open(file, "r", format=DEMUXERS[mime], options=options)
+        return av.open(file, "r", format=DEMUXERS[mime], options=options,
+                       buffer_size=buffer_size)
 
 
 def check_codec(stream: av.stream.Stream, allowed: frozenset[str], what: str,
                 item_id: str | None) -> None:
-    name = stream.codec_context.name
+    codec = stream.codec_context.codec  # None where this build has no decoder for it
+    name = codec.canonical_name if codec is not None else "a codec without a decoder"
     if name not in allowed:
         raise unsupported(f"{what} is encoded with {name}, which is not supported "
                           f"(supported: {', '.join(sorted(allowed))})", item_id)
@@ -85,25 +99,24 @@ def check_complete(end_s: float, declared_s: float | None, what: str,
                       f"{declared_s:.2f} s", item_id)
 
 
-def mp4_index_first(prefix: bytes) -> bool | None:
-    """Whether an MP4's index (moov) comes before its media data, from its first bytes.
+def mp4_index_end(prefix: bytes) -> tuple[bool, int] | None:
+    """Where an MP4's index (moov) lies, from its first bytes.
 
-    True: it can be decoded as it arrives (fast-start or fragmented MP4); False: the index is at
-    the end (or the top-level boxes are damaged), so it is decoded when complete; None: the prefix
-    does not tell yet.
+    (True, end): the index comes first (fast-start or fragmented MP4) and is complete in
+    `prefix`, ending at byte `end`: the file can be decoded as it arrives. (False, 0): the media
+    data comes first (or the top-level boxes are damaged): it is decoded when complete. None:
+    the prefix does not tell yet.
     """
     offset = 0
     while offset + 8 <= len(prefix):
         size, kind = struct.unpack_from(">I4s", prefix, offset)
-        if kind in (b"moov", b"moof"):
-            return True
-        if kind == b"mdat":
-            return False
         if size == 1:
             if offset + 16 > len(prefix):
                 return None
             (size,) = struct.unpack_from(">Q", prefix, offset + 8)
-        if size < 8:
-            return False
+        if kind == b"mdat" or size < 8:
+            return False, 0
+        if kind == b"moov":
+            return (True, offset + size) if offset + size <= len(prefix) else None
         offset += size
     return None

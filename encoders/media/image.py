@@ -19,7 +19,9 @@ from encoders.media.errors import MediaError, corrupt, too_large, unsupported
 from encoders.media.mime import resolve_mime
 
 # Pillow plugin names of the formats we decode, by canonical mime type.
-PILLOW_FORMATS = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP", "image/gif": "GIF"}
+PILLOW_FORMATS = {
+    "image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP", "image/gif": "GIF",
+}
 _BACKGROUND = (255, 255, 255)
 # What Pillow raises on damaged or truncated files (SyntaxError for malformed PNG chunks).
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError)
@@ -48,8 +50,9 @@ def decode_image(data: bytes, limits: MediaLimits, mime: str | None = None,
     except MediaError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        # Pillow's own guard, for sizes over Image.MAX_IMAGE_PIXELS (the warning only when
-        # warnings are errors; otherwise it is printed and our own check below rejects the image).
+        # Pillow's own guard above Image.MAX_IMAGE_PIXELS, which the limit never exceeds: the
+        # warning is raised only where warnings are errors; elsewhere it is printed, and the
+        # size check in _open refuses the image.
         raise too_large(f"the image is a decompression bomb: {error}", item_id) from None
     except _DECODE_ERRORS as error:
         raise corrupt(f"the image does not decode: {_describe(error)}", item_id) from None

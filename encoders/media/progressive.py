@@ -2,8 +2,10 @@
 
 PyAV reads its input through a file object and blocks inside `read`; it cannot be handed bytes a
 chunk at a time. So the decode loop runs in a thread of its own over a `GrowingStream`, whose
-`read` waits on a condition variable until more bytes are pushed, the input is finished (then it
-returns b"", end of file) or the decoder is closed (then it raises and the loop unwinds).
+`read` waits on a condition variable until more bytes are pushed, or the input is finished or the
+decoder closed (then it returns b"", end of file; after a close the loop's results are dropped
+and it is stopped at its next result. An exception raised inside PyAV's read callback would be
+printed as "dropped" by PyAV, so a close is an end of file rather than an exception).
 
 `push` returns once the loop has consumed every byte pushed so far and waits for more (or has
 ended), so its result holds everything decodable from the prefix so far, and a caller never sees
@@ -24,10 +26,6 @@ T = TypeVar("T")
 _COMPACT_BYTES = 1 << 20
 
 
-class DecoderClosed(Exception):
-    """Raised inside the decode loop's `read` when its decoder was closed; never seen outside."""
-
-
 class GrowingStream:
     """A read-only, non-seekable file over bytes that are still arriving (PyAV sees a pipe)."""
 
@@ -36,7 +34,7 @@ class GrowingStream:
         self.buffer = bytearray()
         self.pos = 0  # bytes of `buffer` already read; compacted away now and then
         self.is_finished = False  # no more bytes will come
-        self.is_closed = False  # the decoder was closed: stop at the next read
+        self.is_closed = False  # the decoder was closed: end of file, results dropped
         self.is_waiting = False  # the loop is blocked in read() with nothing left to read
         self.is_done = False  # the loop has ended
         self.results: list = []
@@ -50,7 +48,7 @@ class GrowingStream:
                 self.cond.wait()
             self.is_waiting = False
             if self.is_closed:
-                raise DecoderClosed()
+                return b""
             end = len(self.buffer) if size is None or size < 0 else min(len(self.buffer),
                                                                           self.pos + size)
             chunk = bytes(self.buffer[self.pos:end])
@@ -116,7 +114,8 @@ class ProgressiveDecoder(Generic[T]):
             return self._take()
 
     def close(self) -> None:
-        """Stops the decode loop at its next read and drops what it has not returned; idempotent."""
+        """Ends the input and stops the decode loop at its next result, dropping what it has not
+        returned; idempotent."""
         self._stream.close_input()
 
     def _start(self) -> None:
@@ -137,9 +136,9 @@ def _run(decode: Callable[[GrowingStream], Iterable[T]], stream: GrowingStream) 
     try:
         for result in decode(stream):
             with stream.cond:
+                if stream.is_closed:
+                    break
                 stream.results.append(result)
-    except DecoderClosed:
-        pass
     except BaseException as error:  # handed to the caller's thread and raised there
         with stream.cond:
             if not stream.is_closed:

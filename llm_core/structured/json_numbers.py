@@ -14,7 +14,7 @@ from .digit_ranges import digit_set, natural_range
 from .regex_ast import EMPTY, NOTHING, Node, alt, concat, literal, repeat
 from .regex_parser import parse_regex
 
-INTEGER = parse_regex(r"-?(0|[1-9][0-9]*)")
+INTEGER = parse_regex(r"0|-?[1-9][0-9]*")
 NUMBER = parse_regex(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
 _DIGIT = digit_set(0, 9)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 
 from .errors import RegexError, SchemaError, UnsupportedKeywordError
@@ -24,6 +23,7 @@ from .json_text import QUOTE, encode_string_content, json_string, string_literal
 from .regex_ast import NOTHING, Node, alt, concat, is_nothing, literal
 from .regex_parser import parse_regex_search
 from .schema_refs import ANNOTATIONS, DEFINITIONS, merge_all_of, resolve_ref
+from .schema_values import bounds, count, has_type, integer_bounds
 
 TYPE_KEYWORDS = {
     "object": ("properties", "required", "additionalProperties"),
@@ -128,17 +128,17 @@ class _SchemaCompiler:
     def compile_ref(self, schema: dict, path: str) -> Node:
         ref = schema["$ref"]
         target = resolve_ref(self.root, ref, path)
-        count = self.ref_counts.get(ref, 0)
-        if count >= self.depth:
+        expansions = self.ref_counts.get(ref, 0)
+        if expansions >= self.depth:
             return NOTHING
         rest = {k: v for k, v in schema.items() if k != "$ref" and k not in ANNOTATIONS | DEFINITIONS}
-        self.ref_counts[ref] = count + 1
+        self.ref_counts[ref] = expansions + 1
         try:
             if rest:
                 return self.compile({"allOf": [target, rest]}, path)
             return self.compile(target, ref)
         finally:
-            self.ref_counts[ref] = count
+            self.ref_counts[ref] = expansions
 
     def compile_any_of(self, schema: dict, key: str, path: str) -> Node:
         branches = schema[key]
@@ -159,7 +159,7 @@ class _SchemaCompiler:
             values = [schema["const"]] if schema["const"] in schema["enum"] else []
         if "type" in schema:
             types = self.types(schema, path)
-            values = [v for v in values if any(_has_type(v, t) for t in types)]
+            values = [v for v in values if any(has_type(v, t) for t in types)]
         return alt(*(value_literal(v, self.ws) for v in values))
 
     def types(self, schema: dict, path: str) -> tuple[str, ...]:
@@ -181,9 +181,9 @@ class _SchemaCompiler:
         if name == "boolean":
             return alt(literal("true"), literal("false"))
         if name == "integer":
-            return integer_range(*_integer_bounds(*_bounds(schema, path)))
+            return integer_range(*integer_bounds(*bounds(schema, path)))
         if name == "number":
-            return number_range(*_bounds(schema, path))
+            return number_range(*bounds(schema, path))
         if name == "string":
             return self.compile_string(schema, path)
         if name == "array":
@@ -191,8 +191,8 @@ class _SchemaCompiler:
         return self.compile_object(schema, path)
 
     def compile_string(self, schema: dict, path: str) -> Node:
-        min_length = _count(schema, "minLength", path) or 0
-        max_length = _count(schema, "maxLength", path)
+        min_length = count(schema, "minLength", path) or 0
+        max_length = count(schema, "maxLength", path)
         pattern, fmt = schema.get("pattern"), schema.get("format")
         if pattern is not None and fmt is not None:
             raise SchemaError("'pattern' together with 'format' is not supported", path)
@@ -226,8 +226,8 @@ class _SchemaCompiler:
             items = False if prefix else True
         prefix_nodes = [self.compile(s, f"{path}/prefixItems/{i}") for i, s in enumerate(prefix)]
         item_node = self.compile(items, f"{path}/items")
-        min_items = _count(schema, "minItems", path) or 0
-        return array_node(prefix_nodes, item_node, min_items, _count(schema, "maxItems", path), self.ws)
+        min_items = count(schema, "minItems", path) or 0
+        return array_node(prefix_nodes, item_node, min_items, count(schema, "maxItems", path), self.ws)
 
     def compile_object(self, schema: dict, path: str) -> Node:
         properties = schema.get("properties", {})
@@ -256,64 +256,3 @@ class _SchemaCompiler:
 @lru_cache(maxsize=None)
 def _format_string(name: str) -> Node:
     return concat(QUOTE, encode_string_content(format_tree(name)), QUOTE)
-
-
-def _has_type(value, name: str) -> bool:
-    if name == "integer":
-        return isinstance(value, int) and not isinstance(value, bool) or \
-            isinstance(value, float) and value.is_integer()
-    python_types = {"null": type(None), "boolean": bool, "string": str, "array": list, "object": dict,
-                    "number": (int, float)}
-    return isinstance(value, python_types[name]) and (name == "boolean" or not isinstance(value, bool))
-
-
-def _count(schema: dict, key: str, path: str) -> int | None:
-    value = schema.get(key)
-    if value is None:
-        return None
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise SchemaError(f"{key!r} must be a non-negative integer, got {value!r}", path)
-    return value
-
-
-def _number(schema: dict, key: str, path: str) -> Decimal | None:
-    value = schema.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise SchemaError(f"{key!r} must be a number, got {value!r}", path)
-    try:
-        return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
-    except InvalidOperation:
-        raise SchemaError(f"{key!r} must be a finite number", path) from None
-
-
-def _bounds(schema: dict, path: str) -> tuple[Decimal | None, bool, Decimal | None, bool]:
-    """(lo, lo_exclusive, hi, hi_exclusive) from minimum/maximum and their exclusive forms."""
-    lo, hi = _number(schema, "minimum", path), _number(schema, "maximum", path)
-    lo_excl = hi_excl = False
-    if isinstance(schema.get("exclusiveMinimum"), bool):  # draft 4
-        lo_excl = schema["exclusiveMinimum"] and lo is not None
-    elif (e := _number(schema, "exclusiveMinimum", path)) is not None and (lo is None or e >= lo):
-        lo, lo_excl = e, True
-    if isinstance(schema.get("exclusiveMaximum"), bool):
-        hi_excl = schema["exclusiveMaximum"] and hi is not None
-    elif (e := _number(schema, "exclusiveMaximum", path)) is not None and (hi is None or e <= hi):
-        hi, hi_excl = e, True
-    for bound in (lo, hi):
-        if bound is not None and not bound.is_finite():
-            raise SchemaError("numeric bounds must be finite", path)
-    return lo, lo_excl, hi, hi_excl
-
-
-def _integer_bounds(lo, lo_excl, hi, hi_excl) -> tuple[int | None, int | None]:
-    int_lo = int_hi = None
-    if lo is not None:
-        int_lo = int(lo.to_integral_value(rounding="ROUND_FLOOR")) + 1 if lo_excl else \
-            int(lo.to_integral_value(rounding="ROUND_CEILING"))
-    if hi is not None:
-        int_hi = int(hi.to_integral_value(rounding="ROUND_CEILING")) - 1 if hi_excl else \
-            int(hi.to_integral_value(rounding="ROUND_FLOOR"))
-    return int_lo, int_hi

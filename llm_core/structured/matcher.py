@@ -11,11 +11,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from .dfa import DEAD
 from .token_grammar import CompiledGrammar
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -124,15 +128,17 @@ class GrammarMatcher:
 
 
 def write_bitmask_row(bitmask: torch.Tensor | np.ndarray, index: int, mask: np.ndarray) -> None:
-    if isinstance(bitmask, torch.Tensor):
-        row = bitmask[index] if bitmask.dim() == 2 else bitmask
-        if row.dtype != torch.int32 or row.shape[-1] != mask.shape[0]:
-            raise ValueError(f"bitmask row must be int32 of width {mask.shape[0]}, got "
-                             f"{row.dtype} {tuple(row.shape)}")
-        row.copy_(torch.from_numpy(mask.copy()))  # masks are read-only; torch wants writable
+    """Copy `mask` into row `index` of a numpy array or torch tensor (torch is imported only then)."""
+    row = bitmask[index] if bitmask.ndim == 2 else bitmask
+    if isinstance(bitmask, np.ndarray):
+        ok = row.dtype == np.int32
     else:
-        row = bitmask[index] if bitmask.ndim == 2 else bitmask
-        if row.dtype != np.int32 or row.shape[-1] != mask.shape[0]:
-            raise ValueError(f"bitmask row must be int32 of width {mask.shape[0]}, got "
-                             f"{row.dtype} {row.shape}")
+        import torch
+        ok = row.dtype == torch.int32
+    if not ok or row.shape[-1] != mask.shape[0]:
+        raise ValueError(f"bitmask row must be int32 of width {mask.shape[0]}, got "
+                         f"{row.dtype} {tuple(row.shape)}")
+    if isinstance(bitmask, np.ndarray):
         row[...] = mask
+    else:
+        row.copy_(torch.from_numpy(mask.copy()))  # masks are read-only; torch wants writable

@@ -53,9 +53,31 @@ class Nfa:
 
 
 def build_nfa(node: Node, max_states: int = DEFAULT_MAX_NFA_STATES) -> Nfa:
+    """The NFA of `node`; GrammarTooLargeError, before any work, when it would exceed max_states."""
+    estimate = estimate_states(node, {})
+    if estimate > max_states:
+        raise GrammarTooLargeError(
+            f"grammar too large: its automaton would have about {estimate} states, over the limit of "
+            f"{max_states} (reduce bounded repeats such as maxLength/maxItems/{{m,n}}, or the schema)")
     nfa = Nfa(max_states)
     nfa.accept = _build(nfa, node, nfa.start)
     return nfa
+
+
+def estimate_states(node: Node, memo: dict[int, int]) -> int:
+    """An upper bound on the states `_build` adds for `node` (shared subtrees counted per use)."""
+    found = memo.get(id(node))
+    if found is not None:
+        return found
+    if isinstance(node, CharSet):
+        count = 1 + sum(len(seq) - 1 for lo, hi in node.ranges for seq in utf8_sequences(lo, hi))
+    elif isinstance(node, (Concat, Alt)):
+        count = 1 + sum(estimate_states(item, memo) for item in node.items)
+    else:
+        step = estimate_states(node.item, memo) + (estimate_states(node.sep, memo) if node.sep else 0)
+        count = 3 + step * (node.max if node.max is not None else max(node.min, 1))
+    memo[id(node)] = count
+    return count
 
 
 def _build(nfa: Nfa, node: Node, start: int) -> int:

@@ -1,7 +1,7 @@
 """The vocabulary's byte strings as a trie in flat arrays, walked against a DFA with numpy.
 
-Nodes are the distinct prefixes of token byte strings sorted by (length, bytes): breadth-first, and
-the children of one node are contiguous (`child_start[n]:child_end[n]`). `token_node[t]` is the node
+Nodes are the distinct prefixes of token byte strings, numbered breadth-first so that the children
+of one node are contiguous (`child_start[n]:child_end[n]`). `token_node[t]` is the node
 of token t's bytes, or `num_nodes` (a slot that is never live) for a token without bytes.
 """
 
@@ -14,22 +14,31 @@ from .dfa import Dfa
 
 class VocabTrie:
     def __init__(self, token_bytes: tuple[bytes | None, ...]):
-        prefixes = {b""}
-        for data in token_bytes:
-            if data:
-                prefixes.update(data[:i] for i in range(1, len(data) + 1))
-        nodes = sorted(prefixes, key=lambda p: (len(p), p))
-        index = {p: i for i, p in enumerate(nodes)}
-        self.num_nodes = len(nodes)
-        parent = np.array([index[p[:-1]] for p in nodes[1:]], dtype=np.int64)   # [num_nodes - 1]
-        self.node_byte = np.zeros(self.num_nodes, dtype=np.int64)               # [num_nodes]
-        self.node_byte[1:] = [p[-1] for p in nodes[1:]]
+        # Built level by level with numpy: a node at depth d+1 is a distinct (parent, byte) pair of
+        # the tokens longer than d; np.unique numbers them in (parent, byte) order, which makes the
+        # numbering breadth-first with each node's children contiguous.
+        lengths = np.array([len(b) if b else 0 for b in token_bytes], dtype=np.int64)  # [num_tokens]
+        data = np.frombuffer(b"".join(b for b in token_bytes if b), dtype=np.uint8)
+        starts = np.cumsum(lengths) - lengths
+        node_of = np.zeros(len(token_bytes), dtype=np.int64)
+        parents, node_bytes = [np.zeros(0, np.int64)], [np.zeros(1, np.int64)]
+        num_nodes = 1
+        for depth in range(int(lengths.max(initial=0))):
+            longer = np.flatnonzero(lengths > depth)
+            keys = node_of[longer] * 256 + data[starts[longer] + depth]
+            unique, inverse = np.unique(keys, return_inverse=True)
+            node_of[longer] = num_nodes + inverse
+            parents.append(unique // 256)
+            node_bytes.append(unique % 256)
+            num_nodes += unique.size
+        self.num_nodes = num_nodes
+        parent = np.concatenate(parents)                                            # [num_nodes - 1]
+        self.node_byte = np.concatenate(node_bytes)                                 # [num_nodes]
         # Children of node n are nodes 1 + [searchsorted(parent, n), searchsorted(parent, n + 1)).
-        ids = np.arange(self.num_nodes)
+        ids = np.arange(num_nodes)
         self.child_start = 1 + np.searchsorted(parent, ids, side="left")
         self.child_end = 1 + np.searchsorted(parent, ids, side="right")
-        self.token_node = np.array([index[b] if b else self.num_nodes for b in token_bytes],
-                                   dtype=np.int64)                               # [num_tokens]
+        self.token_node = np.where(lengths > 0, node_of, num_nodes)                # [num_tokens]
 
     def allowed_tokens(self, dfa: Dfa, state: int) -> np.ndarray:
         """[num_tokens] bool: tokens whose bytes lead from `state` to a live DFA state."""

@@ -1,0 +1,1 @@
+"""Builders that tests share: tiny tokenizers and checkpoints written to disk."""

@@ -51,10 +51,20 @@ def decode_attention_kernel(
     acc = tl.zeros([BLOCK_H, HEAD_DIM_PAD], dtype=tl.float32)
     m_i = tl.full([BLOCK_H], M_INIT, dtype=tl.float32)
     l_i = tl.zeros([BLOCK_H], dtype=tl.float32)
+    # Whole tiles of the split need no mask (the row sees every key); a window needs one everywhere.
+    if USE_WINDOW:
+        kv_split = kv_begin
+    else:
+        kv_split = kv_begin + tl.maximum(kv_end - kv_begin, 0) // TILE_N * TILE_N
+    block_table_ptr = block_tables_ptr + seq * stride_bt
     acc, m_i, l_i = attend_paged_tiles(
-        acc, m_i, l_i, q, q_pos, k_cache_ptr, v_cache_ptr, block_tables_ptr + seq * stride_bt, kv_head,
-        kv_begin, kv_end, qk_scale, sliding_window,
-        HEAD_DIM, HEAD_DIM_PAD, NUM_KV_HEADS, BLOCK_SIZE, TILE_N, USE_WINDOW, DOT_PRECISION)
+        acc, m_i, l_i, q, q_pos, k_cache_ptr, v_cache_ptr, block_table_ptr, kv_head, kv_begin, kv_split,
+        qk_scale, sliding_window, HEAD_DIM, HEAD_DIM_PAD, NUM_KV_HEADS, BLOCK_SIZE, TILE_N, USE_WINDOW,
+        False, DOT_PRECISION)
+    acc, m_i, l_i = attend_paged_tiles(
+        acc, m_i, l_i, q, q_pos, k_cache_ptr, v_cache_ptr, block_table_ptr, kv_head, kv_split, kv_end,
+        qk_scale, sliding_window, HEAD_DIM, HEAD_DIM_PAD, NUM_KV_HEADS, BLOCK_SIZE, TILE_N, USE_WINDOW,
+        True, DOT_PRECISION)
 
     if NUM_SPLITS == 1:
         acc = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
@@ -106,7 +116,8 @@ def choose_num_splits(num_seqs: int, num_kv_heads: int, max_seq_len: int, device
 
 def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, meta: AttentionMetadata,
                      scale: float, out: torch.Tensor | None = None, sliding_window: int | None = None,
-                     num_splits: int | None = None, tile_n: int = 64) -> torch.Tensor:
+                     num_splits: int | None = None, tile_n: int = 64, num_warps: int = 4,
+                     num_stages: int | None = None) -> torch.Tensor:
     """Attention of the single query row of each sequence (meta.is_decode_only) over its cached keys.
 
     q: [T, H, D] with T >= num_seqs; sequence i's row is query_start_loc[i]. Keys must already
@@ -136,7 +147,8 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
         HEAD_DIM=head_dim, HEAD_DIM_PAD=head_dim_pad, NUM_KV_HEADS=num_kv_heads,
         GROUP=group, BLOCK_H=max(16, triton.next_power_of_2(group)), BLOCK_SIZE=block_size, TILE_N=tile_n,
         NUM_SPLITS=num_splits, USE_WINDOW=sliding_window is not None,
-        DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32", num_warps=4,
+        DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32", num_warps=num_warps,
+        **({} if num_stages is None else {"num_stages": num_stages}),
     )
     if num_splits > 1:
         decode_reduce_kernel[(num_seqs, num_heads)](

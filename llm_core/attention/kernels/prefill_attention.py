@@ -27,36 +27,53 @@ M_INIT = tl.constexpr(-1.0e30)
 
 
 @triton.jit
+def load_kv_tile(ptrs, n_ok, d_ok, MASK_N: tl.constexpr, MASK_D: tl.constexpr):
+    """Loads a [N, Dp] K or V tile, masking only what may be out of range (zeros there)."""
+    if MASK_N:
+        tile = tl.load(ptrs, mask=n_ok[:, None] & d_ok[None, :], other=0.0)
+    elif MASK_D:
+        tile = tl.load(ptrs, mask=d_ok[None, :], other=0.0)
+    else:
+        tile = tl.load(ptrs)
+    return tile
+
+
+@triton.jit
 def attend_paged_tiles(acc, m_i, l_i, q, q_pos, k_cache_ptr, v_cache_ptr, block_table_ptr, kv_head,
                        kv_begin, kv_end, qk_scale, sliding_window,
                        HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr, NUM_KV_HEADS: tl.constexpr,
                        BLOCK_SIZE: tl.constexpr, TILE_N: tl.constexpr, USE_WINDOW: tl.constexpr,
-                       DOT_PRECISION: tl.constexpr):
+                       MASKED: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """Online-softmax update of (acc [M, Dp], m_i [M], l_i [M]) with keys kv_begin..kv_end-1.
 
     q: [M, Dp]; q_pos: [M] absolute position of each row; key n is visible to a row when
     n <= q_pos (and n > q_pos - sliding_window with USE_WINDOW). Keys >= kv_end are not read.
+    MASKED=False is the fast path for whole tiles that every row sees entirely: the caller
+    guarantees kv_end - kv_begin is a multiple of TILE_N and no key is hidden from a row.
     """
     offs_d = tl.arange(0, HEAD_DIM_PAD)
     d_ok = offs_d < HEAD_DIM
     for start in range(kv_begin, kv_end, TILE_N):
         offs_n = start + tl.arange(0, TILE_N)
         n_ok = offs_n < kv_end
-        block_ids = tl.load(block_table_ptr + offs_n // BLOCK_SIZE, mask=n_ok, other=0).to(tl.int64)
-        slots = block_ids * BLOCK_SIZE + offs_n % BLOCK_SIZE  # [N] cache row of each key
+        if MASKED:
+            block_ids = tl.load(block_table_ptr + offs_n // BLOCK_SIZE, mask=n_ok, other=0)
+        else:
+            block_ids = tl.load(block_table_ptr + offs_n // BLOCK_SIZE)
+        slots = block_ids.to(tl.int64) * BLOCK_SIZE + offs_n % BLOCK_SIZE  # [N] cache row of each key
         offs_kv = slots[:, None] * (NUM_KV_HEADS * HEAD_DIM) + kv_head * HEAD_DIM + offs_d[None, :]  # [N, Dp]
-        kv_mask = n_ok[:, None] & d_ok[None, :]
-        k = tl.load(k_cache_ptr + offs_kv, mask=kv_mask, other=0.0)
+        k = load_kv_tile(k_cache_ptr + offs_kv, n_ok, d_ok, MASKED, HEAD_DIM != HEAD_DIM_PAD)
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale  # [M, N]
-        visible = (offs_n[None, :] <= q_pos[:, None]) & n_ok[None, :]
-        if USE_WINDOW:
-            visible = visible & (offs_n[None, :] > q_pos[:, None] - sliding_window)
-        s = tl.where(visible, s, float("-inf"))
+        if MASKED:
+            visible = (offs_n[None, :] <= q_pos[:, None]) & n_ok[None, :]
+            if USE_WINDOW:
+                visible = visible & (offs_n[None, :] > q_pos[:, None] - sliding_window)
+            s = tl.where(visible, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         alpha = tl.exp2(m_i - m_new)
         p = tl.exp2(s - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
-        v = tl.load(v_cache_ptr + offs_kv, mask=kv_mask, other=0.0)
+        v = load_kv_tile(v_cache_ptr + offs_kv, n_ok, d_ok, MASKED, HEAD_DIM != HEAD_DIM_PAD)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
         m_i = m_new
     return acc, m_i, l_i
@@ -110,17 +127,28 @@ def prefill_attention_kernel(
                 mask=io_mask, other=0.0)  # [M, Dp]
     q_pos = first_pos + row
 
-    kv_end = tl.minimum(seq_len, first_pos + (q_block_local + 1) * BLOCK_Q)
-    kv_begin = 0
+    # Keys [kv_begin, kv_split) are whole tiles that every row of the block sees (no mask);
+    # [kv_split, kv_end) holds the causal diagonal (and, with a window, everything).
+    block_first_pos = first_pos + q_block_local * BLOCK_Q
+    kv_end = tl.minimum(seq_len, block_first_pos + BLOCK_Q)
     if USE_WINDOW:
-        kv_begin = tl.maximum(first_pos + q_block_local * BLOCK_Q - sliding_window + 1, 0) // TILE_N * TILE_N
+        kv_begin = tl.maximum(block_first_pos - sliding_window + 1, 0) // TILE_N * TILE_N
+        kv_split = kv_begin
+    else:
+        kv_begin = 0
+        kv_split = (block_first_pos + 1) // TILE_N * TILE_N
     acc = tl.zeros([BLOCK_M, HEAD_DIM_PAD], dtype=tl.float32)
     m_i = tl.full([BLOCK_M], M_INIT, dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    block_table_ptr = block_tables_ptr + seq * stride_bt
     acc, m_i, l_i = attend_paged_tiles(
-        acc, m_i, l_i, q, q_pos, k_cache_ptr, v_cache_ptr, block_tables_ptr + seq * stride_bt, kv_head,
-        kv_begin, kv_end, qk_scale, sliding_window,
-        HEAD_DIM, HEAD_DIM_PAD, NUM_KV_HEADS, BLOCK_SIZE, TILE_N, USE_WINDOW, DOT_PRECISION)
+        acc, m_i, l_i, q, q_pos, k_cache_ptr, v_cache_ptr, block_table_ptr, kv_head, kv_begin, kv_split,
+        qk_scale, sliding_window, HEAD_DIM, HEAD_DIM_PAD, NUM_KV_HEADS, BLOCK_SIZE, TILE_N, USE_WINDOW,
+        False, DOT_PRECISION)
+    acc, m_i, l_i = attend_paged_tiles(
+        acc, m_i, l_i, q, q_pos, k_cache_ptr, v_cache_ptr, block_table_ptr, kv_head, kv_split, kv_end,
+        qk_scale, sliding_window, HEAD_DIM, HEAD_DIM_PAD, NUM_KV_HEADS, BLOCK_SIZE, TILE_N, USE_WINDOW,
+        True, DOT_PRECISION)
     acc = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
     tl.store(out_ptr + token[:, None] * stride_o_t + head[:, None] * stride_o_h + offs_d[None, :],
              acc.to(out_ptr.dtype.element_ty), mask=io_mask)
@@ -149,12 +177,14 @@ def check_paged_inputs(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Te
 
 def prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, meta: AttentionMetadata,
                       scale: float, out: torch.Tensor | None = None, sliding_window: int | None = None,
-                      block_m: int | None = None, tile_n: int = 64) -> torch.Tensor:
+                      block_m: int | None = None, tile_n: int = 64, num_warps: int | None = None,
+                      num_stages: int | None = None) -> torch.Tensor:
     """Causal attention of every query row of q [T, H, D] over its sequence's cached keys; returns out.
 
     Any mix of prefill, prefix-hit, chunked-prefill and decode rows. The keys must already be
     stored. Rows of out past query_start_loc[-1] are left untouched. block_m (rows of a tile,
-    query rows times padded group) and tile_n (keys per tile) are tuning knobs.
+    query rows times padded group), tile_n (keys per tile), num_warps and num_stages are
+    tuning knobs.
     """
     out = torch.empty_like(q) if out is None else out
     check_paged_inputs(q, k_cache, v_cache, out, meta)
@@ -162,10 +192,11 @@ def prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Ten
     num_kv_heads, block_size = k_cache.shape[2], k_cache.shape[1]
     group = num_heads // num_kv_heads
     group_pad = triton.next_power_of_2(group)
-    if block_m is None:
-        block_m = min(128, max(16, triton.next_power_of_2(meta.max_query_len * group_pad)))
-    block_q = max(1, block_m // group_pad)
     head_dim_pad = max(16, triton.next_power_of_2(head_dim))
+    # Tuned on an H100 in bf16 (bench/bench_attention.py): 64-row tiles for D <= 64, 128 above.
+    if block_m is None:
+        block_m = min(64 if head_dim_pad <= 64 else 128, max(16, triton.next_power_of_2(meta.max_query_len * group_pad)))
+    block_q = max(1, block_m // group_pad)
     grid = (num_tokens // block_q + meta.num_seqs, num_kv_heads)
     prefill_attention_kernel[grid](
         out, q, k_cache, v_cache, meta.block_tables, meta.seq_lens, meta.query_start_loc,
@@ -174,6 +205,6 @@ def prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Ten
         HEAD_DIM=head_dim, HEAD_DIM_PAD=head_dim_pad, NUM_KV_HEADS=num_kv_heads,
         GROUP=group, GROUP_PAD=group_pad, BLOCK_Q=block_q, BLOCK_SIZE=block_size, TILE_N=tile_n,
         USE_WINDOW=sliding_window is not None, DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-        num_warps=8 if block_q * group_pad * head_dim_pad >= 128 * 128 else 4,
+        num_warps=num_warps or 4, num_stages=num_stages or (2 if head_dim_pad <= 64 else 3),
     )
     return out

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import functools
 import io
+import os
+import tempfile
 import wave
 from fractions import Fraction
 
@@ -36,14 +38,30 @@ _VIDEO_CODECS = {
     "vp8": ("libvpx", {"deadline": "realtime", "cpu-used": "8", "b": "200k"}),
     "vp9": ("libvpx-vp9", {"deadline": "realtime", "cpu-used": "8", "b": "200k", "row-mt": "0"}),
     "h264": ("libx264", {"preset": "ultrafast", "tune": "zerolatency", "crf": "23"}),
+    "mpeg4": ("mpeg4", {}),
 }
 
 
 @functools.lru_cache(maxsize=None)
 def make_video(container: str, codec: str, seconds: float = 2.0, fps: int = FPS,
                size: int = SIZE, movflags: str = "", gop: int = 0) -> bytes:
-    """Encodes the moving square; container is a PyAV muxer ("webm", "mp4", "mpegts")."""
+    """Encodes the moving square; container is a PyAV muxer ("webm", "mp4", "mpegts").
+
+    movflags="faststart" (the index moved to the front after writing) needs a real file.
+    """
+    if "faststart" in movflags:
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, "video.mp4")
+            _encode_video(path, container, codec, seconds, fps, size, movflags, gop)
+            with open(path, "rb") as file:
+                return file.read()
     out = io.BytesIO()
+    _encode_video(out, container, codec, seconds, fps, size, movflags, gop)
+    return out.getvalue()
+
+
+def _encode_video(out, container: str, codec: str, seconds: float, fps: int, size: int,
+                  movflags: str, gop: int) -> None:
     options = {"movflags": movflags} if movflags else {}
     with av.open(out, "w", format=container, options=options) as muxer:
         name, codec_options = _VIDEO_CODECS[codec]
@@ -58,7 +76,6 @@ def make_video(container: str, codec: str, seconds: float = 2.0, fps: int = FPS,
             frame.time_base = Fraction(1, fps)
             muxer.mux(stream.encode(frame))
         muxer.mux(stream.encode(None))
-    return out.getvalue()
 
 
 @functools.lru_cache(maxsize=None)
@@ -70,9 +87,11 @@ def make_mjpeg(num_frames: int = 6, size: int = SIZE) -> bytes:
 
 def tone(freq: float = 440.0, seconds: float = 1.0, rate: int = 16000,
          channels: int = 1) -> np.ndarray:
-    """float32 [samples, channels], amplitude 0.5."""
+    """float32 [samples, channels], amplitude 0.5, faded in and out over 10 ms (a hard stop
+    makes lossy encoders ring past full scale)."""
     t = np.arange(round(seconds * rate)) / rate
-    mono = (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+    envelope = np.clip(np.minimum(t, seconds - t) / 0.01, 0, 1)
+    mono = (0.5 * envelope * np.sin(2 * np.pi * freq * t)).astype(np.float32)
     return np.repeat(mono[:, None], channels, axis=1)
 
 

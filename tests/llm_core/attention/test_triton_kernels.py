@@ -13,8 +13,8 @@ from llm_core.attention import get_attention_backend, paged_attention_reference 
 from llm_core.attention.kernels import decode_attention, prefill_attention, store_kv  # noqa: E402
 from llm_core.attention.torch_backend import store_kv_reference  # noqa: E402
 
-# (seq_len, q_len): pure prefill, prefix-cache hit, decode row, one-token prompt
-MIXED = [(11, 11), (19, 6), (14, 1), (1, 1)]
+# (seq_len, q_len): pure prefill, two prefix-cache hits (one past two whole tiles), decode row, one-token prompt
+MIXED = [(11, 11), (35, 4), (19, 6), (14, 1), (1, 1)]
 DECODE = [(37, 1), (5, 1), (70, 1)]
 FP32 = dict(atol=1e-4, rtol=1e-4)
 # The interpreter multiplies bfloat16 bit patterns in tl.dot (triton-lang/triton#11584, unsupported).

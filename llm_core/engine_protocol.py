@@ -1,0 +1,216 @@
+"""Messages between the engine client and the engine process, and their msgpack codec.
+
+Imports no torch: the gateway encodes requests with it. One message is one msgpack map with a
+"type" key. Client to engine: add, abort, get_stats, shutdown. Engine to client: ready,
+outputs (every delta of one step in one message), error, stats.
+
+Byte buffers of a request (decoded media) cross as msgpack bin; a buffer larger than the
+shared-memory threshold crosses through `multiprocessing.shared_memory` instead, with only its
+name in the message. Ownership of a segment passes to the receiver: `decode_message` copies it
+out and unlinks it. A sender whose peer died before reading calls `unlink_shared_buffers`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from multiprocessing import resource_tracker, shared_memory
+from typing import Any, ClassVar, Iterable, Mapping
+
+import msgpack
+
+from llm_core.outputs import CompletionDelta
+from llm_core.sampling_params import SamplingParams
+
+SHM_THRESHOLD_BYTES = 1 << 20  # buffers above this go through shared memory
+
+_DELTA_FIELDS = tuple(f.name for f in fields(CompletionDelta))
+_PARAM_DEFAULTS = {f.name: getattr(SamplingParams(), f.name) for f in fields(SamplingParams)}
+
+
+class ProtocolError(ValueError):
+    """A message that does not decode; request_id names the request when one can be told."""
+
+    def __init__(self, message: str, request_id: str | None = None) -> None:
+        super().__init__(message)
+        self.request_id = request_id
+
+
+@dataclass(frozen=True)
+class EngineRequest:
+    """What the gateway hands the engine for one request.
+
+    prompt: text, a list of token ids, or a dict ({"messages": [...]} chat, {"prompt_token_ids"}).
+    arrival_time: time.monotonic() on this host (the clock is shared between processes);
+        None means the client stamps it when generate() is called.
+    buffers: named byte buffers (decoded media by item id) that the prompt refers to.
+    """
+
+    request_id: str
+    prompt: str | list[int] | dict[str, Any]
+    sampling_params: SamplingParams = field(default_factory=SamplingParams)
+    priority: int = 0
+    arrival_time: float | None = None
+    traceparent: str | None = None
+    buffers: Mapping[str, bytes] = field(default_factory=dict)
+
+
+# Client -> engine
+@dataclass(frozen=True)
+class AddRequest:
+    TYPE: ClassVar[str] = "add"
+    request: EngineRequest
+
+
+@dataclass(frozen=True)
+class AbortRequests:
+    TYPE: ClassVar[str] = "abort"
+    request_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class GetStats:
+    TYPE: ClassVar[str] = "get_stats"
+    query_id: int
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    TYPE: ClassVar[str] = "shutdown"
+
+
+# Engine -> client
+@dataclass(frozen=True)
+class Ready:
+    TYPE: ClassVar[str] = "ready"
+    info: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StepOutputs:
+    TYPE: ClassVar[str] = "outputs"
+    deltas: tuple[CompletionDelta, ...]
+
+
+@dataclass(frozen=True)
+class EngineError:
+    """request_id None: the engine as a whole failed (kind "fatal") and is going away."""
+
+    TYPE: ClassVar[str] = "error"
+    request_id: str | None
+    message: str
+    kind: str = "internal"  # invalid_request | internal | fatal
+
+
+@dataclass(frozen=True)
+class Stats:
+    TYPE: ClassVar[str] = "stats"
+    query_id: int
+    stats: dict[str, Any]
+
+
+Message = AddRequest | AbortRequests | GetStats | Shutdown | Ready | StepOutputs | EngineError | Stats
+_SIMPLE = {cls.TYPE: cls for cls in (AbortRequests, GetStats, Shutdown, Ready, EngineError, Stats)}
+
+
+def encode_message(message: Message, *, shm_threshold: int = SHM_THRESHOLD_BYTES) -> tuple[bytes, tuple[str, ...]]:
+    """msgpack bytes of a message, and the names of the shared-memory segments it created."""
+    shm_names: list[str] = []
+    if isinstance(message, AddRequest):
+        body = _encode_request(message.request, shm_threshold, shm_names)
+    elif isinstance(message, StepOutputs):
+        body = {"deltas": [[getattr(d, name) for name in _DELTA_FIELDS] for d in message.deltas]}
+    else:
+        body = {f.name: getattr(message, f.name) for f in fields(message)}
+    try:
+        return msgpack.packb({"type": message.TYPE, **body}, use_bin_type=True), tuple(shm_names)
+    except BaseException:
+        unlink_shared_buffers(shm_names)
+        raise
+
+
+def decode_message(data: bytes) -> Message:
+    """The message in `data`; shared-memory buffers are copied out and their segments unlinked."""
+    try:
+        body = msgpack.unpackb(data, raw=False, strict_map_key=False)
+        kind = body.pop("type")
+        if kind == AddRequest.TYPE:
+            return AddRequest(_decode_request(body))
+        if kind == StepOutputs.TYPE:
+            return StepOutputs(tuple(_decode_delta(row) for row in body["deltas"]))
+        if kind == AbortRequests.TYPE:
+            return AbortRequests(tuple(body["request_ids"]))
+        return _SIMPLE[kind](**body)
+    except ProtocolError:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ProtocolError(f"undecodable engine message: {type(exc).__name__}: {exc}") from None
+
+
+def unlink_shared_buffers(names: Iterable[str]) -> None:
+    """Remove segments that no receiver will read (their peer died); missing ones are skipped."""
+    for name in names:
+        try:
+            segment = shared_memory.SharedMemory(name=name)
+        except FileNotFoundError:
+            continue
+        segment.close()
+        segment.unlink()
+
+
+def _encode_request(request: EngineRequest, shm_threshold: int, shm_names: list[str]) -> dict[str, Any]:
+    params = {name: value for name in _PARAM_DEFAULTS
+              if (value := getattr(request.sampling_params, name)) != _PARAM_DEFAULTS[name]}
+    buffers = {}
+    for key, data in request.buffers.items():
+        view = memoryview(data).cast("B")
+        if view.nbytes > shm_threshold:
+            name = _write_shared(view)
+            shm_names.append(name)
+            buffers[key] = {"shm": name, "nbytes": view.nbytes}
+        else:
+            buffers[key] = view.tobytes() if not isinstance(data, bytes) else data
+    return {"request_id": request.request_id, "prompt": request.prompt, "params": params,
+            "priority": request.priority, "arrival_time": request.arrival_time,
+            "traceparent": request.traceparent, "buffers": buffers}
+
+
+def _decode_request(body: dict[str, Any]) -> EngineRequest:
+    request_id = body.get("request_id")
+    buffers = {}
+    # Read (and so release) every segment first, whatever else is wrong with the message.
+    for key, value in body.get("buffers", {}).items():
+        buffers[key] = _read_shared(value["shm"], value["nbytes"]) if isinstance(value, dict) else value
+    try:
+        params = SamplingParams(**body["params"])
+        return EngineRequest(request_id=request_id, prompt=body["prompt"], sampling_params=params,
+                             priority=body["priority"], arrival_time=body["arrival_time"],
+                             traceparent=body["traceparent"], buffers=buffers)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ProtocolError(f"bad add message: {exc}", request_id=request_id) from None
+
+
+def _decode_delta(row: list[Any]) -> CompletionDelta:
+    values = dict(zip(_DELTA_FIELDS, row))
+    values["new_token_ids"] = tuple(values["new_token_ids"])
+    if values["logprobs"] is not None:
+        values["logprobs"] = tuple(values["logprobs"])
+    return CompletionDelta(**values)
+
+
+def _write_shared(view: memoryview) -> str:
+    segment = shared_memory.SharedMemory(create=True, size=max(view.nbytes, 1))
+    # The receiver unlinks the segment; this process's resource tracker must not (or warn at exit).
+    resource_tracker.unregister(segment._name, "shared_memory")  # type: ignore[attr-defined]
+    segment.buf[:view.nbytes] = view
+    name = segment.name
+    segment.close()
+    return name
+
+
+def _read_shared(name: str, nbytes: int) -> bytes:
+    segment = shared_memory.SharedMemory(name=name)
+    try:
+        return bytes(segment.buf[:nbytes])
+    finally:
+        segment.close()
+        segment.unlink()
