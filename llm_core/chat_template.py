@@ -94,7 +94,7 @@ def _plain(value: Any) -> Any:
     # presence and never print their values, so the output does not change.
     if value is None or type(value) in (str, int, float, bool):
         return value
-    for base in (str, bool, int, float):
+    for base in (str, int, float):  # subclasses (enums, numpy floats) lose their methods
         if isinstance(value, base):
             return base(value)
     if isinstance(value, Mapping):

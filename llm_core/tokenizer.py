@@ -53,6 +53,24 @@ def _has_byte_fallback(node: Any) -> bool:
     return False
 
 
+def _add_config_tokens(backend: tokenizers.Tokenizer, entries: Mapping[str, Mapping[str, Any]]) -> None:
+    """Add the tokens of tokenizer_config.json's added_tokens_decoder that tokenizer.json lacks."""
+    added = {token.content for token in backend.get_added_tokens_decoder().values()}
+    flags = ("single_word", "lstrip", "rstrip", "normalized", "special")
+    backend.add_tokens([tokenizers.AddedToken(entry["content"], **{k: entry[k] for k in flags if k in entry})
+                        for _, entry in sorted(entries.items(), key=lambda item: int(item[0]))
+                        if entry["content"] not in added])
+
+
+def _read_eos_token_ids(model_dir: Path) -> list[int]:
+    """eos_token_id (an int or a list) of generation_config.json, else of config.json."""
+    generation = _read_json(model_dir / "generation_config.json")
+    if "eos_token_id" in generation:
+        return _as_ids(generation["eos_token_id"])
+    model_config = _read_json(model_dir / "config.json")
+    return _as_ids(model_config.get("eos_token_id", model_config.get("text_config", {}).get("eos_token_id")))
+
+
 def _read_chat_template(model_dir: Path, config: Mapping[str, Any]) -> str | dict[str, str] | None:
     # Separate template files take priority over the config's entry, as in transformers.
     templates: dict[str, str] = {}
@@ -78,7 +96,13 @@ class Tokenizer:
     The constructor takes a `tokenizers.Tokenizer` (which it owns from then on) and registers
     the named special tokens (`special_tokens`: "bos_token", "eos_token", "image_token", ...)
     and `extra_special_tokens` as special added tokens where the backend does not have them yet,
-    as transformers does. Immutable afterwards.
+    as transformers does. Immutable afterwards. Attributes:
+    - bos_token_id: int | None; eos_token_ids: the eos token's id, then extra_eos_token_ids
+      (from generation_config.json), without repeats;
+    - all_special_ids: sorted ids of the named and extra special tokens and of every added
+      token marked special; skipped_token_ids: those that decode(skip_special_tokens=True) drops;
+    - byte_token_ids: the <0xNN> tokens that the decoder turns into bytes (sentencepiece byte
+      fallback); empty for byte-level BPE.
     """
 
     def __init__(self, backend: tokenizers.Tokenizer, *, special_tokens: Mapping[str, str] | None = None,
@@ -114,26 +138,18 @@ class Tokenizer:
         backend = tokenizers.Tokenizer.from_file(str(path))
         config = _read_json(model_dir / "tokenizer_config.json")
         if "added_tokens_decoder" in config:
-            added = {t.content for t in backend.get_added_tokens_decoder().values()}
-            entries = sorted(config["added_tokens_decoder"].items(), key=lambda item: int(item[0]))
-            backend.add_tokens([tokenizers.AddedToken(e["content"], **{k: e[k] for k in
-                                ("single_word", "lstrip", "rstrip", "normalized", "special") if k in e})
-                                for _, e in entries if e["content"] not in added])
+            _add_config_tokens(backend, config["added_tokens_decoder"])
         else:  # legacy: special_tokens_map.json overrides the config's entries
             config.update(_read_json(model_dir / "special_tokens_map.json"))
         extra = config.get("extra_special_tokens") or config.get("additional_special_tokens") or []
         named = {key: _token_content(value) for key, value in config.items() if key.endswith("_token")}
-        if isinstance(extra, Mapping):
+        if isinstance(extra, Mapping):  # model-specific names, e.g. {"image_token": "<image>"}
             named.update({key: _token_content(value) for key, value in extra.items()})
             extra = []
-        generation = _read_json(model_dir / "generation_config.json")
-        if "eos_token_id" not in generation:
-            model_config = _read_json(model_dir / "config.json")
-            generation = model_config if "eos_token_id" in model_config else model_config.get("text_config", {})
         return cls(backend, special_tokens={k: v for k, v in named.items() if v is not None},
                    extra_special_tokens=[t for t in map(_token_content, extra) if t is not None],
                    chat_template=_read_chat_template(model_dir, config),
-                   extra_eos_token_ids=_as_ids(generation.get("eos_token_id")))
+                   extra_eos_token_ids=_read_eos_token_ids(model_dir))
 
     def _named_id(self, name: str) -> int | None:
         token = self.special_tokens.get(name)

@@ -22,7 +22,7 @@ from encoders.media.containers import (READ_SIZE, STREAMING_OPTIONS, VIDEO_CODEC
                                        check_codec, check_complete, check_duration,
                                        declared_duration, ffmpeg_errors, mp4_index_end,
                                        open_input)
-from encoders.media.errors import MediaError, corrupt, too_large
+from encoders.media.errors import corrupt, too_large
 from encoders.media.mime import resolve_mime
 from encoders.media.progressive import GrowingStream, ProgressiveDecoder
 from encoders.media.sampling import FrameSampler, SampledFrame

@@ -13,7 +13,8 @@ import torch
 from . import bitmask_kernel
 
 
-def allocate_token_bitmask(batch_size: int, vocab_size: int, device: str | torch.device = "cpu") -> torch.Tensor:
+def allocate_token_bitmask(batch_size: int, vocab_size: int,
+                           device: str | torch.device = "cpu") -> torch.Tensor:
     """int32 [batch_size, ceil(vocab_size / 32)], every token allowed."""
     return torch.full((batch_size, (vocab_size + 31) // 32), -1, dtype=torch.int32, device=device)
 
@@ -34,16 +35,16 @@ def apply_token_bitmask_torch(logits: torch.Tensor, bitmask: torch.Tensor,
     _check(logits, bitmask)
     vocab_size, width = logits.shape[1], bitmask.shape[1]
     shifts = torch.arange(32, device=bitmask.device, dtype=torch.int32)
-    words = bitmask if rows is None else bitmask[torch.as_tensor(rows, device=logits.device, dtype=torch.long)]
+    index = None if rows is None else torch.as_tensor(rows, device=logits.device, dtype=torch.long)
+    words = bitmask if index is None else bitmask[index]                                    # [R, W]
     allowed = ((words.unsqueeze(-1) >> shifts) & 1).bool().reshape(words.shape[0], width * 32)  # [R, 32W]
     if width * 32 >= vocab_size:
         allowed = allowed[:, :vocab_size]
     else:
         allowed = torch.nn.functional.pad(allowed, (0, vocab_size - width * 32), value=False)
-    if rows is None:
+    if index is None:
         logits.masked_fill_(~allowed, float("-inf"))
     else:
-        index = torch.as_tensor(rows, device=logits.device, dtype=torch.long)
         logits.index_put_((index,), logits[index].masked_fill(~allowed, float("-inf")))
 
 

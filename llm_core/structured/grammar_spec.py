@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 
 from .errors import StructuredOutputError
 from .grammar import Grammar, compile_regex, regex_key
-from .json_schema import JsonSchemaOptions, canonical_schema, compile_canonical_schema, json_schema_key
+from .json_schema import (
+    DEFAULT_MAX_WHITESPACE, JsonSchemaOptions, canonical_schema, compile_canonical_schema, json_schema_key,
+)
 
 
 @dataclass(frozen=True)
@@ -21,7 +23,8 @@ class GrammarSpec:
     options: JsonSchemaOptions = field(default_factory=JsonSchemaOptions)
 
     @classmethod
-    def json_schema(cls, schema, *, max_recursion_depth: int = 3, max_whitespace: int = 20) -> GrammarSpec:
+    def json_schema(cls, schema, *, max_recursion_depth: int = 3,
+                    max_whitespace: int = DEFAULT_MAX_WHITESPACE) -> GrammarSpec:
         return cls("json_schema", canonical_schema(schema),
                    JsonSchemaOptions(max_recursion_depth, max_whitespace))
 

@@ -120,6 +120,8 @@ def concat(*nodes: Node) -> Node:
         if is_nothing(node):
             return NOTHING
         items.extend(node.items if isinstance(node, Concat) else (node,))
+    if not items:
+        return EMPTY
     return items[0] if len(items) == 1 else Concat(tuple(items))
 
 

@@ -244,6 +244,8 @@ class _Parser:
     def hex_escape(self, kind: str, start: int) -> int:
         if kind == "u" and self.peek() == "{":
             end = self.pattern.find("}", self.pos)
+            if end < 0:
+                raise self.error("unterminated escape '\\u{'", start)
             digits, after = self.pattern[self.pos + 1:end], end + 1
         else:
             width = 2 if kind == "x" else 4
