@@ -11,7 +11,7 @@ $(PY):
 # Re-install when the project's dependencies change.
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "torch==2.14.1"
+	$(PY) -m pip install -q "torch==2.14.1" "torchaudio==2.11.*"
 	$(PY) -m pip install -q -e ".[test]"
 	touch $(STAMP)
 
