@@ -82,13 +82,7 @@ class LLMEngine:
         requested = self.config.model.max_model_len
         if requested is not None and requested > limit:
             raise ValueError(f"max_model_len={requested} exceeds the model's max_position_embeddings={limit}")
-        max_len = requested or limit
-        window = self.arch.sliding_window
-        if window is not None and window < max_len:
-            logger.warning("sliding-window attention is not implemented: max_model_len capped at the window, %d",
-                           window)
-            max_len = window
-        return max_len
+        return requested or limit
 
     def _peak_memory(self) -> int:
         return torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else 0

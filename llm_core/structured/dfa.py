@@ -14,7 +14,8 @@ import numpy as np
 
 from .dfa_minimize import minimize
 from .errors import GrammarTooLargeError
-from .nfa import Nfa
+from .nfa import DEFAULT_MAX_NFA_STATES, Nfa, build_nfa
+from .regex_ast import Automaton, Node
 
 DEAD = -1
 
@@ -85,6 +86,10 @@ def determinize(nfa: Nfa, max_states: int) -> Dfa:
         for target, mask in state_moves.items():
             pairs.extend((c, target) for c, cmask in enumerate(class_masks) if cmask & mask)
         moves.append(pairs)
+    # A DFA state is the set of *important* NFA states in an epsilon closure: those with byte moves,
+    # and the accept state. Sets that differ only in epsilon-only states behave the same, so
+    # dropping those states merges them before minimization has to.
+    important = [bool(m) or s == nfa.accept for s, m in enumerate(nfa.moves)]
     closure_memo: dict[frozenset, frozenset] = {}
 
     def closure(states: frozenset) -> frozenset:
@@ -96,7 +101,7 @@ def determinize(nfa: Nfa, max_states: int) -> Dfa:
                     if t not in seen:
                         seen.add(t)
                         stack.append(t)
-            found = closure_memo[states] = frozenset(seen)
+            found = closure_memo[states] = frozenset(t for t in seen if important[t])
         return found
 
     start = closure(frozenset((nfa.start,)))
@@ -142,3 +147,9 @@ def _byte_classes(nfa: Nfa) -> tuple[np.ndarray, list[int]]:
         class_masks[c] |= 1 << b
         byte_class[b] = c
     return byte_class, class_masks
+
+
+def compact(node: Node, max_states: int = DEFAULT_MAX_NFA_STATES) -> Automaton:
+    """`node` as a minimal DFA, to be embedded where it repeats (each copy then costs its minimal
+    number of states instead of its Thompson NFA's)."""
+    return Automaton(determinize(build_nfa(node, max_states), max_states))

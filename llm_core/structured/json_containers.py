@@ -10,7 +10,7 @@ from functools import lru_cache
 
 from .json_numbers import NUMBER
 from .json_text import json_string, whitespace
-from .regex_ast import EMPTY, NOTHING, Node, alt, concat, is_nothing, literal, optional, repeat
+from .regex_ast import NOTHING, Node, alt, concat, literal, members, optional, repeat
 
 
 def separator(ws: Node) -> Node:
@@ -45,24 +45,13 @@ def array_node(prefix: list[Node], item: Node, min_items: int, max_items: int | 
     return _bracketed("[", body, "]", ws, may_be_empty=min_items == 0)
 
 
-def object_node(members: list[tuple[Node, bool]], extra: Node, ws: Node) -> Node:
+def object_node(members_: list[tuple[Node, bool]], extra: Node, ws: Node) -> Node:
     """Members in the given order, each (tree of `"key": value`, required); optional ones may be
-    left out. After them come any number of `extra` members (NOTHING: none).
-
-    first(i) is a nonempty run of members from i on, rest(i) a run where each member follows a
-    separator. Only optional members before the first required one make first() branch, so the
-    tree stays linear for schemas that start with a required property.
-    """
-    sep = separator(ws)
-    rest = repeat(concat(sep, extra), 0, None) if not is_nothing(extra) else EMPTY
-    first = repeat(extra, 1, None, sep)
-    for member, required in reversed(members):
-        if required:
-            first, rest = concat(member, rest), concat(sep, member, rest)
-        else:
-            first, rest = alt(concat(member, rest), first), concat(optional(concat(sep, member)), rest)
-    may_be_empty = not any(required for _, required in members)
-    return _bracketed("{", first, "}", ws, may_be_empty)
+    left out. After them come any number of `extra` members (NOTHING: none)."""
+    items = [(member, required, False) for member, required in members_]
+    items.append((extra, False, True))
+    may_be_empty = not any(required for _, required in members_)
+    return _bracketed("{", members(items, separator(ws)), "}", ws, may_be_empty)
 
 
 def member_node(key: Node, value: Node, ws: Node) -> Node:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 
+from .dfa import compact
 from .digit_ranges import fixed_width_range
 from .regex_ast import (
     MAX_CODE_POINT, Node, alt, char_set, concat, intersect_ranges, literal, map_char_sets,
@@ -25,18 +26,27 @@ SHORT_ESCAPES = {0x08: "b", 0x09: "t", 0x0A: "n", 0x0C: "f", 0x0D: "r", 0x22: '"
 ALL_CHARS = ((0, MAX_CODE_POINT),)
 
 
+@lru_cache(maxsize=16)
 def whitespace(max_whitespace: int) -> Node:
     """What may separate two JSON tokens: an optional newline, then up to `max_whitespace` spaces.
 
     This covers the compact, the default and the indented forms of json.dumps while bounding how
     much whitespace a model can emit in a row.
     """
-    return concat(optional(literal("\n")), repeat(literal(" "), 0, max_whitespace))
+    return compact(concat(optional(literal("\n")), repeat(literal(" "), 0, max_whitespace)))
 
 
 @lru_cache(maxsize=4096)
 def string_char(ranges: tuple) -> Node:
-    """One character out of `ranges`, in the forms it may take inside a JSON string."""
+    """One character out of `ranges`, in the forms it may take inside a JSON string.
+
+    With escapes beyond the short ones, the alternatives are many; they are compacted to a minimal
+    DFA once, since a string repeats them at every position."""
+    node = _string_char_forms(ranges)
+    return compact(node) if intersect_ranges(ranges, U_ESCAPED + ASTRAL) else node
+
+
+def _string_char_forms(ranges: tuple) -> Node:
     parts = [char_set(intersect_ranges(ranges, RAW_OK))]
     for code, letter in SHORT_ESCAPES.items():
         if intersect_ranges(ranges, ((code, code),)):

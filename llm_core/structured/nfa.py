@@ -11,7 +11,7 @@ A byte set is a 256-bit Python int (bit b set: byte b allowed). `moves[s]` maps 
 from __future__ import annotations
 
 from .errors import GrammarTooLargeError
-from .regex_ast import Alt, CharSet, Concat, Node, Repeat, concat
+from .regex_ast import Alt, Automaton, CharSet, Concat, Members, Node, Repeat, concat
 from .utf8 import utf8_sequences
 
 DEFAULT_MAX_NFA_STATES = 400_000
@@ -73,6 +73,11 @@ def estimate_states(node: Node, memo: dict[int, int]) -> int:
         count = 1 + sum(len(seq) - 1 for lo, hi in node.ranges for seq in utf8_sequences(lo, hi))
     elif isinstance(node, (Concat, Alt)):
         count = 1 + sum(estimate_states(item, memo) for item in node.items)
+    elif isinstance(node, Automaton):
+        count = node.dfa.num_states + 1
+    elif isinstance(node, Members):
+        sep = estimate_states(node.sep, memo)
+        count = 2 + sum(estimate_states(item, memo) + 2 * sep + 2 for item in node.items)
     else:
         step = estimate_states(node.item, memo) + (estimate_states(node.sep, memo) if node.sep else 0)
         count = 3 + step * (node.max if node.max is not None else max(node.min, 1))
@@ -93,7 +98,55 @@ def _build(nfa: Nfa, node: Node, start: int) -> int:
         for item in node.items:
             nfa.add_eps(_build(nfa, item, start), end)
         return end
+    if isinstance(node, Members):
+        return _build_members(nfa, node, start)
+    if isinstance(node, Automaton):
+        return _build_automaton(nfa, node, start)
     return _build_repeat(nfa, node, start)
+
+
+def _build_automaton(nfa: Nfa, node: Automaton, start: int) -> int:
+    dfa = node.dfa
+    class_masks = [0] * dfa.num_classes
+    for b, c in enumerate(dfa.byte_class.tolist()):
+        class_masks[c] |= 1 << b
+    # Fresh states for every DFA state (the DFA's start may be re-entered; `start` must not be).
+    states = [nfa.add_state() for _ in range(dfa.num_states)]
+    end = nfa.add_state()
+    nfa.add_eps(start, states[0])
+    for s, row in enumerate(dfa.table.tolist()):
+        for c, t in enumerate(row):
+            if t >= 0:
+                nfa.add_move(states[s], class_masks[c], states[t])
+        if dfa.accepting[s]:
+            nfa.add_eps(states[s], end)
+    return end
+
+
+def _build_members(nfa: Nfa, node: Members, start: int) -> int:
+    # Two threads run along the items: `none` (no item yet: the next one comes without a separator)
+    # and `some` (an item came: the next one needs a separator first). Both enter item i through
+    # one entry state, so each item is built once.
+    none, some = start, None
+    for item, required, repeatable in zip(node.items, node.required, node.repeatable):
+        entry = nfa.add_state()
+        if none is not None:
+            nfa.add_eps(none, entry)
+        if some is not None:
+            nfa.add_eps(_build(nfa, node.sep, some), entry)
+        end = _build(nfa, item, entry)
+        if repeatable:
+            nfa.add_eps(_build(nfa, node.sep, end), entry)
+        if required:
+            none, some = None, end
+        elif some is None:
+            some = end
+        else:
+            merged = nfa.add_state()
+            nfa.add_eps(end, merged)
+            nfa.add_eps(some, merged)
+            some = merged
+    return some
 
 
 def _build_char_set(nfa: Nfa, node: CharSet, start: int) -> int:

@@ -55,7 +55,31 @@ class Repeat:
     sep: Node | None = None
 
 
-Node = CharSet | Concat | Alt | Repeat
+@dataclass(frozen=True, eq=False)
+class Members:
+    """A nonempty run of `items` in order, `sep` between two of them: item i may be left out unless
+    `required[i]`, and may occur several times in a row if `repeatable[i]`.
+
+    This is a JSON object's members (or any separated list with optional parts). As a plain regex
+    it needs a copy of the later items for each optional item before the first present one; the
+    NFA builder makes it with one copy of each item.
+    """
+
+    items: tuple[Node, ...]
+    required: tuple[bool, ...]
+    repeatable: tuple[bool, ...]
+    sep: Node
+
+
+@dataclass(frozen=True, eq=False)
+class Automaton:
+    """A sub-language already compiled to a minimal byte DFA (dfa.compact): the NFA builder embeds
+    its states as they are. Over bytes, not characters: map_char_sets leaves it alone."""
+
+    dfa: object
+
+
+Node = CharSet | Concat | Alt | Repeat | Members | Automaton
 
 EMPTY = Concat(())
 NOTHING = Alt(())
@@ -157,6 +181,21 @@ def repeat(item: Node, min_count: int, max_count: int | None, sep: Node | None =
     return Repeat(item, min_count, max_count, sep)
 
 
+def members(items: list[tuple[Node, bool, bool]], sep: Node) -> Node:
+    """Members from (item, required, repeatable) triples; impossible optional items are dropped."""
+    kept = []
+    for item, required, repeatable in items:
+        if is_nothing(item):
+            if required:
+                return NOTHING
+            continue
+        kept.append((item, required, repeatable))
+    if not kept:
+        return NOTHING
+    items_, required_, repeatable_ = zip(*kept)
+    return Members(tuple(items_), tuple(required_), tuple(repeatable_), sep)
+
+
 def optional(item: Node) -> Node:
     if is_nothing(item):
         return EMPTY
@@ -167,9 +206,14 @@ def map_char_sets(node: Node, fn) -> Node:
     """The tree with every CharSet replaced by `fn(charset)` (a Node), rebuilt with the constructors."""
     if isinstance(node, CharSet):
         return fn(node)
+    if isinstance(node, Automaton):
+        return node
     if isinstance(node, Concat):
         return concat(*(map_char_sets(item, fn) for item in node.items))
     if isinstance(node, Alt):
         return alt(*(map_char_sets(item, fn) for item in node.items))
+    if isinstance(node, Members):
+        return members([(map_char_sets(item, fn), r, k) for item, r, k in
+                        zip(node.items, node.required, node.repeatable)], map_char_sets(node.sep, fn))
     sep = None if node.sep is None else map_char_sets(node.sep, fn)
     return repeat(map_char_sets(node.item, fn), node.min, node.max, sep)

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from tests.helpers.tokenizers import make_tokenizer_dir
+from tests.helpers.tokenizers import BOS, EOS, IM_END, make_tokenizer_dir
 
 TEXT_ARCHS = ("llama", "qwen2", "qwen3", "mistral")
 
@@ -45,6 +45,7 @@ def make_text_checkpoint(path: str | Path, arch: str = "llama", *, seed: int = 0
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     make_tokenizer_dir(path, kind=tokenizer_kind, vocab_size=config_overrides.get("vocab_size", _BASE["vocab_size"]))
+    config_overrides = {**special_token_ids(path, tokenizer_kind), **config_overrides}
     config = text_config(arch, **config_overrides)
     config.architectures = [{"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM",
                              "mistral": "MistralForCausalLM"}[arch]]
@@ -53,6 +54,16 @@ def make_text_checkpoint(path: str | Path, arch: str = "llama", *, seed: int = 0
     save_kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
     model.save_pretrained(path, **save_kwargs)
     return path
+
+
+def special_token_ids(path: Path, tokenizer_kind: str) -> dict[str, int | None]:
+    """bos/eos ids of the tokenizer in `path`, so the model config agrees with it."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(path / "tokenizer.json"))
+    if tokenizer_kind == "metaspace":
+        return {"bos_token_id": tok.token_to_id(BOS), "eos_token_id": tok.token_to_id(EOS)}
+    return {"bos_token_id": None, "eos_token_id": tok.token_to_id(IM_END)}
 
 
 def load_hf_model(path: str | Path):

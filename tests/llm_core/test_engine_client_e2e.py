@@ -20,7 +20,7 @@ from llm_core.engine_client import AsyncEngineClient, EngineDeadError, EngineReq
 from llm_core.sampling_params import SamplingParams
 from tests.helpers.checkpoints import make_text_checkpoint
 
-HANG_GUARD_S = 60.0
+HANG_GUARD_S = float(os.environ.get("HG", 60))
 ENGINE_OPTIONS = dict(device="cpu", scheduling_policy="priority", max_num_seqs=2, seed=0)
 PROMPTS = ["The quick brown fox", "Streaming tokens over one socket", [7, 21, 99, 300, 4],
            {"messages": [{"role": "user", "content": "What shape is red?"}]}]

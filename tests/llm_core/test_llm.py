@@ -158,3 +158,15 @@ def test_load_errors_name_the_problem(tmp_path, llama_dir, caplog):
     with caplog.at_level(logging.INFO, logger="llm_core.models.loader"):
         LLM(str(llama_dir), device="cpu", max_model_len=64)
     assert any("loading weights" in r.getMessage() for r in caplog.records)
+
+
+def test_sliding_window_matches_transformers(tmp_path):
+    path = make_text_checkpoint(tmp_path / "mistral_window", "mistral", seed=6, sliding_window=48)
+    hf = load_hf_model(path)
+    ids = prompts(1, seed=2)[0] + list(range(20, 120))  # longer than the window
+    out = LLM(str(path), device="cpu", max_model_len=512).generate(
+        [ids], SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True, logprobs=3))[0]
+    assert out.token_ids == hf_greedy(hf, ids, 8)
+    with torch.inference_mode():
+        lp = torch.log_softmax(hf(torch.tensor([ids])).logits[0, -1].float(), -1)
+    assert all(abs(v - lp[t].item()) < 1e-4 for t, v in out.logprobs[0].items())

@@ -18,7 +18,9 @@ import triton.language as tl
 from llm_core.attention.kernels.prefill_attention import LOG2E, M_INIT, attend_paged_tiles, check_paged_inputs
 from llm_core.attention.metadata import AttentionMetadata
 
-MAX_SPLITS = 32
+# Tuned on an H100 in bf16 (bench/bench_attention.py, CUDA graphs): one sequence of 32k keys
+# reads K/V at 2.2 TB/s (D=64, 64 splits) and 2.5 TB/s (D=128, 32 splits), 0.1-0.2 TB/s unsplit.
+MAX_SPLITS = 128
 MIN_KEYS_PER_SPLIT = 256
 
 
@@ -108,16 +110,18 @@ def _num_sms(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
-def choose_num_splits(num_seqs: int, num_kv_heads: int, max_seq_len: int, device: torch.device) -> int:
-    """Enough splits for about two programs per SM, each split at least MIN_KEYS_PER_SPLIT keys."""
-    wanted = triton.cdiv(2 * _num_sms(device), num_seqs * num_kv_heads)
+def choose_num_splits(num_seqs: int, num_kv_heads: int, max_seq_len: int, head_dim: int,
+                      device: torch.device) -> int:
+    """Enough splits for 4 (D <= 64) or 2 (larger D) programs per SM, each of >= MIN_KEYS_PER_SPLIT keys."""
+    programs_per_sm = 4 if head_dim <= 64 else 2
+    wanted = programs_per_sm * _num_sms(device) // (num_seqs * num_kv_heads)
     return max(1, min(wanted, MAX_SPLITS, triton.cdiv(max_seq_len, MIN_KEYS_PER_SPLIT)))
 
 
 def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, meta: AttentionMetadata,
                      scale: float, out: torch.Tensor | None = None, sliding_window: int | None = None,
                      num_splits: int | None = None, tile_n: int = 64, num_warps: int = 4,
-                     num_stages: int | None = None) -> torch.Tensor:
+                     num_stages: int = 3) -> torch.Tensor:
     """Attention of the single query row of each sequence (meta.is_decode_only) over its cached keys.
 
     q: [T, H, D] with T >= num_seqs; sequence i's row is query_start_loc[i]. Keys must already
@@ -131,7 +135,7 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     num_kv_heads, block_size = k_cache.shape[2], k_cache.shape[1]
     num_seqs, group = meta.num_seqs, num_heads // num_kv_heads
     if num_splits is None:
-        num_splits = choose_num_splits(num_seqs, num_kv_heads, meta.max_seq_len, q.device)
+        num_splits = choose_num_splits(num_seqs, num_kv_heads, meta.max_seq_len, head_dim, q.device)
     split_size = triton.cdiv(triton.cdiv(meta.max_seq_len, num_splits), tile_n) * tile_n
     num_splits = triton.cdiv(meta.max_seq_len, split_size)  # no split starts past the longest sequence
     head_dim_pad = max(16, triton.next_power_of_2(head_dim))
@@ -147,13 +151,12 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
         HEAD_DIM=head_dim, HEAD_DIM_PAD=head_dim_pad, NUM_KV_HEADS=num_kv_heads,
         GROUP=group, BLOCK_H=max(16, triton.next_power_of_2(group)), BLOCK_SIZE=block_size, TILE_N=tile_n,
         NUM_SPLITS=num_splits, USE_WINDOW=sliding_window is not None,
-        DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32", num_warps=num_warps,
-        **({} if num_stages is None else {"num_stages": num_stages}),
+        DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32", num_warps=num_warps, num_stages=num_stages,
     )
     if num_splits > 1:
         decode_reduce_kernel[(num_seqs, num_heads)](
             out, partial_m, partial_l, partial_acc, meta.query_start_loc, out.stride(0), out.stride(1),
             NUM_HEADS=num_heads, HEAD_DIM=head_dim, HEAD_DIM_PAD=head_dim_pad,
-            NUM_SPLITS=num_splits, SPLITS_PAD=triton.next_power_of_2(num_splits), num_warps=1,
+            NUM_SPLITS=num_splits, SPLITS_PAD=triton.next_power_of_2(num_splits), num_warps=4,
         )
     return out
