@@ -43,7 +43,7 @@ class WhisperEncoderLayer(nn.Module):
 
 
 class AudioTower(nn.Module):
-    """input_features [B, mels, T] and valid frames [B] -> hidden states [B, T' // 2, d_model]
+    """input_features [B, mels, T] and valid frames [B] (on the CPU) -> hidden states [B, T' // 2, d_model]
     after conv, layers, 2x average pooling and the final layernorm (rows past a clip's
     num_audio_tokens are padding)."""
 
@@ -62,9 +62,9 @@ class AudioTower(nn.Module):
         hidden = F.gelu(self.conv2(F.gelu(self.conv1(frames)))).transpose(1, 2)  # [B, T2, C]
         length = hidden.shape[1]
         hidden = hidden + self.embed_positions.weight[:length]
-        positions = torch.arange(length, device=hidden.device)
-        mask = positions[None, :] < num_positions.to(hidden.device)[:, None]  # [B, T2] keys to attend
-        mask = None if bool(mask.all()) else mask
+        mask = None  # [B, T2] keys to attend; built on the CPU, so checking it needs no device sync
+        if int(num_positions.min()) < length:
+            mask = (torch.arange(length)[None, :] < num_positions[:, None]).to(hidden.device)
         for layer in self.layers:
             hidden = layer(hidden, mask)
         hidden = F.avg_pool1d(hidden.transpose(1, 2), kernel_size=2, stride=2).transpose(1, 2)

@@ -228,8 +228,8 @@ class ImagePreprocessConfig:
 
     shortest_edge: resize so that the shorter side has this length (the longer one truncated, as
     transformers rounds); resize_to: resize to this (height, width); at most one is set.
-    resample: Pillow filter code (3 is bicubic). pad_to_square: LlavaImageProcessor's do_pad,
-    before resizing, with the mean colour.
+    resample: Pillow filter code (3 is bicubic). pad_colour: LlavaImageProcessor's do_pad, which
+    pads the image to a square of this RGB colour (its mean colour) before resizing.
     """
 
     shortest_edge: int | None = None
@@ -239,7 +239,7 @@ class ImagePreprocessConfig:
     rescale_factor: float | None = 1 / 255
     image_mean: tuple[float, ...] | None = None
     image_std: tuple[float, ...] | None = None
-    pad_to_square: bool = False
+    pad_colour: tuple[int, int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.shortest_edge is not None and self.resize_to is not None:
@@ -330,7 +330,8 @@ def image_preprocess_config(settings: dict[str, Any]) -> ImagePreprocessConfig:
         rescale_factor=merged.get("rescale_factor", 1 / 255) if merged.get("do_rescale", True) else None,
         image_mean=tuple(merged["image_mean"]) if normalize else None,
         image_std=tuple(merged["image_std"]) if normalize else None,
-        pad_to_square=kind.startswith("Llava") and bool(merged.get("do_pad", False)),
+        pad_colour=(tuple(int(m * 255) for m in merged["image_mean"])
+                    if kind.startswith("Llava") and merged.get("do_pad", False) else None),
     )
 
 

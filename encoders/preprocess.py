@@ -23,8 +23,8 @@ def preprocess_image(image: np.ndarray, config: ImagePreprocessConfig) -> torch.
     """uint8 RGB [H, W, 3] -> float32 pixel values [3, h, w] (on the CPU). Does not modify `image`."""
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected a uint8 RGB array [H, W, 3], got {image.dtype} {image.shape}")
-    if config.pad_to_square:
-        image = _pad_to_square(image, config.image_mean)
+    if config.pad_colour is not None:
+        image = _pad_to_square(image, config.pad_colour)
     if config.shortest_edge is not None or config.resize_to is not None:
         height, width = config.resize_to or _shortest_edge_size(image.shape[:2], config.shortest_edge)
         image = np.asarray(Image.fromarray(image).resize((width, height), resample=config.resample))
@@ -47,12 +47,11 @@ def _shortest_edge_size(size: tuple[int, int], shortest_edge: int) -> tuple[int,
     return (new_long, shortest_edge) if width <= height else (shortest_edge, new_long)
 
 
-def _pad_to_square(image: np.ndarray, mean: tuple[float, ...] | None) -> np.ndarray:
+def _pad_to_square(image: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
     height, width = image.shape[:2]
     if height == width:
         return image
     side = max(height, width)
-    colour = [int(m * 255) for m in mean] if mean is not None else [0, 0, 0]
     square = np.empty((side, side, 3), dtype=image.dtype)
     square[:] = colour
     top, left = (side - height) // 2, (side - width) // 2

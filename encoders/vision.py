@@ -8,7 +8,7 @@ out. The attention and activations here are shared with the audio encoder.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

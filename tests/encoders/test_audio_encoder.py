@@ -51,7 +51,7 @@ def hf_audio_rows(path, hf, clips: list[np.ndarray]) -> list[torch.Tensor]:
                feature_attention_mask=features["attention_mask"], attention_mask=torch.ones(1, len(input_ids)))
     finally:
         hook.remove()
-    return [captured["embeds"][0, start:start + count] for start, count in zip(starts, counts)]
+    return [captured["embeds"][0, start:start + count] for start, count in zip(starts, counts, strict=True)]
 
 
 def test_audio_embeddings_equal_transformers(qwen2_audio):
@@ -60,7 +60,7 @@ def test_audio_embeddings_equal_transformers(qwen2_audio):
     expected = hf_audio_rows(path, hf, clips)
     ours = encoder.encode([(clip, 16000) for clip in clips])
     assert [len(rows) for rows in ours] == [len(rows) for rows in expected] == [8, 25, 25, 3]
-    for mine, theirs in zip(ours, expected):
+    for mine, theirs in zip(ours, expected, strict=True):
         assert (mine - theirs).abs().max().item() < 1e-4
 
 
@@ -68,7 +68,7 @@ def test_resampled_clips_equal_transformers_on_the_resampled_audio(qwen2_audio):
     path, hf, encoder = qwen2_audio
     clips = [(random_clip(3000, 7), 8000), (random_clip(10000, 8), 44100)]
     expected = hf_audio_rows(path, hf, [resample_audio(samples, rate, 16000) for samples, rate in clips])
-    for mine, theirs, (samples, rate) in zip(encoder.encode(clips), expected, clips):
+    for mine, theirs, (samples, rate) in zip(encoder.encode(clips), expected, clips, strict=True):
         assert len(mine) == len(theirs) == encoder.num_tokens(len(samples), rate)
         assert (mine - theirs).abs().max().item() < 1e-4
 

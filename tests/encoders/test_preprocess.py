@@ -25,6 +25,8 @@ PROCESSORS = {
                                                                        do_normalize=False),
     "llava-pad": lambda: transformers.LlavaImageProcessorPil(size={"shortest_edge": 32},
                                                             crop_size={"height": 32, "width": 32}, do_pad=True),
+    "llava-pad-no-normalize": lambda: transformers.LlavaImageProcessorPil(
+        size={"shortest_edge": 20}, crop_size={"height": 20, "width": 20}, do_pad=True, do_normalize=False),
 }
 
 

@@ -115,7 +115,7 @@ def _save(model_class: Any, config: Any, path: Path, seed: int) -> None:
 
 
 def load_hf_model(path: str | Path) -> Any:
-    """The saved checkpoint as transformers loads it (fp32, eval, eager attention off: sdpa)."""
+    """The saved checkpoint as transformers loads it: fp32, eval mode, its default (sdpa) attention."""
     import transformers
 
     config = transformers.AutoConfig.from_pretrained(path)
