@@ -59,10 +59,25 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class MultiModalConfig:
+    """Media inputs of a checkpoint with a vision or audio encoder (ignored by text-only models)."""
+
+    embedding_cache_bytes: int = 1 << 30  # encoder outputs kept by content hash (LRU)
+    video_pool_stride: int = 1  # average-pool each frame's patch grid by this (1: no pooling)
+
+    def __post_init__(self) -> None:
+        if type(self.embedding_cache_bytes) is not int or self.embedding_cache_bytes < 0:
+            raise ValueError("embedding_cache_bytes must be an integer >= 0")
+        if type(self.video_pool_stride) is not int or self.video_pool_stride < 1:
+            raise ValueError("video_pool_stride must be an integer >= 1")
+
+
+@dataclass(frozen=True)
 class EngineConfig:
     model: ModelConfig
     cache: CacheConfig = field(default_factory=CacheConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    multimodal: MultiModalConfig = field(default_factory=MultiModalConfig)
     speculative: dict[str, Any] | None = None
     tensor_parallel_size: int = 1
 
@@ -73,7 +88,8 @@ class EngineConfig:
         An unknown option is an error naming it, so a typo never passes silently.
         """
         aliases = {"scheduling_policy": "policy", "kv_cache_bytes": "cpu_kv_cache_bytes"}
-        sections: dict[type, dict[str, Any]] = {ModelConfig: {}, CacheConfig: {}, SchedulerConfig: {}}
+        sections: dict[type, dict[str, Any]] = {ModelConfig: {}, CacheConfig: {}, SchedulerConfig: {},
+                                                 MultiModalConfig: {}}
         top: dict[str, Any] = {}
         for key, value in options.items():
             name = aliases.get(key, key)
@@ -90,5 +106,6 @@ class EngineConfig:
             model=ModelConfig(model=model, **sections[ModelConfig]),
             cache=CacheConfig(**sections[CacheConfig]),
             scheduler=SchedulerConfig(**sections[SchedulerConfig]),
+            multimodal=MultiModalConfig(**sections[MultiModalConfig]),
             **top,
         )

@@ -6,6 +6,7 @@ engine wraps it in its own process.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import time
@@ -23,9 +24,11 @@ from llm_core.models.registry import build_model
 from llm_core.output_processor import OutputProcessor
 from llm_core.outputs import CompletionDelta
 from llm_core.prompts import Prompt, render_prompt
-from llm_core.request import Request
+from llm_core.request import Request, RequestStatus
 from llm_core.sampling_params import SamplingParams
 from llm_core.scheduler import Scheduler
+from llm_core.scheduler_output import RequestUpdate
+from llm_core.structured_output import StructuredOutputManager
 from llm_core.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -72,8 +75,11 @@ class LLMEngine:
         self.kv_cache_manager = KVCacheManager(self.num_blocks, cache.block_size, cache.enable_prefix_caching)
         self.scheduler = Scheduler(config.scheduler, self.kv_cache_manager, max_model_len=self.max_model_len,
                                    block_size=cache.block_size)
+        self.structured = StructuredOutputManager(self.tokenizer, self.arch.vocab_size, self.eos_token_ids)
+        self._waiting_for_grammar: dict[str, Request] = {}
         self.runner = ModelRunner(model, self.arch, device=self.device, dtype=self.dtype, num_blocks=self.num_blocks,
-                                  block_size=cache.block_size, eos_token_ids=self.eos_token_ids, seed=model_cfg.seed)
+                                  block_size=cache.block_size, eos_token_ids=self.eos_token_ids, seed=model_cfg.seed,
+                                  structured=self.structured)
         self.output_processor = OutputProcessor(self.tokenizer, self.scheduler)
         self._ids = itertools.count()
 
@@ -98,25 +104,76 @@ class LLMEngine:
         request = Request(request_id, token_ids, params, eos_token_ids=self.eos_token_ids,
                           arrival_time=time.monotonic() if arrival_time is None else arrival_time,
                           priority=priority, block_size=self.config.cache.block_size)
-        self.scheduler.add_request(request)
+        self._enqueue(request)
         self.output_processor.add_request(request_id, token_ids, params)
         return request_id
+
+    def _enqueue(self, request: Request) -> None:
+        """A constrained request waits for its grammar outside the scheduler; others go straight in."""
+        if request.request_id in self._waiting_for_grammar:
+            raise ValueError(f"request id {request.request_id!r} is already in use")
+        if self.structured.submit(request.request_id, request.sampling_params):
+            self._waiting_for_grammar[request.request_id] = request
+        else:
+            self.scheduler.add_request(request)
+
+    def get_request(self, request_id: str) -> Request:
+        """A live request (queued, waiting for its grammar, or running)."""
+        request = self.scheduler.requests.get(request_id) or self._waiting_for_grammar.get(request_id)
+        if request is None:
+            raise KeyError(f"no live request {request_id!r}")
+        return request
 
     def abort_request(self, request_ids: list[str]) -> None:
         self.scheduler.abort_requests(request_ids)
         for request_id in request_ids:
+            self._waiting_for_grammar.pop(request_id, None)
+            self.structured.free(request_id)
             self.output_processor.abort(request_id)
 
     def has_unfinished_requests(self) -> bool:
-        return self.scheduler.has_unfinished_requests()
+        return self.scheduler.has_unfinished_requests() or bool(self._waiting_for_grammar)
 
     def step(self) -> list[CompletionDelta]:
+        failed = self._admit_compiled()
         plan = self.scheduler.schedule()
         if plan.is_empty:
-            return []
+            if self._waiting_for_grammar and not failed:
+                time.sleep(0.001)  # nothing else to do while a grammar compiles
+            return failed
         sampled, logprobs = self.runner.execute(plan)
+        for request_id, token_id in sampled.items():
+            if not self.structured.accept(request_id, token_id):
+                raise RuntimeError(f"request {request_id!r}: sampled token {token_id} breaks its grammar")
         updates = self.scheduler.update_from_output(plan, sampled, logprobs)
-        return self.output_processor.process(updates)
+        updates = [self._finish_if_grammar_done(u) for u in updates]
+        deltas = self.output_processor.process(updates)
+        for delta in deltas:
+            if delta.finished:
+                self.structured.free(delta.request_id)
+        return failed + deltas
+
+    def _admit_compiled(self) -> list[CompletionDelta]:
+        """Move requests whose grammar compiled into the scheduler; fail those whose compile failed."""
+        if not self._waiting_for_grammar:
+            return []
+        ready, failed = self.structured.poll()
+        for request_id in ready:
+            self.scheduler.add_request(self._waiting_for_grammar.pop(request_id))
+        deltas = []
+        for request_id, error in failed.items():
+            request = self._waiting_for_grammar.pop(request_id)
+            self.output_processor.abort(request_id)
+            deltas.append(CompletionDelta(request_id, (), "", finished=True, finish_reason="error",
+                                          num_prompt_tokens=request.num_prompt_tokens, error=error))
+        return deltas
+
+    def _finish_if_grammar_done(self, update: RequestUpdate) -> RequestUpdate:
+        """A request whose grammar admits nothing more ends even with ignore_eos."""
+        if update.finish_reason is None and self.structured.is_terminated(update.request_id):
+            self.scheduler.finish_requests([update.request_id], RequestStatus.FINISHED_STOPPED)
+            return dataclasses.replace(update, finish_reason="stop")
+        return update
 
     def stats(self) -> dict[str, Any]:
         queries, hits = self.kv_cache_manager.prefix_cache_stats

@@ -46,12 +46,14 @@ class LLM:
             raise ValueError(f"{len(params)} SamplingParams for {len(prompts)} prompts")
         if priorities is not None and len(priorities) != len(prompts):
             raise ValueError(f"{len(priorities)} priorities for {len(prompts)} prompts")
+        for p in params:  # an impossible or unsupported schema is an error before anything runs
+            self.engine.structured.validate(p)
         outputs: dict[str, RequestOutput] = {}
         order = []
         try:
             for i, (prompt, p) in enumerate(zip(prompts, params)):
                 request_id = self.engine.add_request(prompt, p, priority=priorities[i] if priorities else 0)
-                req = self.engine.scheduler.requests[request_id]
+                req = self.engine.get_request(request_id)
                 outputs[request_id] = RequestOutput(request_id, prompt if isinstance(prompt, str) else None,
                                                     req.prompt_token_ids)
                 order.append(request_id)

@@ -18,13 +18,15 @@ class ModelRunner:
     """
 
     def __init__(self, model, arch: ArchConfig, *, device: torch.device, dtype: torch.dtype,
-                 num_blocks: int, block_size: int, eos_token_ids: tuple[int, ...] = (), seed: int = 0) -> None:
+                 num_blocks: int, block_size: int, eos_token_ids: tuple[int, ...] = (), seed: int = 0,
+                 structured=None) -> None:
         self.model = model
         self.arch = arch
         self.device = device
         self.block_size = block_size
         self.eos_token_ids = eos_token_ids
         self.sampler = Sampler(device, seed)
+        self.structured = structured  # StructuredOutputManager: token masks of constrained requests
         shape = (num_blocks, block_size, arch.num_kv_heads, arch.head_dim)
         # Zeroed once, so padding lanes that a kernel reads but masks out are never NaN.
         self.kv_caches = [(torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
@@ -75,6 +77,8 @@ class ModelRunner:
             return {}, {}
         logits = self.model.compute_logits(hidden.index_select(0, logits_indices))  # [S, V] fp32
         self._mask_early_stop(logits, sampling)
+        if self.structured is not None:
+            self.structured.apply_masks(logits, [e.request_id for e in sampling])
         params = [e.sampling_params for e in sampling]
         batch = prepare_sampling_batch(params, [e.num_output_tokens for e in sampling], logits.shape[-1], self.device)
         tokens = self.sampler.sample(logits, batch)

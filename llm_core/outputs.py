@@ -18,6 +18,7 @@ class CompletionDelta:
     num_prompt_tokens: int = 0
     num_cached_tokens: int = 0
     logprobs: tuple[dict[int, float], ...] | None = None
+    error: str | None = None  # set with finish_reason "error" (e.g. a grammar that failed to compile)
 
 
 @dataclass
@@ -33,6 +34,7 @@ class RequestOutput:
     stop_reason: int | str | None = None
     num_cached_tokens: int = 0
     logprobs: list[dict[int, float]] | None = None
+    error: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -47,3 +49,4 @@ class RequestOutput:
         if delta.finished:
             self.finish_reason = delta.finish_reason
             self.stop_reason = delta.stop_reason
+            self.error = delta.error

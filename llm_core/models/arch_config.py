@@ -15,6 +15,19 @@ TEXT_ARCHITECTURES = {
     "Qwen3ForCausalLM": {"qk_norm": True},
 }
 
+# A multimodal config's text_config names its decoder by model_type.
+TEXT_MODEL_TYPES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",
+                    "qwen3": "Qwen3ForCausalLM"}
+# transformers writes only non-default values into a nested text_config (llava-1.5 keeps little
+# more than the vocabulary size): the LlamaConfig / Qwen2Config defaults fill in the rest.
+_TEXT_CONFIG_DEFAULTS = {
+    "llama": dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                  num_attention_heads=32, max_position_embeddings=2048, rms_norm_eps=1e-6),
+    "qwen2": dict(vocab_size=151936, hidden_size=4096, intermediate_size=22016, num_hidden_layers=32,
+                  num_attention_heads=32, max_position_embeddings=32768, rms_norm_eps=1e-6,
+                  use_sliding_window=False),
+}
+
 
 @dataclass(frozen=True)
 class ArchConfig:
@@ -56,9 +69,13 @@ class ArchConfig:
         arch = architectures[0]
         text_config = config
         if arch not in TEXT_ARCHITECTURES:
-            if "text_config" in config and config["text_config"].get("architectures"):
+            if isinstance(config.get("text_config"), dict):
+                # A multimodal checkpoint (LLaVA, Qwen2-Audio): its language model is the decoder.
                 text_config = config["text_config"]
-                arch = text_config["architectures"][0]
+                model_type = text_config.get("model_type")
+                arch = (text_config.get("architectures") or [TEXT_MODEL_TYPES.get(model_type, "")])[0]
+                text_config = {**_TEXT_CONFIG_DEFAULTS.get(model_type, {}),
+                               "dtype": config.get("dtype") or config.get("torch_dtype"), **text_config}
             if arch not in TEXT_ARCHITECTURES:
                 raise ValueError(f"unsupported architecture {architectures[0]!r} in {source}; supported: "
                                  f"{', '.join(TEXT_ARCHITECTURES)}")

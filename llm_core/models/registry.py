@@ -19,6 +19,8 @@ MODEL_CLASSES = {
 # language model inside multimodal checkpoints in their old and new transformers layouts).
 _DECODER_PREFIXES = ("model.language_model.", "language_model.model.", "model.")
 _LM_HEAD_NAMES = ("lm_head.weight", "language_model.lm_head.weight")
+# The encoders' weights (loaded by encoders.loader), also found under "model." in transformers 5.
+_ENCODER_PREFIXES = ("vision_tower.", "audio_tower.", "multi_modal_projector.")
 
 
 def _rename(name: str, has_lm_head: bool) -> str | None:
@@ -26,7 +28,8 @@ def _rename(name: str, has_lm_head: bool) -> str | None:
         return "lm_head.weight" if has_lm_head else None
     for prefix in _DECODER_PREFIXES:
         if name.startswith(prefix):
-            return name[len(prefix):]
+            rest = name[len(prefix):]
+            return None if rest.startswith(_ENCODER_PREFIXES) else rest
     return None  # another tower's weights (vision, audio, projector)
 
 

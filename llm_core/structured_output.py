@@ -1,0 +1,111 @@
+"""Engine side of structured output: compile off the step loop, mask logits, advance matchers.
+
+A constrained request waits outside the scheduler until its grammar has compiled in the
+background (other requests keep decoding meanwhile). From then on each of its sampling rows
+gets a token bitmask from its matcher, applied to the logits on the device in one batched op,
+and every sampled token advances the matcher. The matcher depends only on the accepted output
+tokens, so it survives preemption by recompute untouched.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+from typing import Sequence
+
+import torch
+
+from llm_core.sampling_params import SamplingParams
+from llm_core.structured import (GrammarCompiler, GrammarMatcher, GrammarSpec, TokenizerInfo,
+                                 allocate_token_bitmask, apply_token_bitmask, compile_for_tokenizer)
+from llm_core.tokenizer import Tokenizer
+
+
+class StructuredOutputManager:
+    def __init__(self, tokenizer: Tokenizer, vocab_size: int, eos_token_ids: Sequence[int], *,
+                 cache_dir: str | None = None, max_workers: int = 1) -> None:
+        self._tokenizer = tokenizer
+        self._vocab_size = vocab_size
+        self._eos_token_ids = tuple(eos_token_ids)
+        self._cache_dir = cache_dir
+        self._info: TokenizerInfo | None = None
+        self._compiler = GrammarCompiler(max_workers)
+        self._pending: dict[str, Future] = {}
+        self._matchers: dict[str, GrammarMatcher] = {}
+
+    @staticmethod
+    def spec_for(params: SamplingParams) -> GrammarSpec | None:
+        """The grammar a request asks for; a malformed response_format raises StructuredOutputError."""
+        return GrammarSpec.from_response_format(params.response_format)
+
+    def validate(self, params: SamplingParams) -> None:
+        """Compile the request's grammar now (memoized), so an impossible or unsupported schema raises here."""
+        spec = self.spec_for(params)
+        if spec is not None:
+            spec.compile()
+
+    @property
+    def tokenizer_info(self) -> TokenizerInfo:
+        if self._info is None:
+            self._info = TokenizerInfo.from_tokenizers(self._tokenizer.backend, self._eos_token_ids,
+                                                       vocab_size=self._vocab_size)
+        return self._info
+
+    def submit(self, request_id: str, params: SamplingParams) -> bool:
+        """Start compiling the request's grammar; False if it has none."""
+        spec = self.spec_for(params)
+        if spec is None:
+            return False
+        info = self.tokenizer_info
+        self._pending[request_id] = self._compiler.submit(
+            f"{spec.key}:{id(info)}", lambda: compile_for_tokenizer(spec, info, cache_dir=self._cache_dir))
+        return True
+
+    def poll(self) -> tuple[list[str], dict[str, str]]:
+        """Requests whose grammar is ready (their matcher now exists), and those whose compile failed."""
+        ready, failed = [], {}
+        for request_id, future in list(self._pending.items()):
+            if not future.done():
+                continue
+            del self._pending[request_id]
+            error = future.exception()
+            if error is not None:
+                failed[request_id] = f"{type(error).__name__}: {error}"
+            else:
+                self._matchers[request_id] = GrammarMatcher(future.result())
+                ready.append(request_id)
+        return ready, failed
+
+    @property
+    def num_pending(self) -> int:
+        return len(self._pending)
+
+    def has_matcher(self, request_id: str) -> bool:
+        return request_id in self._matchers
+
+    def apply_masks(self, logits: torch.Tensor, request_ids: Sequence[str]) -> None:
+        """Mask, in place, the logits rows of constrained requests (rows follow request_ids)."""
+        rows = [i for i, rid in enumerate(request_ids) if rid in self._matchers]
+        if not rows:
+            return
+        bitmask = allocate_token_bitmask(len(request_ids), logits.shape[-1])
+        for row in rows:
+            self._matchers[request_ids[row]].fill_next_token_bitmask(bitmask, row)
+        apply_token_bitmask(logits, bitmask.to(logits.device, non_blocking=True), rows)
+
+    def accept(self, request_id: str, token_id: int) -> bool:
+        """Advance the request's matcher; False means the token broke the grammar (a bug upstream)."""
+        matcher = self._matchers.get(request_id)
+        return True if matcher is None else matcher.accept_token(token_id)
+
+    def is_terminated(self, request_id: str) -> bool:
+        matcher = self._matchers.get(request_id)
+        return matcher is not None and matcher.is_terminated()
+
+    def free(self, request_id: str) -> None:
+        self._matchers.pop(request_id, None)
+        future = self._pending.pop(request_id, None)
+        if future is not None:
+            future.cancel()
+
+    def shutdown(self) -> None:
+        self._compiler.shutdown(wait=False)
