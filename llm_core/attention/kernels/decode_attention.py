@@ -27,12 +27,13 @@ MIN_KEYS_PER_SPLIT = 256
 @triton.jit
 def decode_attention_kernel(
     out_ptr, partial_m_ptr, partial_l_ptr, partial_acc_ptr, q_ptr, k_cache_ptr, v_cache_ptr,
-    block_tables_ptr, seq_lens_ptr, query_start_loc_ptr, qk_scale, sliding_window, split_size,
+    block_tables_ptr, seq_lens_ptr, query_start_loc_ptr, qk_scale, sliding_window, split_size, num_splits,
     stride_q_t, stride_q_h, stride_o_t, stride_o_h, stride_bt,
     HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr, NUM_KV_HEADS: tl.constexpr,
     GROUP: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_SIZE: tl.constexpr, TILE_N: tl.constexpr,
-    NUM_SPLITS: tl.constexpr, USE_WINDOW: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    IS_SPLIT: tl.constexpr, USE_WINDOW: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
+    # num_splits is a run-time value (not constexpr) so that a growing context never recompiles.
     seq = tl.program_id(0)
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
@@ -68,13 +69,13 @@ def decode_attention_kernel(
         qk_scale, sliding_window, HEAD_DIM, HEAD_DIM_PAD, NUM_KV_HEADS, BLOCK_SIZE, TILE_N, USE_WINDOW,
         True, DOT_PRECISION)
 
-    if NUM_SPLITS == 1:
+    if not IS_SPLIT:
         acc = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
         tl.store(out_ptr + token * stride_o_t + head[:, None] * stride_o_h + offs_d[None, :],
                  acc.to(out_ptr.dtype.element_ty), mask=io_mask)
     else:
         # partials: m, l [S, H, NUM_SPLITS]; acc [S, H, NUM_SPLITS, HEAD_DIM]
-        part = (seq * (NUM_KV_HEADS * GROUP) + head).to(tl.int64) * NUM_SPLITS + split  # [BH]
+        part = (seq * (NUM_KV_HEADS * GROUP) + head).to(tl.int64) * num_splits + split  # [BH]
         tl.store(partial_m_ptr + part, m_i, mask=offs_h < GROUP)
         tl.store(partial_l_ptr + part, l_i, mask=offs_h < GROUP)
         tl.store(partial_acc_ptr + part[:, None] * HEAD_DIM + offs_d[None, :], acc, mask=io_mask)
@@ -82,15 +83,14 @@ def decode_attention_kernel(
 
 @triton.jit
 def decode_reduce_kernel(
-    out_ptr, partial_m_ptr, partial_l_ptr, partial_acc_ptr, query_start_loc_ptr, stride_o_t, stride_o_h,
-    NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
-    NUM_SPLITS: tl.constexpr, SPLITS_PAD: tl.constexpr,
+    out_ptr, partial_m_ptr, partial_l_ptr, partial_acc_ptr, query_start_loc_ptr, num_splits, stride_o_t, stride_o_h,
+    NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr, SPLITS_PAD: tl.constexpr,
 ):
     seq = tl.program_id(0)
     head = tl.program_id(1)
     token = tl.load(query_start_loc_ptr + seq).to(tl.int64)
-    part = (seq * NUM_HEADS + head).to(tl.int64) * NUM_SPLITS + tl.arange(0, SPLITS_PAD)  # [SP]
-    split_ok = tl.arange(0, SPLITS_PAD) < NUM_SPLITS
+    part = (seq * NUM_HEADS + head).to(tl.int64) * num_splits + tl.arange(0, SPLITS_PAD)  # [SP]
+    split_ok = tl.arange(0, SPLITS_PAD) < num_splits
     offs_d = tl.arange(0, HEAD_DIM_PAD)
     d_ok = offs_d < HEAD_DIM
     m = tl.load(partial_m_ptr + part, mask=split_ok, other=float("-inf"))
@@ -146,17 +146,17 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
         partial_acc = torch.empty(num_seqs, num_heads, num_splits, head_dim, dtype=torch.float32, device=q.device)
     decode_attention_kernel[(num_seqs, num_kv_heads, num_splits)](
         out, partial_m, partial_l, partial_acc, q, k_cache, v_cache,
-        meta.block_tables, meta.seq_lens, meta.query_start_loc, scale * LOG2E, sliding_window or 0, split_size,
+        meta.block_tables, meta.seq_lens, meta.query_start_loc, scale * LOG2E, sliding_window or 0, split_size, num_splits,
         q.stride(0), q.stride(1), out.stride(0), out.stride(1), meta.block_tables.stride(0),
         HEAD_DIM=head_dim, HEAD_DIM_PAD=head_dim_pad, NUM_KV_HEADS=num_kv_heads,
         GROUP=group, BLOCK_H=max(16, triton.next_power_of_2(group)), BLOCK_SIZE=block_size, TILE_N=tile_n,
-        NUM_SPLITS=num_splits, USE_WINDOW=sliding_window is not None,
+        IS_SPLIT=num_splits > 1, USE_WINDOW=sliding_window is not None,
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32", num_warps=num_warps, num_stages=num_stages,
     )
     if num_splits > 1:
         decode_reduce_kernel[(num_seqs, num_heads)](
-            out, partial_m, partial_l, partial_acc, meta.query_start_loc, out.stride(0), out.stride(1),
+            out, partial_m, partial_l, partial_acc, meta.query_start_loc, num_splits, out.stride(0), out.stride(1),
             NUM_HEADS=num_heads, HEAD_DIM=head_dim, HEAD_DIM_PAD=head_dim_pad,
-            NUM_SPLITS=num_splits, SPLITS_PAD=triton.next_power_of_2(num_splits), num_warps=4,
+            SPLITS_PAD=triton.next_power_of_2(num_splits), num_warps=4,
         )
     return out

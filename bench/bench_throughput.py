@@ -1,0 +1,150 @@
+"""Engine throughput on a random checkpoint of a real model's shape, against transformers in the same run.
+
+    python -m bench.bench_throughput --shape llama-3.2-1b --out results.json [--num-requests 256]
+
+1. batch-1 decode tokens/s against the weight-streaming limit measured in the same run
+   (device-to-device copy bandwidth / weight bytes read per token);
+2. the nano-vllm workload (input and output lengths uniform in 100..max_len, ignore_eos,
+   temperature 0.6): output tokens/s of our engine, and of transformers' batched generate on
+   the first --hf-requests requests (padded; only each request's own tokens count).
+Prints a table and writes JSON. Imports no service packages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from bench.shapes import streamed_bytes_per_token, write_random_llama
+from llm_core import LLM, SamplingParams
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def copy_bandwidth(device: torch.device, nbytes: int = 1 << 30) -> float:
+    """Device-to-device copy, bytes read + written per second (median of 10)."""
+    if device.type != "cuda":
+        return float("nan")
+    src = torch.empty(nbytes // 2, dtype=torch.bfloat16, device=device).normal_()
+    dst = torch.empty_like(src)
+    times = []
+    for _ in range(12):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        dst.copy_(src)
+        end.record()
+        _sync()
+        times.append(start.elapsed_time(end) / 1e3)
+    return 2 * nbytes / sorted(times[2:])[len(times[2:]) // 2]
+
+
+def workload(num_requests: int, max_len: int, vocab: int, seed: int = 0):
+    rng = random.Random(seed)
+    prompts = [[rng.randrange(10, vocab) for _ in range(rng.randint(min(100, max_len), max_len))] for _ in range(num_requests)]
+    outputs = [rng.randint(min(100, max_len), max_len) for _ in range(num_requests)]
+    return prompts, outputs
+
+
+def run_ours(llm: LLM, prompts, out_lens) -> tuple[float, int]:
+    params = [SamplingParams(max_tokens=n, temperature=0.6, ignore_eos=True) for n in out_lens]
+    _sync()
+    start = time.perf_counter()
+    outs = llm.generate(prompts, params)
+    _sync()
+    elapsed = time.perf_counter() - start
+    total = sum(len(o.token_ids) for o in outs)
+    assert total == sum(out_lens), "ignore_eos requests must produce exactly max_tokens"
+    return elapsed, total
+
+
+def batch1_decode(llm: LLM, num_tokens: int = 256) -> float:
+    params = SamplingParams(max_tokens=num_tokens, temperature=0.0, ignore_eos=True)
+    llm.generate([[5] * 32], SamplingParams(max_tokens=8, ignore_eos=True))  # warm-up
+    _sync()
+    start = time.perf_counter()
+    llm.generate([[7] * 32], params)
+    _sync()
+    return num_tokens / (time.perf_counter() - start)
+
+
+def run_transformers(model_dir: Path, prompts, out_lens, batch: int, device: torch.device,
+                     dtype: torch.dtype) -> tuple[float, int]:
+    import transformers
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device).eval()
+    prompts, out_lens = prompts[:batch], out_lens[:batch]
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts], device=device)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+    n = max(out_lens)
+    _sync()
+    start = time.perf_counter()
+    with torch.inference_mode():
+        model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=n, min_new_tokens=n, do_sample=True,
+                       temperature=0.6, top_p=1.0, top_k=0, pad_token_id=0)
+    _sync()
+    elapsed = time.perf_counter() - start
+    del model
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return elapsed, sum(out_lens)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--shape", default="llama-3.2-1b")
+    parser.add_argument("--num-requests", type=int, default=256)
+    parser.add_argument("--max-len", type=int, default=1024)
+    parser.add_argument("--hf-requests", type=int, default=64)
+    parser.add_argument("--max-num-batched-tokens", type=int, default=16384)
+    parser.add_argument("--out", default="bench_throughput.json")
+    parser.add_argument("--device", default="cuda")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    model_dir = write_random_llama(Path(tempfile.mkdtemp()) / args.shape, args.shape, device=args.device, dtype=dtype)
+    bandwidth = copy_bandwidth(device)
+    limit = bandwidth / streamed_bytes_per_token(args.shape)
+    llm = LLM(str(model_dir), device=args.device, dtype=str(dtype).removeprefix("torch."), max_model_len=2 * args.max_len + 64,
+              max_num_seqs=256, max_num_batched_tokens=args.max_num_batched_tokens)
+    b1 = batch1_decode(llm)
+    prompts, out_lens = workload(args.num_requests, args.max_len, llm.engine.arch.vocab_size)
+    run_ours(llm, prompts[:8], [16] * 8)  # warm-up: kernels compiled
+    ours_s, ours_tokens = run_ours(llm, prompts, out_lens)
+    preemptions = llm.engine.scheduler.num_preemptions
+    del llm
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    hf_s, hf_tokens = run_transformers(model_dir, prompts, out_lens, args.hf_requests, device, dtype)
+    result = {
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "torch": torch.__version__, "shape": args.shape,
+        "copy_bandwidth_gbs": bandwidth / 1e9, "weight_streaming_limit_tok_s": limit,
+        "batch1_tok_s": b1, "batch1_fraction_of_limit": b1 / limit,
+        "workload": {"num_requests": args.num_requests, "max_len": args.max_len},
+        "ours_output_tok_s": ours_tokens / ours_s, "ours_seconds": ours_s, "ours_preemptions": preemptions,
+        "hf_requests": args.hf_requests, "hf_output_tok_s": hf_tokens / hf_s, "hf_seconds": hf_s,
+    }
+    result["ratio_vs_hf"] = result["ours_output_tok_s"] / result["hf_output_tok_s"]
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    rows = [("copy bandwidth (GB/s, read+write)", f"{bandwidth / 1e9:.0f}"),
+            ("weight-streaming limit (tok/s)", f"{limit:.0f}"),
+            ("ours batch-1 decode (tok/s)", f"{b1:.0f} ({b1 / limit:.0%} of limit)"),
+            (f"ours {args.num_requests}-request workload (out tok/s)", f"{result['ours_output_tok_s']:.0f}"),
+            (f"transformers generate, {args.hf_requests} requests (out tok/s)", f"{result['hf_output_tok_s']:.0f}"),
+            ("ratio ours / transformers", f"{result['ratio_vs_hf']:.1f}x")]
+    print(f"{args.shape} on {result['device']}")
+    for name, value in rows:
+        print(f"{name:<55} {value}")
+
+
+if __name__ == "__main__":
+    main()
