@@ -1,0 +1,78 @@
+"""Host cost of one engine step's bookkeeping with N running requests, without a model.
+
+    python -m bench.bench_scheduler [--num-requests 256] [--context 1024] [--steps 200] [--out F.json]
+
+Measures, per decode step of N running requests: scheduler.schedule(), update_from_output()
+(with prefix-cache bookkeeping) and the runner's input preparation (building the step's
+tensors on the CPU). The sum must stay well under a GPU decode step (a few ms) or the host
+starves the GPU. Prints a table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from cache.kv_cache_manager import KVCacheManager
+from llm_core.config import SchedulerConfig
+from llm_core.model_runner import ModelRunner
+from llm_core.request import Request
+from llm_core.sampling_params import SamplingParams
+from llm_core.scheduler import Scheduler
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--num-requests", type=int, default=256)
+    parser.add_argument("--context", type=int, default=1024)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--block-size", type=int, default=16)
+    parser.add_argument("--out", default="bench_scheduler.json")
+    args = parser.parse_args()
+    bs, n = args.block_size, args.num_requests
+    blocks_per_seq = (args.context + args.steps) // bs + 2
+    kv = KVCacheManager(n * blocks_per_seq + 1, bs, True)
+    sched = Scheduler(SchedulerConfig(max_num_seqs=n, max_num_batched_tokens=1 << 20), kv,
+                      max_model_len=args.context + args.steps + 8, block_size=bs)
+    rng = random.Random(0)
+    for i in range(n):
+        prompt = [rng.randrange(1000) for _ in range(args.context)]
+        sched.add_request(Request(f"r{i}", prompt, SamplingParams(max_tokens=args.steps + 4, ignore_eos=True),
+                                  block_size=bs))
+    plan = sched.schedule()  # the prefill step
+    sched.update_from_output(plan, {e.request_id: 1 for e in plan.requests})
+    runner = ModelRunner.__new__(ModelRunner)  # input preparation only: no model, no KV tensors
+    runner.block_size, runner.device = bs, torch.device("cpu")
+    times = {"schedule": [], "update": [], "prepare_inputs": []}
+    for step in range(args.steps):
+        t0 = time.perf_counter()
+        plan = sched.schedule()
+        t1 = time.perf_counter()
+        runner.prepare_inputs(plan)
+        t2 = time.perf_counter()
+        sched.update_from_output(plan, {e.request_id: step % 1000 for e in plan.requests})
+        t3 = time.perf_counter()
+        assert len(plan.requests) == n
+        times["schedule"].append(t1 - t0)
+        times["prepare_inputs"].append(t2 - t1)
+        times["update"].append(t3 - t2)
+    result = {k: {"median_ms": statistics.median(v) * 1e3, "p99_ms": sorted(v)[int(len(v) * 0.99) - 1] * 1e3}
+              for k, v in times.items()}
+    total = sum(r["median_ms"] for r in result.values())
+    result["total_median_ms"] = total
+    result["config"] = vars(args)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    print(f"{n} running requests, context {args.context}, block size {bs} (CPU, median of {args.steps} steps)")
+    for k in times:
+        print(f"  {k:<16} {result[k]['median_ms']:8.3f} ms   p99 {result[k]['p99_ms']:8.3f} ms")
+    print(f"  {'total':<16} {total:8.3f} ms")
+
+
+if __name__ == "__main__":
+    main()
