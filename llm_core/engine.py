@@ -21,6 +21,7 @@ from llm_core.kv_memory import kv_budget_bytes, plan_num_blocks
 from llm_core.model_runner import ModelRunner
 from llm_core.models.arch_config import ArchConfig, read_hf_config
 from llm_core.models.registry import build_model
+from llm_core.multimodal import load_multimodal
 from llm_core.output_processor import OutputProcessor
 from llm_core.outputs import CompletionDelta
 from llm_core.prompts import Prompt, render_prompt
@@ -68,6 +69,9 @@ class LLMEngine:
                             max_position=self.max_model_len)
         logger.info("loaded %s (%s, %s) in %.1fs", self.arch.architecture, self.dtype, self.device,
                     time.perf_counter() - start)
+        # Media (LLaVA, Qwen2-Audio): the encoders load before the KV budget is planned. None: text only.
+        self.multimodal = load_multimodal(model_cfg.model, self.tokenizer, config.multimodal, device=self.device,
+                                          dtype=self.dtype)
         cache = config.cache
         budget = kv_budget_bytes(cache, self.device, self._peak_memory())
         self.num_blocks = plan_num_blocks(self.arch, cache, self.dtype, budget, max_model_len=self.max_model_len,
@@ -79,7 +83,8 @@ class LLMEngine:
         self._waiting_for_grammar: dict[str, Request] = {}
         self.runner = ModelRunner(model, self.arch, device=self.device, dtype=self.dtype, num_blocks=self.num_blocks,
                                   block_size=cache.block_size, eos_token_ids=self.eos_token_ids, seed=model_cfg.seed,
-                                  structured=self.structured)
+                                  structured=self.structured,
+                                  embedder=self.multimodal.embedder if self.multimodal is not None else None)
         self.output_processor = OutputProcessor(self.tokenizer, self.scheduler)
         self._ids = itertools.count()
 
@@ -98,13 +103,17 @@ class LLMEngine:
                     priority: int = 0, arrival_time: float | None = None) -> str:
         """Tokenize and queue one request; returns its id. Bad prompts raise ValueError."""
         request_id = request_id if request_id is not None else f"req-{next(self._ids)}"
-        token_ids = render_prompt(prompt, self.tokenizer)
+        media = self.multimodal.process(prompt) if self.multimodal is not None else None
+        token_ids = render_prompt(prompt, self.tokenizer) if media is None else media.token_ids
         if params.max_tokens and len(token_ids) >= self.max_model_len:
             raise ValueError(f"prompt of {len(token_ids)} tokens does not fit max_model_len={self.max_model_len}")
         request = Request(request_id, token_ids, params, eos_token_ids=self.eos_token_ids,
                           arrival_time=time.monotonic() if arrival_time is None else arrival_time,
-                          priority=priority, block_size=self.config.cache.block_size)
+                          priority=priority, block_size=self.config.cache.block_size,
+                          media_spans=media.media_spans if media is not None else ())
         self._enqueue(request)
+        if media is not None:
+            self.multimodal.embedder.add(request, media.inputs)
         self.output_processor.add_request(request_id, token_ids, params)
         return request_id
 
@@ -128,8 +137,15 @@ class LLMEngine:
         self.scheduler.abort_requests(request_ids)
         for request_id in request_ids:
             self._waiting_for_grammar.pop(request_id, None)
-            self.structured.free(request_id)
             self.output_processor.abort(request_id)
+        self._release(request_ids)
+
+    def _release(self, request_ids: list[str]) -> None:
+        """Drop the per-request state kept beside the scheduler (grammar matchers, media embeddings)."""
+        if self.multimodal is not None:
+            self.multimodal.embedder.free(request_ids)
+        for request_id in request_ids:
+            self.structured.free(request_id)
 
     def has_unfinished_requests(self) -> bool:
         return self.scheduler.has_unfinished_requests() or bool(self._waiting_for_grammar)
@@ -140,6 +156,7 @@ class LLMEngine:
         if plan.is_empty:
             if self._waiting_for_grammar and not failed:
                 time.sleep(0.001)  # nothing else to do while a grammar compiles
+            self._release([d.request_id for d in failed])
             return failed
         sampled, logprobs = self.runner.execute(plan)
         for request_id, token_id in sampled.items():
@@ -147,11 +164,9 @@ class LLMEngine:
                 raise RuntimeError(f"request {request_id!r}: sampled token {token_id} breaks its grammar")
         updates = self.scheduler.update_from_output(plan, sampled, logprobs)
         updates = [self._finish_if_grammar_done(u) for u in updates]
-        deltas = self.output_processor.process(updates)
-        for delta in deltas:
-            if delta.finished:
-                self.structured.free(delta.request_id)
-        return failed + deltas
+        deltas = failed + self.output_processor.process(updates)
+        self._release([d.request_id for d in deltas if d.finished])
+        return deltas
 
     def _admit_compiled(self) -> list[CompletionDelta]:
         """Move requests whose grammar compiled into the scheduler; fail those whose compile failed."""

@@ -19,7 +19,7 @@ class ModelRunner:
 
     def __init__(self, model, arch: ArchConfig, *, device: torch.device, dtype: torch.dtype,
                  num_blocks: int, block_size: int, eos_token_ids: tuple[int, ...] = (), seed: int = 0,
-                 structured=None) -> None:
+                 structured=None, embedder=None) -> None:
         self.model = model
         self.arch = arch
         self.device = device
@@ -27,6 +27,7 @@ class ModelRunner:
         self.eos_token_ids = eos_token_ids
         self.sampler = Sampler(device, seed)
         self.structured = structured  # StructuredOutputManager: token masks of constrained requests
+        self.embedder = embedder  # MultiModalEmbedder: media embeddings of multimodal models (None: text only)
         shape = (num_blocks, block_size, arch.num_kv_heads, arch.head_dim)
         # Zeroed once, so padding lanes that a kernel reads but masks out are never NaN.
         self.kv_caches = [(torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
@@ -68,10 +69,18 @@ class ModelRunner:
         logits_indices_t = torch.tensor(logits_indices, dtype=torch.int64, device=dev)  # [S]
         return input_ids_t, positions_t, meta, logits_indices_t
 
+    def prepare_inputs_embeds(self, plan: SchedulerOutput, input_ids: torch.Tensor) -> torch.Tensor | None:
+        """Input embeddings [T, C] with media rows filled in, or None when no scheduled token is a
+        media placeholder (text only: the model embeds input_ids itself, with no extra work)."""
+        if self.embedder is None:
+            return None
+        return self.embedder.prepare_inputs_embeds(plan, input_ids, self.model.embed_tokens)
+
     @torch.inference_mode()
     def execute(self, plan: SchedulerOutput) -> tuple[dict[str, int], dict[str, dict[int, float]]]:
         input_ids, positions, meta, logits_indices = self.prepare_inputs(plan)
-        hidden = self.model(input_ids, positions, self.kv_caches, meta)
+        inputs_embeds = self.prepare_inputs_embeds(plan, input_ids)  # None on text-only steps
+        hidden = self.model(input_ids, positions, self.kv_caches, meta, inputs_embeds=inputs_embeds)
         sampling = [e for e in plan.requests if e.do_sample]
         if not sampling:
             return {}, {}

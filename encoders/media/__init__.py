@@ -1,19 +1,25 @@
-"""Torch-free media decoding (Pillow, PyAV, numpy): what the gateway runs in its worker pool."""
+"""Torch-free media decoding (Pillow, PyAV, numpy): what the gateway runs in its worker pool.
 
-from encoders.media.audio import StreamingAudioDecoder, decode_audio
-from encoders.media.errors import MEDIA_ERROR_CODES, MediaError
-from encoders.media.image import decode_image
-from encoders.media.mime import (AUDIO_MIMES, IMAGE_MIMES, MIMES, VIDEO_MIMES, parse_mime,
-                                 resolve_mime, sniff_mime)
-from encoders.media.sampling import FrameSampler, SampledFrame
-from encoders.media.video import StreamingVideoDecoder, decode_video
+Re-exports resolve lazily, so that importing one submodule (errors, image) does not import
+PyAV: the GPU benchmark machine runs the engine without it.
+"""
 
-__all__ = [
-    "StreamingAudioDecoder", "decode_audio",
-    "MEDIA_ERROR_CODES", "MediaError",
-    "decode_image",
-    "AUDIO_MIMES", "IMAGE_MIMES", "MIMES", "VIDEO_MIMES", "parse_mime", "resolve_mime",
-    "sniff_mime",
-    "FrameSampler", "SampledFrame",
-    "StreamingVideoDecoder", "decode_video",
-]
+import importlib
+
+_EXPORTS = {
+    "StreamingAudioDecoder": "audio", "decode_audio": "audio",
+    "MEDIA_ERROR_CODES": "errors", "MediaError": "errors",
+    "decode_image": "image",
+    "AUDIO_MIMES": "mime", "IMAGE_MIMES": "mime", "MIMES": "mime", "VIDEO_MIMES": "mime", "parse_mime": "mime",
+    "resolve_mime": "mime", "sniff_mime": "mime",
+    "FrameSampler": "sampling", "SampledFrame": "sampling",
+    "StreamingVideoDecoder": "video", "decode_video": "video",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"encoders.media.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'encoders.media' has no attribute {name!r}")
