@@ -130,3 +130,33 @@ def test_media_errors_name_the_part(llava):
     with pytest.raises(ValueError, match=r"messages\[0\]\.content\[0\]: the image part has no data"):
         llm.generate({"messages": [empty]})
     assert not llm.engine.has_unfinished_requests()
+
+
+def test_corrupt_and_oversized_media_leave_other_requests_running(llava):
+    from encoders.media import MediaError
+
+    _, _, llm = llava
+    engine = llm.engine
+    good = {"messages": [{"role": "user", "content": [{"type": "image", "image": png(random_image(3, (20, 24)))},
+                                                       {"type": "text", "text": "what?"}]}]}
+    alone = llm.generate(good, GREEDY)[0]
+    running = engine.add_request(good, GREEDY)
+    first = engine.step()  # the good request is under way
+    corrupt = {"messages": [{"role": "user", "content": [{"type": "image", "image": png(random_image(4, (8, 8)))[:40]}]}]}
+    with pytest.raises(MediaError) as excinfo:
+        engine.add_request(corrupt, GREEDY)
+    assert excinfo.value.code == "corrupt_media" and "messages[0].content[0]" in str(excinfo.value)
+    huge = np.zeros((5000, 5000, 3), np.uint8)  # 25 M pixels
+    strict = engine.multimodal.processor.limits
+    if huge.shape[0] * huge.shape[1] > strict.max_image_pixels:
+        with pytest.raises(MediaError, match="pixels"):
+            engine.add_request({"messages": [{"role": "user", "content": [{"type": "image", "image": huge}]}]}, GREEDY)
+    text, tokens = "".join(d.text_delta for d in first), [t for d in first for t in d.new_token_ids]
+    for _ in range(200):
+        for delta in engine.step():
+            assert delta.request_id == running
+            text += delta.text_delta
+            tokens += delta.new_token_ids
+        if not engine.has_unfinished_requests():
+            break
+    assert tokens == alone.token_ids and text == alone.text
