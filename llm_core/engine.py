@@ -117,6 +117,16 @@ class LLMEngine:
         self.output_processor.add_request(request_id, token_ids, params)
         return request_id
 
+    def add_media_item(self, item_id: str, modality: str, data: Any, *, final: bool = True) -> int:
+        """Append decoded media to an uploaded item (video frames are encoded at once); a prompt part
+        {"type": "item", "item_id": ...} uses it once committed. Returns its frames or samples so far."""
+        if self.multimodal is None:
+            raise ValueError("this model takes no media (it has no vision or audio encoder)")
+        return self.multimodal.items.append(item_id, modality, data, final=final)
+
+    def delete_media_item(self, item_id: str) -> bool:
+        return self.multimodal is not None and self.multimodal.items.delete(item_id)
+
     def _enqueue(self, request: Request) -> None:
         """A constrained request waits for its grammar outside the scheduler; others go straight in."""
         if request.request_id in self._waiting_for_grammar:

@@ -145,6 +145,11 @@ class MultiModalEmbedder:
                                    f"{item.length} placeholder tokens")
         return out
 
+    def encode_frames(self, frames: list, stride: int) -> torch.Tensor:
+        """Video frames through the vision tower now (streamed uploads): [N, tokens, C_text]."""
+        return torch.cat([self._run_vision(frames[i:i + MAX_IMAGES_PER_FORWARD], stride)
+                          for i in range(0, len(frames), MAX_IMAGES_PER_FORWARD)])
+
     def _pool_stride(self, item: MultiModalInput) -> int:
         return 1 if item.modality == "image" else self.video_pool_stride
 

@@ -13,6 +13,7 @@ from encoders.loader import load_encoders
 from llm_core.config import MultiModalConfig
 from llm_core.multimodal.embedder import MultiModalEmbedder
 from llm_core.multimodal.inputs import MultiModalPrompt
+from llm_core.multimodal.items import MediaItemStore
 from llm_core.multimodal.processor import MultiModalProcessor
 from llm_core.tokenizer import Tokenizer
 
@@ -25,6 +26,7 @@ class MultiModal:
     def __init__(self, processor: MultiModalProcessor, embedder: MultiModalEmbedder) -> None:
         self.processor = processor
         self.embedder = embedder
+        self.items = MediaItemStore(processor, embedder)
 
     def process(self, prompt: Any) -> MultiModalPrompt | None:
         """The prompt's token ids and media items, or None for a prompt without media (the text

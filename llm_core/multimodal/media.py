@@ -38,7 +38,15 @@ def load_image(value: Any, limits: MediaLimits, where: str) -> np.ndarray:
 
 
 def load_video(value: Any, limits: MediaLimits, where: str) -> tuple[np.ndarray, ...]:
-    """The sampled frames, uint8 [H, W, 3] each, at limits.video_sample_fps (at most max_video_frames)."""
+    """The sampled frames, uint8 [H, W, 3] each, at limits.video_sample_fps (at most max_video_frames).
+
+    A list or tuple of frames is taken as already decoded and sampled (what the gateway sends)."""
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise ValueError(f"{where}: the video has no frames")
+        if len(value) > limits.max_video_frames:
+            raise too_large(f"the video has {len(value)} frames, over the limit of {limits.max_video_frames}", where)
+        return tuple(load_image(frame, limits, f"{where} frame {i}") for i, frame in enumerate(value))
     from encoders.media.video import decode_video  # PyAV, imported only when a video comes
 
     frames = decode_video(_read(value, "video", limits, where), None, limits, item_id=where)

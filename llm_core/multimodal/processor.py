@@ -48,6 +48,8 @@ class MultiModalProcessor:
         self.image_encoder = image_encoder
         self.audio_encoder = audio_encoder
         self.limits = limits
+        # item_id -> (modality, decoded value): set by MediaItemStore, so {"type": "item"} parts resolve
+        self.item_resolver = None
         self.video_pool_stride = video_pool_stride
         image_id = image_encoder.image_token_id if image_encoder is not None else None
         audio_id = audio_encoder.audio_token_id if audio_encoder is not None else None
@@ -92,6 +94,7 @@ class MultiModalProcessor:
                 kind = part.get("type") if isinstance(part, dict) else None
                 if kind in MEDIA_PART_TYPES:
                     items.append(self._load(kind, part, f"messages[{i}].content[{j}]"))
+                    kind = items[-1].modality  # an uploaded item's own modality
                     parts.append({"type": kind})
                     texts.append({"type": "text", "text": self.marker_texts[kind]})
                 else:
@@ -105,7 +108,17 @@ class MultiModalProcessor:
         text = self.tokenizer.apply_chat_template(chat, add_generation_prompt=True)
         return self._expand(self.tokenizer.encode(text, add_special_tokens=False), items)
 
+    def video_key(self, frames) -> str:
+        """The embedding-cache key of a video: its frames' keys under this encoder and pool stride."""
+        encoder, stride = self.image_encoder, self.video_pool_stride
+        keys = "\n".join(encoder.content_key(frame, stride) for frame in frames).encode()
+        return content_key(keys, shape=(len(frames),), dtype="frame_keys", encoder_id=encoder.identity,
+                           settings=f"video,pool_stride={stride}")
+
     def _load(self, kind: str, part: dict, where: str) -> _Item:
+        if kind == "item" and self.item_resolver is not None:
+            kind, value = self.item_resolver(part.get("item_id"), where)
+            part = {"type": kind, kind: value}
         if kind not in MODALITIES:
             raise ValueError(f"{where} is an {kind!r} part: the offline API takes image, audio and video "
                              "parts with their data")
@@ -122,11 +135,9 @@ class MultiModalProcessor:
             encoder = self.image_encoder
             return _Item(kind, image, encoder.content_key(image), encoder.config.num_image_tokens)
         if kind == "video":
-            frames, encoder, stride = load_video(value, self.limits, where), self.image_encoder, self.video_pool_stride
-            keys = "\n".join(encoder.content_key(frame, stride) for frame in frames).encode()
-            key = content_key(keys, shape=(len(frames),), dtype="frame_keys", encoder_id=encoder.identity,
-                              settings=f"video,pool_stride={stride}")
-            return _Item(kind, frames, key, len(frames) * encoder.config.num_frame_tokens(stride))
+            frames = load_video(value, self.limits, where)
+            return _Item(kind, frames, self.video_key(frames),
+                         len(frames) * self.image_encoder.config.num_frame_tokens(self.video_pool_stride))
         samples, rate = load_audio(value, self.limits, where)
         length = self.audio_encoder.num_tokens(len(samples), rate)
         if length < 1:
