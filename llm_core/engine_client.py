@@ -21,27 +21,15 @@ from llm_core.config import EngineConfig
 from llm_core.engine_link import EngineLink
 from llm_core.engine_process import EngineFactory
 from llm_core.engine_protocol import (
-    SHM_THRESHOLD_BYTES, AbortRequests, AddRequest, EngineError, EngineRequest, GetStats, Message, Ready, Shutdown, Stats,
-    StepOutputs, encode_message, unlink_shared_buffers,
+    SHM_THRESHOLD_BYTES, AbortRequests, AddRequest, EngineDeadError, EngineError, EngineRequest, EngineRequestError,
+    GetStats, Message, Ready, Shutdown, Stats, StepOutputs, encode_message, unlink_shared_buffers,
 )
 from llm_core.outputs import CompletionDelta
 from llm_core.sampling_params import SamplingParams
 
-__all__ = ["AsyncEngineClient", "CompletionDelta", "EngineDeadError", "EngineRequest", "EngineRequestError",
-           "SamplingParams", "merge_deltas"]
-
-
-class EngineDeadError(RuntimeError):
-    """The engine is not running: it died, failed to start, was closed, or was never started."""
-
-
-class EngineRequestError(Exception):
-    """The engine refused or failed one request; kind is "invalid_request" (the caller's fault) or "internal"."""
-
-    def __init__(self, request_id: str, message: str, kind: str) -> None:
-        super().__init__(message)
-        self.request_id = request_id
-        self.kind = kind
+# What the gateway needs, importable from here (the only engine module it may import).
+__all__ = ["AsyncEngineClient", "CompletionDelta", "EngineConfig", "EngineDeadError", "EngineRequest",
+           "EngineRequestError", "SamplingParams", "merge_deltas"]
 
 
 def merge_deltas(deltas: list[CompletionDelta]) -> CompletionDelta:
@@ -109,6 +97,7 @@ class AsyncEngineClient:
 
     @property
     def is_running(self) -> bool:
+        """Started, ready, and neither dead nor closed."""
         return self._link is not None and self._ready is not None and self._ready.done() \
             and not self._ready.cancelled() and self._ready.exception() is None
 

@@ -12,7 +12,7 @@ import logging
 import multiprocessing
 import queue
 import threading
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import wait
 from typing import Callable
 
 from llm_core.config import EngineConfig
@@ -30,6 +30,9 @@ MODES = ("process", "thread")
 
 
 class EngineLink:
+    """The client's handle on one engine, from launch to stop; its I/O threads never touch the event loop
+    except through the two callbacks (which must hand over with call_soon_threadsafe)."""
+
     def __init__(self, config: EngineConfig, mode: str, engine_factory: EngineFactory | None) -> None:
         """Launch the engine (a spawned process, or a daemon thread of this process)."""
         if mode not in MODES:
@@ -51,6 +54,8 @@ class EngineLink:
         self._writer = threading.Thread(target=self._write_loop, name="engine-writer", daemon=True)
         self._stop_lock = threading.Lock()
         self._is_stopped = False
+        # Process.join is not thread-safe (two threads reaping one child: one sees it alive forever).
+        self._process_lock = threading.Lock()
 
     @property
     def pid(self) -> int | None:
@@ -78,16 +83,21 @@ class EngineLink:
 
     def _stop_engine(self) -> None:
         if self.process is not None:
-            self.process.join(SHUTDOWN_GRACE_S)
-            if self.process.is_alive():
+            if self._wait_exit(SHUTDOWN_GRACE_S) is None:
                 logger.warning("engine process %s did not exit; terminating it", self.process.pid)
                 self.process.terminate()
-                self.process.join(KILL_WAIT_S)
-            if self.process.is_alive():
-                self.process.kill()
-                self.process.join(KILL_WAIT_S)
+                if self._wait_exit(KILL_WAIT_S) is None:
+                    self.process.kill()
+                    self._wait_exit(KILL_WAIT_S)
         elif self.thread is not None:
             self.thread.join(SHUTDOWN_GRACE_S)
+
+    def _wait_exit(self, timeout: float) -> int | None:
+        """The engine process's exit code once it exits within `timeout`, else None."""
+        assert self.process is not None
+        with self._process_lock:
+            self.process.join(timeout)
+            return self.process.exitcode
 
     def _stop_io(self) -> None:
         if self._reader is not None:
@@ -98,7 +108,7 @@ class EngineLink:
         self.conn.close()
 
     def _read_loop(self, on_message: Callable[[Message], None], on_dead: Callable[[str], None]) -> None:
-        reason = "the engine closed its connection"
+        reason = ""
         watched = [self.conn] + ([self.process.sentinel] if self.process is not None else [])
         try:
             while True:  # ends at EOF or when the process exits
@@ -110,11 +120,13 @@ class EngineLink:
         except ProtocolError as exc:
             reason = f"the engine sent a bad message: {exc}"
         except RuntimeError:  # the event loop closed under us: nobody is left to tell
+            self._outbox.put(None)
             return
         self._outbox.put(None)
-        if self.process is not None:
-            self.process.join(KILL_WAIT_S)
-            reason = f"engine process {self.process.pid} exited with code {self.process.exitcode}"
+        if not reason:
+            code = self._wait_exit(KILL_WAIT_S) if self.process is not None else None
+            reason = f"engine process {self.pid} exited with code {code}" if code is not None else \
+                "the engine closed its connection"
         try:
             on_dead(reason)
         except RuntimeError:

@@ -35,6 +35,19 @@ class ProtocolError(ValueError):
         self.request_id = request_id
 
 
+class EngineDeadError(RuntimeError):
+    """The engine is not running: it died, failed to start, was closed, or was never started."""
+
+
+class EngineRequestError(Exception):
+    """The engine refused or failed one request; kind is "invalid_request" (the caller's fault) or "internal"."""
+
+    def __init__(self, request_id: str, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.request_id = request_id
+        self.kind = kind
+
+
 @dataclass(frozen=True)
 class EngineRequest:
     """What the gateway hands the engine for one request.
