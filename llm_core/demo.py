@@ -73,7 +73,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="checkpoint directory (default: a tiny random Llama built on first use)")
     parser.add_argument("--max-tokens", type=int, default=24)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--build-only", metavar="DIR", help="only write the tiny checkpoint to DIR (if missing) and exit")
     args = parser.parse_args(argv)
+    if args.build_only:
+        target = Path(args.build_only)
+        if not (target / "config.json").is_file():
+            build_tiny_checkpoint(target)
+        print(target)
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     model = args.model or str(build_tiny_checkpoint(Path(".cache/demo-model")))
 
