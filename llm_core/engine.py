@@ -29,6 +29,7 @@ from llm_core.request import Request, RequestStatus
 from llm_core.sampling_params import SamplingParams
 from llm_core.scheduler import Scheduler
 from llm_core.scheduler_output import RequestUpdate
+from llm_core.spec_decode import NgramProposer, SpeculativeConfig
 from llm_core.structured_output import StructuredOutputManager
 from llm_core.tokenizer import Tokenizer
 
@@ -86,6 +87,10 @@ class LLMEngine:
                                   structured=self.structured,
                                   embedder=self.multimodal.embedder if self.multimodal is not None else None)
         self.output_processor = OutputProcessor(self.tokenizer, self.scheduler)
+        self.speculative = SpeculativeConfig.from_dict(config.speculative)  # None: off
+        self.proposer = (NgramProposer(self.speculative.prompt_lookup_min, self.speculative.prompt_lookup_max)
+                         if self.speculative is not None else None)
+        self.spec_stats = {"num_drafts": 0, "num_draft_tokens": 0, "num_accepted_draft_tokens": 0}
         self._ids = itertools.count()
 
     def _resolve_max_model_len(self) -> int:
@@ -169,14 +174,37 @@ class LLMEngine:
             self._release([d.request_id for d in failed])
             return failed
         sampled, logprobs = self.runner.execute(plan)
-        for request_id, token_id in sampled.items():
-            if not self.structured.accept(request_id, token_id):
-                raise RuntimeError(f"request {request_id!r}: sampled token {token_id} breaks its grammar")
+        for request_id, token_ids in sampled.items():
+            for token_id in ([token_ids] if isinstance(token_ids, int) else token_ids):
+                if not self.structured.accept(request_id, token_id):
+                    raise RuntimeError(f"request {request_id!r}: sampled token {token_id} breaks its grammar")
         updates = self.scheduler.update_from_output(plan, sampled, logprobs)
         updates = [self._finish_if_grammar_done(u) for u in updates]
         deltas = failed + self.output_processor.process(updates)
         self._release([d.request_id for d in deltas if d.finished])
+        self._record_spec_stats(updates)
+        self._propose_drafts()
         return deltas
+
+    def _propose_drafts(self) -> None:
+        """Give every running request at its last token draft tokens for the next step (n-gram
+        lookup), cut where its grammar would refuse one. Requests asking for logprobs don't speculate."""
+        if self.proposer is None:
+            return
+        for request in self.scheduler.running:
+            params = request.sampling_params
+            k = self.speculative.num_tokens_for(params.speculative)
+            if k == 0 or params.logprobs is not None or request.num_computed_tokens != request.num_tokens - 1:
+                continue
+            drafts = self.proposer.propose(request.all_token_ids, k)
+            request.spec_token_ids = drafts[:self.structured.num_valid_draft_tokens(request.request_id, drafts)]
+
+    def _record_spec_stats(self, updates: list[RequestUpdate]) -> None:
+        for update in updates:
+            if update.num_draft_tokens:
+                self.spec_stats["num_drafts"] += 1
+                self.spec_stats["num_draft_tokens"] += update.num_draft_tokens
+                self.spec_stats["num_accepted_draft_tokens"] += update.num_accepted_draft_tokens
 
     def _admit_compiled(self) -> list[CompletionDelta]:
         """Move requests whose grammar compiled into the scheduler; fail those whose compile failed."""
@@ -204,4 +232,16 @@ class LLMEngine:
         queries, hits = self.kv_cache_manager.prefix_cache_stats
         return {"num_running": self.scheduler.num_running, "num_waiting": self.scheduler.num_waiting,
                 "num_preemptions": self.scheduler.num_preemptions, "kv_usage": self.kv_cache_manager.usage,
-                "prefix_cache_queries": queries, "prefix_cache_hits": hits}
+                "prefix_cache_queries": queries, "prefix_cache_hits": hits, **self._spec_metrics()}
+
+    def _spec_metrics(self) -> dict[str, Any]:
+        """Overall speculation: drafts verified, tokens proposed and accepted, and the mean
+        acceptance length (tokens produced per verified draft, the bonus token included)."""
+        if self.speculative is None:
+            return {}
+        stats = self.spec_stats
+        num_drafts = stats["num_drafts"]
+        mean = (stats["num_accepted_draft_tokens"] + num_drafts) / num_drafts if num_drafts else 0.0
+        return {"spec_num_drafts": num_drafts, "spec_num_draft_tokens": stats["num_draft_tokens"],
+                "spec_num_accepted_draft_tokens": stats["num_accepted_draft_tokens"],
+                "spec_mean_acceptance_length": mean}

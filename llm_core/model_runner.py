@@ -8,13 +8,16 @@ from llm_core.attention.metadata import AttentionMetadata
 from llm_core.models.arch_config import ArchConfig
 from llm_core.sampler import Sampler, compute_logprobs, prepare_sampling_batch
 from llm_core.scheduler_output import SchedulerOutput
+from llm_core.spec_decode.sampling import row_positions, sample_with_drafts
 
 
 class ModelRunner:
     """Owns the model, its paged KV cache and the sampler.
 
     execute(plan) returns ({request_id: token_id} for every request that samples this step,
-    {request_id: {token_id: logprob}} for those that asked for logprobs).
+    {request_id: {token_id: logprob}} for those that asked for logprobs). When the plan carries
+    draft tokens the first map holds instead {request_id: [1..d+1 verified tokens]} and no
+    logprobs (the engine does not speculate for requests that ask for logprobs).
     """
 
     def __init__(self, model, arch: ArchConfig, *, device: torch.device, dtype: torch.dtype,
@@ -49,8 +52,9 @@ class ModelRunner:
             slot_mapping.extend(blocks[p // bs] * bs + p % bs for p in range(start, end))
             query_start_loc.append(query_start_loc[-1] + entry.num_tokens)
             seq_lens.append(end)
-            if entry.do_sample:
-                logits_indices.append(query_start_loc[-1] - 1)
+            if entry.do_sample:  # the last real token's row, then one per draft token
+                last = query_start_loc[-1]
+                logits_indices.extend(range(last - 1 - entry.num_draft_tokens, last))
         max_blocks = max(len(e.block_ids) for e in plan.requests)
         block_tables = [list(e.block_ids) + [0] * (max_blocks - len(e.block_ids)) for e in plan.requests]
         dev = self.device
@@ -84,10 +88,13 @@ class ModelRunner:
         sampling = [e for e in plan.requests if e.do_sample]
         if not sampling:
             return {}, {}
-        logits = self.model.compute_logits(hidden.index_select(0, logits_indices))  # [S, V] fp32
-        self._mask_early_stop(logits, sampling)
+        logits = self.model.compute_logits(hidden.index_select(0, logits_indices))  # [R, V] fp32
+        self._mask_early_stop(logits, row_positions(sampling))
         if self.structured is not None:
-            self.structured.apply_masks(logits, [e.request_id for e in sampling])
+            self.structured.apply_masks(logits, [e.request_id for e in sampling],
+                                        [e.draft_token_ids for e in sampling])
+        if any(e.num_draft_tokens for e in sampling):
+            return sample_with_drafts(self.sampler, logits, sampling), {}
         params = [e.sampling_params for e in sampling]
         batch = prepare_sampling_batch(params, [e.num_output_tokens for e in sampling], logits.shape[-1], self.device)
         tokens = self.sampler.sample(logits, batch)
@@ -104,11 +111,11 @@ class ModelRunner:
                     logprobs[entry.request_id] = kept
         return sampled, logprobs
 
-    def _mask_early_stop(self, logits: torch.Tensor, sampling) -> None:
-        """Below min_tokens, EOS and stop token ids cannot be sampled."""
-        for row, entry in enumerate(sampling):
+    def _mask_early_stop(self, logits: torch.Tensor, rows) -> None:
+        """Below min_tokens, EOS and stop token ids cannot be sampled. rows: (entry, output position)."""
+        for row, (entry, position) in enumerate(rows):
             params = entry.sampling_params
-            if entry.num_output_tokens < params.min_tokens:
+            if position < params.min_tokens:
                 banned = list(params.stop_token_ids) + ([] if params.ignore_eos else list(self.eos_token_ids))
                 banned = [t for t in banned if t < logits.shape[-1]]
                 if banned:

@@ -34,7 +34,12 @@ class OutputProcessor:
             detok = self._detokenizers.get(update.request_id)
             if detok is None:
                 continue
-            text = detok.add_tokens(update.new_token_ids)
+            text, new_token_ids = "", update.new_token_ids
+            for i, token_id in enumerate(update.new_token_ids):  # several when drafts were accepted
+                text += detok.add_tokens((token_id,))
+                if detok.is_stopped:  # no token past a stop string
+                    new_token_ids = new_token_ids[:i + 1]
+                    break
             finish_reason, stop_reason = update.finish_reason, update.stop_reason
             if detok.is_stopped:
                 if finish_reason is None:
@@ -46,10 +51,11 @@ class OutputProcessor:
                 text += detok.flush()
                 del self._detokenizers[update.request_id]
             deltas.append(CompletionDelta(
-                request_id=update.request_id, new_token_ids=update.new_token_ids, text_delta=text,
+                request_id=update.request_id, new_token_ids=new_token_ids, text_delta=text,
                 finished=finished, finish_reason=finish_reason, stop_reason=stop_reason,
                 num_prompt_tokens=update.num_prompt_tokens, num_cached_tokens=update.num_cached_tokens,
-                logprobs=update.logprobs))
+                logprobs=update.logprobs, num_draft_tokens=update.num_draft_tokens,
+                num_accepted_draft_tokens=update.num_accepted_draft_tokens))
         return deltas
 
     def abort(self, request_id: str) -> None:

@@ -19,6 +19,8 @@ class CompletionDelta:
     num_cached_tokens: int = 0
     logprobs: tuple[dict[int, float], ...] | None = None
     error: str | None = None  # set with finish_reason "error" (e.g. a grammar that failed to compile)
+    num_draft_tokens: int = 0  # speculation: draft tokens verified in this step
+    num_accepted_draft_tokens: int = 0  # of which accepted
 
 
 @dataclass
@@ -35,6 +37,8 @@ class RequestOutput:
     num_cached_tokens: int = 0
     logprobs: list[dict[int, float]] | None = None
     error: str | None = None
+    num_draft_tokens: int = 0  # speculation: draft tokens verified over the request
+    num_accepted_draft_tokens: int = 0
 
     @property
     def finished(self) -> bool:
@@ -44,6 +48,8 @@ class RequestOutput:
         self.text += delta.text_delta
         self.token_ids.extend(delta.new_token_ids)
         self.num_cached_tokens = delta.num_cached_tokens
+        self.num_draft_tokens += delta.num_draft_tokens
+        self.num_accepted_draft_tokens += delta.num_accepted_draft_tokens
         if delta.logprobs is not None:
             self.logprobs = (self.logprobs or []) + list(delta.logprobs)
         if delta.finished:

@@ -68,6 +68,9 @@ class Request:
         self.status = RequestStatus.WAITING
         self.num_preemptions = 0
         self.stop_reason: int | str | None = None
+        # Draft tokens proposed after the last step, consumed by the next schedule (never part
+        # of all_token_ids until verified).
+        self.spec_token_ids: list[int] = []
         self._update_block_hashes()
 
     # Counts

@@ -15,6 +15,7 @@ import torch
 from llm_core.sampling_params import SamplingParams
 
 _SEED_MIX = 0x9E3779B97F4A7C15
+_UNIFORM_MIX = 0x2545F4914F6CDD1D
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,12 @@ class Sampler:
         greedy_tokens = logits.argmax(dim=-1)
         if batch.all_greedy:
             return greedy_tokens
+        probs = self.compute_probs(logits, batch)
+        random_tokens = (probs / self.draw_noise(probs, batch)).argmax(dim=-1)
+        return torch.where(batch.is_greedy, greedy_tokens, random_tokens)
+
+    def compute_probs(self, logits: torch.Tensor, batch: SamplingBatch) -> torch.Tensor:
+        """[S, V] the distribution each random row samples from (temperature, top-k/p, min-p applied)."""
         x = logits / batch.temperature.unsqueeze(1)
         if batch.use_top_k or batch.use_top_p:
             x = _apply_top_k_top_p(x, batch.top_k if batch.use_top_k else None,
@@ -81,13 +88,25 @@ class Sampler:
         if batch.use_min_p:
             threshold = probs.amax(dim=-1, keepdim=True) * batch.min_p.unsqueeze(1)
             probs = probs.masked_fill(probs < threshold, 0.0)
+        return probs
+
+    def draw_noise(self, probs: torch.Tensor, batch: SamplingBatch) -> torch.Tensor:
+        """[S, V] Exp(1) draws; a seeded row's depend on (seed, output position) only."""
         noise = torch.empty_like(probs).exponential_(generator=self.generator)
         for row, seed in batch.seeded_rows:
             gen = torch.Generator(device=self.device)
             gen.manual_seed(seed)
             noise[row].exponential_(generator=gen)
-        random_tokens = (probs / noise).argmax(dim=-1)
-        return torch.where(batch.is_greedy, greedy_tokens, random_tokens)
+        return noise
+
+    def draw_uniforms(self, batch: SamplingBatch, num_rows: int) -> torch.Tensor:
+        """[S] U(0, 1) draws (speculative acceptance), from a stream apart from the noise's."""
+        uniforms = torch.rand(num_rows, generator=self.generator, device=self.device)
+        for row, seed in batch.seeded_rows:
+            gen = torch.Generator(device=self.device)
+            gen.manual_seed(seed ^ _UNIFORM_MIX)
+            uniforms[row] = torch.rand(1, generator=gen, device=self.device)[0]
+        return uniforms
 
 
 def _apply_top_k_top_p(x: torch.Tensor, top_k: torch.Tensor | None, top_p: torch.Tensor | None) -> torch.Tensor:

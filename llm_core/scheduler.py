@@ -12,7 +12,7 @@ also preempts a less urgent running one when the seats (max_num_seqs) or blocks 
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Mapping, Sequence
 
 from cache.kv_cache_manager import KVCacheManager
 from llm_core.config import SchedulerConfig
@@ -103,15 +103,17 @@ class Scheduler:
             if num_new <= 0:
                 i += 1
                 continue
-            while self.kv.allocate_slots(request.request_id, request.num_computed_tokens + num_new) is None:
+            num_draft = self._num_draft_tokens(request, num_new, budget)
+            while self.kv.allocate_slots(request.request_id,
+                                         request.num_computed_tokens + num_new + num_draft) is None:
                 victim = self.running.pop()  # the least urgent, latest: never one scheduled already
                 self._preempt(victim, preempted)
                 preempted_for_blocks = True
                 if victim is request:
                     break
             else:
-                scheduled.append(self._plan_entry(request, num_new))
-                budget -= num_new
+                scheduled.append(self._plan_entry(request, num_new, num_draft))
+                budget -= num_new + num_draft
                 i += 1
 
         if not preempted_for_blocks:
@@ -169,22 +171,35 @@ class Scheduler:
             return lambda r: (r.priority, r.arrival_time)
         return lambda r: (r.priority - int((now - r.arrival_time) // aging), r.arrival_time)
 
-    def _plan_entry(self, request: Request, num_new: int) -> ScheduledRequest:
+    def _num_draft_tokens(self, request: Request, num_new: int, budget: int) -> int:
+        """How many of the request's draft tokens ride along this step: only when it reaches its last
+        known token, within the budget, and never past max_tokens or max_model_len (a step yields
+        at most num_draft + 1 tokens, each of which must be allowed)."""
+        if not request.spec_token_ids or request.num_computed_tokens + num_new != request.num_tokens:
+            return 0
+        num_allowed_outputs = min(request.sampling_params.max_tokens - request.num_output_tokens,
+                                  self.max_model_len - request.num_tokens)
+        return max(min(len(request.spec_token_ids), budget - num_new, num_allowed_outputs - 1), 0)
+
+    def _plan_entry(self, request: Request, num_new: int, num_draft: int = 0) -> ScheduledRequest:
         start = request.num_computed_tokens
+        drafts, request.spec_token_ids = tuple(request.spec_token_ids[:num_draft]), []
         return ScheduledRequest(
             request_id=request.request_id,
-            token_ids=tuple(request.all_token_ids[start:start + num_new]),
+            token_ids=tuple(request.all_token_ids[start:start + num_new]) + drafts,
             start_position=start,
             block_ids=tuple(self.kv.get_block_ids(request.request_id)),
             do_sample=start + num_new == request.num_tokens,
             num_output_tokens=request.num_output_tokens,
             sampling_params=request.sampling_params,
+            num_draft_tokens=num_draft,
         )
 
     def _preempt(self, request: Request, preempted: list[str]) -> None:
         self.kv.free(request.request_id)
         request.status = RequestStatus.PREEMPTED
         request.num_computed_tokens = 0
+        request.spec_token_ids = []
         request.num_preemptions += 1
         self.num_preemptions += 1
         self.waiting.append(request)
@@ -194,35 +209,60 @@ class Scheduler:
     def update_from_output(
         self,
         plan: SchedulerOutput,
-        sampled_token_ids: Mapping[str, int],
+        sampled_token_ids: Mapping[str, int | Sequence[int]],
         logprobs: Mapping[str, dict[int, float]] | None = None,
     ) -> list[RequestUpdate]:
-        """Advance every planned request and append its sampled token; returns one update per sampled request."""
+        """Advance every planned request and append its new tokens; returns one update per sampled request.
+
+        A speculating request gets 1..num_draft+1 tokens: the accepted drafts and one token of the
+        target. Their KV is computed already, so num_computed_tokens covers all fed tokens minus
+        the rejected drafts (the rejected slots are simply overwritten later, never copied).
+        Tokens are appended one by one with the stop checks; the first that finishes ends it.
+        """
         updates = []
         for entry in plan.requests:
             request = self.requests.get(entry.request_id)
             if request is None or request.is_finished or request.status != RequestStatus.RUNNING:
                 continue  # aborted while the step ran
-            request.num_computed_tokens += entry.num_tokens
-            self.kv.cache_blocks(request.request_id, request.block_hashes, request.num_computed_tokens)
+            request.num_computed_tokens += entry.num_tokens - entry.num_draft_tokens
             if not entry.do_sample:
+                self.kv.cache_blocks(request.request_id, request.block_hashes, request.num_computed_tokens)
                 continue
-            token_id = sampled_token_ids[entry.request_id]
-            request.append_output_token(token_id)
-            status = self._check_stop(request, token_id)
+            new_token_ids = sampled_token_ids[entry.request_id]
+            if isinstance(new_token_ids, int):
+                new_token_ids = (new_token_ids,)
+            if not 1 <= len(new_token_ids) <= entry.num_draft_tokens + 1:
+                raise RuntimeError(f"request {entry.request_id!r}: {len(new_token_ids)} tokens for "
+                                   f"{entry.num_draft_tokens} drafts")
+            appended, status = self._append_tokens(request, new_token_ids)
+            self.kv.cache_blocks(request.request_id, request.block_hashes, request.num_computed_tokens)
             if status is not None:
                 self.running.remove(request)
                 self._free(request, status)
             updates.append(RequestUpdate(
                 request_id=request.request_id,
-                new_token_ids=(token_id,),
+                new_token_ids=appended,
                 finish_reason=FINISH_REASONS.get(status) if status is not None else None,
                 stop_reason=request.stop_reason,
                 num_cached_tokens=max(request.num_cached_tokens, 0),
                 num_prompt_tokens=request.num_prompt_tokens,
                 logprobs=(logprobs[entry.request_id],) if logprobs and entry.request_id in logprobs else None,
+                num_draft_tokens=entry.num_draft_tokens,
+                num_accepted_draft_tokens=min(len(appended), len(new_token_ids) - 1),
             ))
         return updates
+
+    def _append_tokens(self, request: Request, token_ids: Sequence[int]) -> tuple[tuple[int, ...], RequestStatus | None]:
+        """Append until one finishes the request. Each appended token but the last was an accepted
+        draft whose KV this step computed, so it also counts as computed."""
+        for i, token_id in enumerate(token_ids):
+            if i > 0:
+                request.num_computed_tokens += 1
+            request.append_output_token(token_id)
+            status = self._check_stop(request, token_id)
+            if status is not None:
+                return tuple(token_ids[:i + 1]), status
+        return tuple(token_ids), None
 
     def _check_stop(self, request: Request, token_id: int) -> RequestStatus | None:
         params = request.sampling_params

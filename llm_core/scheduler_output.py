@@ -18,10 +18,17 @@ class ScheduledRequest:
     do_sample: bool  # this chunk reaches the last known token, so a token is sampled
     num_output_tokens: int  # output tokens before this step (the seeded sampler's position)
     sampling_params: SamplingParams
+    # Speculation: the last num_draft_tokens of token_ids are proposed, not yet accepted; the
+    # runner verifies them and returns 1..num_draft_tokens+1 tokens for this request.
+    num_draft_tokens: int = 0
 
     @property
     def num_tokens(self) -> int:
         return len(self.token_ids)
+
+    @property
+    def draft_token_ids(self) -> tuple[int, ...]:
+        return self.token_ids[len(self.token_ids) - self.num_draft_tokens:]
 
 
 @dataclass(frozen=True)
@@ -49,3 +56,5 @@ class RequestUpdate:
     num_cached_tokens: int = 0
     num_prompt_tokens: int = 0
     logprobs: tuple[dict[int, float], ...] | None = None
+    num_draft_tokens: int = 0  # draft tokens verified this step
+    num_accepted_draft_tokens: int = 0  # of which accepted (and kept: none past a stop)

@@ -82,15 +82,36 @@ class StructuredOutputManager:
     def has_matcher(self, request_id: str) -> bool:
         return request_id in self._matchers
 
-    def apply_masks(self, logits: torch.Tensor, request_ids: Sequence[str]) -> None:
-        """Mask, in place, the logits rows of constrained requests (rows follow request_ids)."""
-        rows = [i for i, rid in enumerate(request_ids) if rid in self._matchers]
-        if not rows:
+    def apply_masks(self, logits: torch.Tensor, request_ids: Sequence[str],
+                    draft_token_ids: Sequence[Sequence[int]] | None = None) -> None:
+        """Mask, in place, the logits rows of constrained requests. Request i owns
+        1 + len(draft_token_ids[i]) consecutive rows: the mask after each draft prefix (the
+        drafts must be ones its grammar accepts; see num_valid_draft_tokens). Matchers are unchanged."""
+        drafts = draft_token_ids if draft_token_ids is not None else [()] * len(request_ids)
+        starts = [0]
+        for d in drafts:
+            starts.append(starts[-1] + len(d) + 1)
+        constrained = [i for i, rid in enumerate(request_ids) if rid in self._matchers]
+        if not constrained:
             return
-        bitmask = allocate_token_bitmask(len(request_ids), logits.shape[-1])
-        for row in rows:
-            self._matchers[request_ids[row]].fill_next_token_bitmask(bitmask, row)
+        bitmask = allocate_token_bitmask(starts[-1], logits.shape[-1])
+        rows = []
+        for i in constrained:
+            num_valid = self._matchers[request_ids[i]].fill_draft_bitmasks(drafts[i], bitmask, starts[i])
+            if num_valid != len(drafts[i]):
+                raise RuntimeError(f"request {request_ids[i]!r}: a draft token breaks its grammar")
+            rows.extend(range(starts[i], starts[i + 1]))
         apply_token_bitmask(logits, bitmask.to(logits.device, non_blocking=True), rows)
+
+    def num_valid_draft_tokens(self, request_id: str, draft_token_ids: Sequence[int]) -> int:
+        """How many leading draft tokens the request's grammar accepts (all without a grammar);
+        the proposer's drafts are cut there. The matcher is left unchanged."""
+        matcher = self._matchers.get(request_id)
+        if matcher is None:
+            return len(draft_token_ids)
+        num_valid = matcher.accept_tokens(draft_token_ids)
+        matcher.rollback(num_valid)
+        return num_valid
 
     def accept(self, request_id: str, token_id: int) -> bool:
         """Advance the request's matcher; False means the token broke the grammar (a bug upstream)."""
