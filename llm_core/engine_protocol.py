@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Iterable, Mapping
 import msgpack
 
 from llm_core.outputs import CompletionDelta
+from llm_core.prompt_arrays import pack_prompt_arrays, unpack_prompt_arrays
 from llm_core.sampling_params import SamplingParams
 
 SHM_THRESHOLD_BYTES = 1 << 20  # buffers above this go through shared memory
@@ -174,7 +175,9 @@ def _encode_request(request: EngineRequest, shm_threshold: int, shm_names: list[
     params = {name: value for name in _PARAM_DEFAULTS
               if (value := getattr(request.sampling_params, name)) != _PARAM_DEFAULTS[name]}
     buffers = {}
-    for key, data in request.buffers.items():
+    all_buffers = dict(request.buffers)
+    prompt = pack_prompt_arrays(request.prompt, all_buffers)  # numpy media in a chat prompt
+    for key, data in all_buffers.items():
         view = memoryview(data).cast("B")
         if view.nbytes > shm_threshold:
             name = _write_shared(view)
@@ -182,7 +185,7 @@ def _encode_request(request: EngineRequest, shm_threshold: int, shm_names: list[
             buffers[key] = {"shm": name, "nbytes": view.nbytes}
         else:
             buffers[key] = view.tobytes() if not isinstance(data, bytes) else data
-    return {"request_id": request.request_id, "prompt": request.prompt, "params": params,
+    return {"request_id": request.request_id, "prompt": prompt, "params": params,
             "priority": request.priority, "arrival_time": request.arrival_time,
             "traceparent": request.traceparent, "buffers": buffers}
 
@@ -195,7 +198,8 @@ def _decode_request(body: dict[str, Any]) -> EngineRequest:
         buffers[key] = _read_shared(value["shm"], value["nbytes"]) if isinstance(value, dict) else value
     try:
         params = SamplingParams(**body["params"])
-        return EngineRequest(request_id=request_id, prompt=body["prompt"], sampling_params=params,
+        prompt = unpack_prompt_arrays(body["prompt"], buffers)  # takes its arrays out of buffers
+        return EngineRequest(request_id=request_id, prompt=prompt, sampling_params=params,
                              priority=body["priority"], arrival_time=body["arrival_time"],
                              traceparent=body["traceparent"], buffers=buffers)
     except (KeyError, TypeError, ValueError) as exc:

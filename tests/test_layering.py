@@ -21,7 +21,9 @@ ALLOWED = {
 }
 # The service may use only these torch-free parts of llm_core and encoders.
 SERVICE_MAY_IMPORT = ("llm_core.client", "llm_core.engine_client", "llm_core.sampling_params",
-                      "llm_core.protocol", "encoders.media", "encoders.config")
+                      "llm_core.protocol", "encoders.media", "encoders.config", "protocol",
+                      "llm_core.structured.grammar_spec", "llm_core.structured.errors",
+                      "encoders.encoder_config")
 # Third-party modules a package may not import.
 FORBIDDEN_THIRD_PARTY = {
     "protocol": {"torch", "numpy", "triton", "PIL", "av"},

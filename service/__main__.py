@@ -1,0 +1,43 @@
+"""`python -m service [--model DIR] [--host H --port P] ...`: serve a checkpoint with uvicorn.
+
+Without --model (or TRIBUTARY_MODEL) it serves the tiny random demo checkpoint, built on first use
+under .cache/demo-model by `python -m llm_core.demo --build-only` in a subprocess (building it
+needs torch, which this process never imports).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import uvicorn
+
+from service.app import build_app
+from service.config import load_config
+from service.server import uvicorn_config
+
+DEMO_DIR = Path(".cache/demo-model")
+
+
+def demo_model() -> str:
+    if not (DEMO_DIR / "config.json").is_file():
+        subprocess.run([sys.executable, "-m", "llm_core.demo", "--build-only", str(DEMO_DIR)], check=True,
+                       stdout=subprocess.DEVNULL)
+    return str(DEMO_DIR)
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = load_config(argv)
+    if config.model is None:
+        config = dataclasses.replace(config, model=demo_model(), served_model_name=config.served_model_name or "demo")
+    logging.basicConfig(level=config.log_level.upper() if config.log_level != "trace" else "DEBUG",
+                        format="%(levelname)s %(name)s: %(message)s")
+    uvicorn.Server(uvicorn_config(config, build_app(config))).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

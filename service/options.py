@@ -1,0 +1,121 @@
+"""The table of the service's command-line options: flag, destination, type, default, help.
+
+Pure data: service/config.py turns it into argparse flags and TRIBUTARY_* environment variables.
+An option's destination is either a ServiceConfig field ("service") or an engine option passed to
+`AsyncEngineClient.from_options` under `name` ("engine"); engine options left unset keep the
+engine's own defaults. Engine flags keep vLLM's names.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Callable
+
+MiB = 1 << 20
+
+
+def parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected a boolean (true/false), got {text!r}")
+
+
+def parse_json_map(text: str) -> dict:
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError("expected a JSON object")
+    return value
+
+
+def parse_list(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class Option:
+    """One flag. `kind` is "service" (a ServiceConfig field) or "engine" (an engine option)."""
+
+    flag: str
+    kind: str
+    name: str
+    parse: Callable[[str], Any]
+    help: str
+    choices: tuple[str, ...] | None = None
+    is_bool: bool = False  # --flag / --no-flag
+    metavar: str | None = None
+
+    @property
+    def env(self) -> str:
+        return "TRIBUTARY_" + self.flag.lstrip("-").replace("-", "_").upper()
+
+
+def _s(flag, name, parse, help, **kw) -> Option:
+    return Option(flag, "service", name, parse, help, **kw)
+
+
+def _e(flag, name, parse, help, **kw) -> Option:
+    return Option(flag, "engine", name, parse, help, **kw)
+
+
+GROUPS: dict[str, tuple[Option, ...]] = {
+    "server": (
+        _s("--host", "host", str, "interface to listen on"),
+        _s("--port", "port", int, "TCP port"),
+        _s("--model", "model", str, "checkpoint directory (default: a tiny random demo model, built on "
+                                    "first use under .cache/demo-model)", metavar="DIR"),
+        _s("--served-model-name", "served_model_name", str, "model name reported to clients "
+                                                            "(default: the directory's name)"),
+        _s("--engine-mode", "engine_mode", str, "run the engine in its own process (default) or in a "
+                                                "thread of the server (tests)", choices=("process", "thread")),
+        _s("--decode-workers", "decode_workers", int, "threads that decode media"),
+        _s("--media-cache-bytes", "media_cache_bytes", int, "decoded media kept by content hash for "
+                                                            "input.known (0: off)"),
+        _s("--log-level", "log_level", str, "uvicorn log level",
+           choices=("critical", "error", "warning", "info", "debug", "trace")),
+    ),
+    "security": (
+        _s("--api-key", "api_key", str, "require this key (Authorization: Bearer KEY, ?token=KEY, or the "
+                                        "WebSocket subprotocol bearer.KEY)"),
+        _s("--allowed-origins", "allowed_origins", parse_list, "comma-separated Origins that may open "
+           "WebSockets ('*': any); default: same origin only. Requests without Origin always pass",
+           metavar="LIST"),
+    ),
+    "limits": (
+        _s("--max-message-bytes", "max_message_bytes", int, "largest WebSocket message (over it: close 1009)"),
+        _s("--max-item-bytes", "max_item_bytes", int, "largest media item, summed over its chunks"),
+        _s("--max-session-media-bytes", "max_session_media_bytes", int, "media bytes one session may hold"),
+        _s("--max-items-per-session", "max_items_per_session", int, "media items one session may hold"),
+        _s("--max-responses-per-session", "max_responses_per_session", int, "responses in flight per session"),
+        _s("--max-sessions", "max_sessions", int, "open sessions per server (over it: close 1013)"),
+        _s("--idle-timeout-s", "idle_timeout_s", float, "close a session (1001) that sent nothing and has "
+                                                         "nothing in flight for this long"),
+        _s("--max-pending-events", "max_pending_events", int, "server events queued for a slow client "
+           "(merged deltas aside) before the session stops reading its socket"),
+    ),
+    "engine": (
+        _e("--device", "device", str, "auto, cpu or cuda"),
+        _e("--max-num-seqs", "max_num_seqs", int, "requests in one engine step"),
+        _e("--max-num-batched-tokens", "max_num_batched_tokens", int, "tokens in one engine step"),
+        _e("--max-model-len", "max_model_len", int, "context length (default: the checkpoint's)"),
+        _e("--block-size", "block_size", int, "tokens per KV block"),
+        _e("--enable-prefix-caching", "enable_prefix_caching", parse_bool, "reuse KV blocks of equal "
+                                                                           "prefixes", is_bool=True),
+        _e("--gpu-memory-utilization", "gpu_memory_utilization", float, "fraction of GPU memory to use"),
+        _e("--kv-cache-bytes", "cpu_kv_cache_bytes", int, "KV cache bytes on the CPU"),
+        _e("--dtype", "dtype", str, "weights' dtype", choices=("auto", "float32", "float16", "bfloat16")),
+        _e("--seed", "seed", int, "engine seed"),
+        _e("--scheduling-policy", "scheduling_policy", str, "request order", choices=("fcfs", "priority")),
+        _e("--speculative-config", "speculative", parse_json_map, "speculative decoding as JSON, e.g. "
+           '\'{"method": "ngram", "num_tokens": 4}\'', metavar="JSON"),
+        _e("--tensor-parallel-size", "tensor_parallel_size", int, "GPUs per model"),
+        _e("--attention-backend", "attention_backend", str, "attention kernels",
+           choices=("auto", "torch", "triton")),
+        _e("--video-pool-stride", "video_pool_stride", int, "average-pool video frame patches by this"),
+    ),
+}
+
+OPTIONS: tuple[Option, ...] = tuple(option for group in GROUPS.values() for option in group)
