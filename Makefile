@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test serve install clean
+.PHONY: test serve demo install clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,16 @@ install: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
 
+# The gateway on 127.0.0.1:8000 with a tiny random demo checkpoint (built on first use) until the
+# trained demo model ships (issue 10). `make demo` runs the offline generation demo instead.
+DEMO_MODEL ?= .cache/demo-model
+
 serve: $(STAMP)
-	$(PY) -m llm_core.demo $(SERVE_ARGS)
+	$(PY) -m llm_core.demo --build-only $(DEMO_MODEL) >/dev/null
+	$(PY) -m service --model $(DEMO_MODEL) --host 127.0.0.1 --port 8000 $(SERVE_ARGS)
+
+demo: $(STAMP)
+	$(PY) -m llm_core.demo $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
