@@ -1,6 +1,6 @@
 """Deltas per second and added latency of the gateway, against a bare `websockets` server, same run.
 
-    python -m bench.bench_gateway [--connections 1,16,64,256] [--tokens 400] [--step-ms 2] [--out F.json]
+    python -m bench.bench_gateway [--connections 1,16,64,256] [--tokens 2000] [--step-ms 2] [--out F.json]
 
 Each server runs in its own process; the load comes from this one (one asyncio loop, msgpack).
 - gateway: `service` under uvicorn (as `python -m service` runs it) with its engine in a separate
@@ -179,7 +179,7 @@ async def wait_open(url: str, timeout_s: float = 120.0) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--connections", default="1,16,64,256")
-    parser.add_argument("--tokens", type=int, default=400, help="tokens streamed per connection")
+    parser.add_argument("--tokens", type=int, default=2000, help="tokens streamed per connection")
     parser.add_argument("--step-ms", type=float, default=2.0, help="the stand-in engine's step time")
     parser.add_argument("--pings", type=int, default=300)
     parser.add_argument("--out", default="bench_gateway.json")

@@ -35,7 +35,10 @@ def main(argv: list[str] | None = None) -> int:
         config = dataclasses.replace(config, model=demo_model(), served_model_name=config.served_model_name or "demo")
     logging.basicConfig(level=config.log_level.upper() if config.log_level != "trace" else "DEBUG",
                         format="%(levelname)s %(name)s: %(message)s")
-    uvicorn.Server(uvicorn_config(config, build_app(config))).run()
+    try:
+        uvicorn.Server(uvicorn_config(config, build_app(config))).run()
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown
+        return 130
     return 0
 
 

@@ -60,6 +60,11 @@ class SessionItems:
         self.num_bytes += size
         item.feed(event.data, event.final)
 
+    @property
+    def is_decoding(self) -> bool:
+        """Whether an item is still being uploaded or decoded."""
+        return any(not item.result.done() for item in self.items.values())
+
     def get(self, item_id: str, event_type: str = "response.create") -> MediaItem:
         item = self.items.get(item_id)
         if item is None:

@@ -31,6 +31,12 @@ FLUSH_BEFORE_CLOSE_S = 2.0  # how long a closing session waits for its last even
 
 
 class Session:
+    """One accepted WebSocket. `run()` serves it to the end; `abort_all()` cancels what it started.
+
+    Server events go out in the encoding of the client's latest frame unless `output_format` pins
+    one; `session.created` is a text frame.
+    """
+
     def __init__(self, gateway: Gateway, websocket: WebSocket) -> None:
         config = gateway.config
         self.gateway = gateway
@@ -76,7 +82,7 @@ class Session:
                 async with asyncio.timeout(idle_s):
                     message = await self.websocket.receive()
             except TimeoutError:
-                if self.responses or any(not item.result.done() for item in self.items.items.values()):
+                if self.responses or self.items.is_decoding:
                     continue
                 await self._close(CLOSE_GOING_AWAY, "idle timeout")
                 return
