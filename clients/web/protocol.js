@@ -22,11 +22,13 @@ export function defaultStreamUrl(loc = window.location) {
 
 /**
  * Where and how to connect. The API key travels either as a `token` query parameter or as the
- * WebSocket subprotocol `bearer.<key>` (browsers cannot set an Authorization header).
+ * WebSocket subprotocol `bearer.<key>` (browsers cannot set an Authorization header). With the
+ * latter the page also offers `tributary.v1`, which the server selects, so the key is never echoed
+ * back in the handshake response.
  */
 export function connectionTarget(url, apiKey, authMode) {
   if (!apiKey) return { url, protocols: [] };
-  if (authMode === "subprotocol") return { url, protocols: [`bearer.${apiKey}`] };
+  if (authMode === "subprotocol") return { url, protocols: ["tributary.v1", `bearer.${apiKey}`] };
   const sep = url.includes("?") ? "&" : "?";
   return { url: `${url}${sep}token=${encodeURIComponent(apiKey)}`, protocols: [] };
 }
