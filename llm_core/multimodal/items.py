@@ -56,10 +56,7 @@ class MediaItemStore:
         """
         if modality not in MODALITIES:
             raise ValueError(f"item {item_id!r}: modality must be one of {MODALITIES}, not {modality!r}")
-        item = self._items.get(item_id)
-        if item is None:
-            self._make_room()
-            item = self._items[item_id] = _Item(modality)
+        item = self._items.get(item_id) or _Item(modality)  # stored only once its first data is good
         if item.modality != modality:
             raise ValueError(f"item {item_id!r} is {item.modality}, not {modality}")
         if item.final:
@@ -82,9 +79,12 @@ class MediaItemStore:
             item.frames.extend(frames)
             if modality == "video" and frames:
                 self._encode_frames(item, frames)
+        if final and not (item.frames or item.samples):
+            raise ValueError(f"{where} has no media to commit")
+        if item_id not in self._items:
+            self._make_room()
+            self._items[item_id] = item
         if final:
-            if not (item.frames or item.samples):
-                raise ValueError(f"{where} has no media to commit")
             self._commit(item_id, item)
         return len(item.frames) if modality != "audio" else sum(len(s) for s in item.samples)
 

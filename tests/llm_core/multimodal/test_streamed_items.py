@@ -65,5 +65,6 @@ def test_item_errors_are_clear(llm):
         engine.add_media_item("open", "image", np.zeros((8, 8, 3), np.uint8))
     with pytest.raises(ValueError, match="no media to commit"):
         engine.add_media_item("empty", "video", [], final=True)
+    assert not engine.delete_media_item("empty")  # a failed first append leaves nothing behind
     assert engine.delete_media_item("open") and not engine.delete_media_item("open")
     assert not engine.has_unfinished_requests()
