@@ -58,9 +58,10 @@ class RotaryEmbedding(nn.Module):
     """Applies rotate-half (GPT-NeoX layout, as HF Llama checkpoints use) rotary embeddings."""
 
     def __init__(self, head_dim: int, max_position: int, theta: float, scaling: dict[str, Any] | None,
-                 device: torch.device | str | None = None) -> None:
+                 device: torch.device | str | None = None, use_triton: bool = False) -> None:
         super().__init__()
         self.head_dim, self.max_position, self.theta, self.scaling = head_dim, max_position, theta, scaling
+        self.use_triton = use_triton  # rotate in place with layers/kernels/rotary.py
         self.register_buffer("cos_sin", self._table().to(device), persistent=False)
 
     def _table(self) -> torch.Tensor:
@@ -75,6 +76,9 @@ class RotaryEmbedding(nn.Module):
 
     def forward(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # positions: [T]; q: [T, H, D]; k: [T, Hkv, D]
+        if self.use_triton:
+            from llm_core.layers.kernels.rotary import rotary_embedding
+            return rotary_embedding(positions, q, k, self.cos_sin)
         cos, sin = self.cos_sin.index_select(0, positions).unsqueeze(1).chunk(2, dim=-1)  # [T, 1, D/2] each
         return _rotate(q, cos, sin), _rotate(k, cos, sin)
 

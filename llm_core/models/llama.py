@@ -19,6 +19,11 @@ from llm_core.models.arch_config import ArchConfig
 KVCache = tuple[torch.Tensor, torch.Tensor]
 
 
+def uses_triton_kernels(backend) -> bool:
+    """The dense layers use the fused Triton kernels (layers/kernels/) exactly when attention does."""
+    return getattr(backend, "name", None) == "triton"
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ArchConfig, backend, rotary: RotaryEmbedding, **factory) -> None:
         super().__init__()
@@ -29,7 +34,7 @@ class Attention(nn.Module):
         o_bias = cfg.attention_bias and cfg.architecture != "Qwen2ForCausalLM"
         self.o_proj = nn.Linear(self.q_size, cfg.hidden_size, bias=o_bias, **factory)
         if cfg.qk_norm:
-            self.q_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps, **factory)
+            self.q_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps, **factory)  # on [T, H, D] views: torch
             self.k_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps, **factory)
         else:
             self.q_norm = self.k_norm = None
@@ -53,22 +58,24 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, cfg: ArchConfig, **factory) -> None:
+    def __init__(self, cfg: ArchConfig, use_triton: bool = False, **factory) -> None:
         super().__init__()
+        self.use_triton = use_triton
         self.gate_up_proj = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=cfg.mlp_bias, **factory)
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=cfg.mlp_bias, **factory)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(silu_and_mul(self.gate_up_proj(x)))
+        return self.down_proj(silu_and_mul(self.gate_up_proj(x), self.use_triton))
 
 
 class DecoderLayer(nn.Module):
     def __init__(self, cfg: ArchConfig, backend, rotary: RotaryEmbedding, **factory) -> None:
         super().__init__()
-        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, **factory)
+        fused = uses_triton_kernels(backend)
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, use_triton=fused, **factory)
         self.self_attn = Attention(cfg, backend, rotary, **factory)
-        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, **factory)
-        self.mlp = MLP(cfg, **factory)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, use_triton=fused, **factory)
+        self.mlp = MLP(cfg, use_triton=fused, **factory)
 
     def forward(self, positions, x, residual, kv_cache: KVCache, meta: AttentionMetadata):
         if residual is None:
@@ -88,11 +95,13 @@ class LlamaForCausalLM(nn.Module):
         super().__init__()
         factory = {"dtype": dtype, "device": device}
         self.config = cfg
-        self.rotary = RotaryEmbedding(cfg.head_dim, max_position, cfg.rope_theta, cfg.rope_scaling, device=device)
+        fused = uses_triton_kernels(backend)
+        self.rotary = RotaryEmbedding(cfg.head_dim, max_position, cfg.rope_theta, cfg.rope_scaling, device=device,
+                                      use_triton=fused)
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size, **factory)
         self.layers = nn.ModuleList(DecoderLayer(cfg, backend, self.rotary, **factory)
                                     for _ in range(cfg.num_layers))
-        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, **factory)
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, use_triton=fused, **factory)
         if cfg.tie_word_embeddings:
             self.lm_head = None
         else:

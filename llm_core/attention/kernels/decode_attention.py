@@ -27,13 +27,16 @@ MIN_KEYS_PER_SPLIT = 256
 @triton.jit
 def decode_attention_kernel(
     out_ptr, partial_m_ptr, partial_l_ptr, partial_acc_ptr, q_ptr, k_cache_ptr, v_cache_ptr,
-    block_tables_ptr, seq_lens_ptr, query_start_loc_ptr, qk_scale, sliding_window, split_size, num_splits,
+    block_tables_ptr, seq_lens_ptr, query_start_loc_ptr, qk_scale, sliding_window, num_splits,
     stride_q_t, stride_q_h, stride_o_t, stride_o_h, stride_bt,
     HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr, NUM_KV_HEADS: tl.constexpr,
     GROUP: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_SIZE: tl.constexpr, TILE_N: tl.constexpr,
     IS_SPLIT: tl.constexpr, USE_WINDOW: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     # num_splits is a run-time value (not constexpr) so that a growing context never recompiles.
+    # Each sequence cuts its own keys into num_splits whole tiles' worth, so the launch depends
+    # on no host value of the step's lengths (a CUDA graph replays it for any lengths); splits
+    # past a short sequence's end are empty and write m = M_INIT, l = 0.
     seq = tl.program_id(0)
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
@@ -47,6 +50,7 @@ def decode_attention_kernel(
                 mask=io_mask, other=0.0)  # [BH, Dp]
     q_pos = tl.zeros([BLOCK_H], dtype=tl.int32) + seq_len - 1
 
+    split_size = tl.cdiv(tl.cdiv(seq_len, num_splits), TILE_N) * TILE_N
     kv_begin = split * split_size
     kv_end = tl.minimum(kv_begin + split_size, seq_len)
     if USE_WINDOW:
@@ -99,7 +103,8 @@ def decode_reduce_kernel(
                   mask=split_ok[:, None] & d_ok[None, :], other=0.0)  # [SP, Dp]
     weight = tl.exp2(m - tl.max(m, 0))  # empty splits have m = M_INIT: weight 0
     total = tl.sum(l * weight, 0)
-    result = tl.sum(acc * weight[:, None], 0) / total
+    # A sequence with no keys at all (a padding row of a CUDA graph) gets zeros, not 0 / 0.
+    result = tl.sum(acc * weight[:, None], 0) / tl.where(total > 0, total, 1.0)
     tl.store(out_ptr + token * stride_o_t + head * stride_o_h + offs_d, result.to(out_ptr.dtype.element_ty), mask=d_ok)
 
 
@@ -125,7 +130,10 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     """Attention of the single query row of each sequence (meta.is_decode_only) over its cached keys.
 
     q: [T, H, D] with T >= num_seqs; sequence i's row is query_start_loc[i]. Keys must already
-    be stored. num_splits=None picks one from the device and meta.max_seq_len (host values).
+    be stored. num_splits=None picks one from the device and meta.max_seq_len (host values);
+    the launch reads no other host value of the lengths, so it may be captured in a CUDA graph
+    (with meta.max_seq_len the longest length a replay will see). A sequence of length 0 gets
+    a zero output row.
     """
     if not meta.is_decode_only:
         raise ValueError("decode_attention needs a batch with one query row per sequence")
@@ -136,8 +144,6 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     num_seqs, group = meta.num_seqs, num_heads // num_kv_heads
     if num_splits is None:
         num_splits = choose_num_splits(num_seqs, num_kv_heads, meta.max_seq_len, head_dim, q.device)
-    split_size = triton.cdiv(triton.cdiv(meta.max_seq_len, num_splits), tile_n) * tile_n
-    num_splits = triton.cdiv(meta.max_seq_len, split_size)  # no split starts past the longest sequence
     head_dim_pad = max(16, triton.next_power_of_2(head_dim))
     partial_m = partial_l = partial_acc = out  # unused placeholders when there is one split
     if num_splits > 1:
@@ -146,7 +152,7 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
         partial_acc = torch.empty(num_seqs, num_heads, num_splits, head_dim, dtype=torch.float32, device=q.device)
     decode_attention_kernel[(num_seqs, num_kv_heads, num_splits)](
         out, partial_m, partial_l, partial_acc, q, k_cache, v_cache,
-        meta.block_tables, meta.seq_lens, meta.query_start_loc, scale * LOG2E, sliding_window or 0, split_size, num_splits,
+        meta.block_tables, meta.seq_lens, meta.query_start_loc, scale * LOG2E, sliding_window or 0, num_splits,
         q.stride(0), q.stride(1), out.stride(0), out.stride(1), meta.block_tables.stride(0),
         HEAD_DIM=head_dim, HEAD_DIM_PAD=head_dim_pad, NUM_KV_HEADS=num_kv_heads,
         GROUP=group, BLOCK_H=max(16, triton.next_power_of_2(group)), BLOCK_SIZE=block_size, TILE_N=tile_n,

@@ -12,6 +12,7 @@ pytest.importorskip("triton")
 from llm_core.attention import get_attention_backend, paged_attention_reference  # noqa: E402
 from llm_core.attention.kernels import decode_attention, prefill_attention, store_kv  # noqa: E402
 from llm_core.attention.torch_backend import store_kv_reference  # noqa: E402
+from llm_core.attention.metadata import AttentionMetadata  # noqa: E402
 
 # (seq_len, q_len): pure prefill, two prefix-cache hits (one past two whole tiles), decode row, one-token prompt
 MIXED = [(11, 11), (35, 4), (19, 6), (14, 1), (1, 1)]
@@ -105,3 +106,27 @@ def test_triton_backend_matches_torch_backend(make_batch, specs, dtype, tol):
     assert out.dtype == dtype
     torch.testing.assert_close(out, expected, atol=tol, rtol=tol)
     torch.testing.assert_close(batch.k_cache, caches[0], atol=0, rtol=0, equal_nan=True)
+
+
+def test_decode_kernel_as_a_cuda_graph_replays_it(make_batch):
+    """A captured decode launch: num_splits and meta.max_seq_len fixed for the longest context a
+    replay may see, block tables wider than needed, and padding sequences of length 0 (which
+    must come out as zero rows, not NaN, even though block 0 of the cache holds NaN)."""
+    batch = stored(make_batch(DECODE, num_heads=4, num_kv_heads=2, head_dim=32, block_size=4, dtype=torch.float32))
+    expected = paged_attention_reference(batch.q, batch.k_cache, batch.v_cache, batch.meta, 0.25)
+    meta, num_padding = batch.meta, 2
+    num_seqs = meta.num_seqs + num_padding
+    device = batch.q.device
+    block_tables = torch.zeros(num_seqs, meta.block_tables.shape[1] + 3, dtype=torch.int32, device=device)
+    block_tables[:meta.num_seqs, :meta.block_tables.shape[1]] = meta.block_tables
+    graph_meta = AttentionMetadata(
+        slot_mapping=torch.cat([meta.slot_mapping, torch.full((num_padding,), -1, dtype=torch.int64, device=device)]),
+        query_start_loc=torch.arange(num_seqs + 1, dtype=torch.int32, device=device),
+        seq_lens=torch.cat([meta.seq_lens, torch.zeros(num_padding, dtype=torch.int32, device=device)]),
+        block_tables=block_tables, max_query_len=1, max_seq_len=4 * meta.max_seq_len,
+        query_start_loc_cpu=tuple(range(num_seqs + 1)), seq_lens_cpu=(4 * meta.max_seq_len,) * num_seqs)
+    q = torch.cat([batch.q, torch.randn(num_padding, 4, 32, device=device)])
+    for num_splits in (1, 6):
+        out = decode_attention(q, batch.k_cache, batch.v_cache, graph_meta, 0.25, num_splits=num_splits, tile_n=16)
+        torch.testing.assert_close(out[:meta.num_seqs], expected, **FP32)
+        assert torch.equal(out[meta.num_seqs:], torch.zeros_like(out[meta.num_seqs:]))
