@@ -20,13 +20,11 @@ install: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
 
-# The gateway on 127.0.0.1:8000 with a tiny random demo checkpoint (built on first use) until the
-# trained demo model ships (issue 10). `make demo` runs the offline generation demo instead.
-DEMO_MODEL ?= .cache/demo-model
-
+# The gateway on 127.0.0.1:8000 with the trained demo models of models/demo (docs/demo-model.md):
+# images and video go to the vision model, audio to the audio model. SERVE_ARGS="--model DIR"
+# serves another checkpoint. `make demo` runs the offline generation demo instead.
 serve: $(STAMP)
-	$(PY) -m llm_core.demo --build-only $(DEMO_MODEL) >/dev/null
-	$(PY) -m service --model $(DEMO_MODEL) --host 127.0.0.1 --port 8000 $(SERVE_ARGS)
+	$(PY) -m service --host 127.0.0.1 --port 8000 $(SERVE_ARGS)
 
 demo: $(STAMP)
 	$(PY) -m llm_core.demo $(DEMO_ARGS)

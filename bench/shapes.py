@@ -14,18 +14,21 @@ SHAPES = {
                          num_key_value_heads=8, head_dim=128, vocab_size=128256, tie_word_embeddings=False),
     "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2, head_dim=16, vocab_size=512, tie_word_embeddings=False),
+    "tiny-draft": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                       num_key_value_heads=1, head_dim=16, vocab_size=512, tie_word_embeddings=False),
 }
 
 
 def write_random_llama(path: str | Path, shape: str, *, dtype: torch.dtype = torch.bfloat16, device: str = "cpu",
-                       seed: int = 0) -> Path:
-    """config.json, model.safetensors and a word-level tokenizer.json covering the whole vocabulary."""
+                       seed: int = 0, **overrides) -> Path:
+    """config.json, model.safetensors and a word-level tokenizer.json covering the whole vocabulary.
+    `overrides` replace entries of the shape (e.g. tie_word_embeddings=False)."""
     from safetensors.torch import save_file
     from tokenizers import Tokenizer, models, pre_tokenizers
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    s = SHAPES[shape]
+    s = {**SHAPES[shape], **overrides}
     config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu",
               "max_position_embeddings": 131072, "rms_norm_eps": 1e-5, "rope_theta": 500000.0,
               "rope_scaling": {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,

@@ -21,16 +21,29 @@ class SchedulerConfig:
 
     max_num_seqs: int = 256
     max_num_batched_tokens: int = 8192
+    # Encoder budget: embedding rows (placeholder tokens) of media not encoded yet that one step may
+    # send through the vision and audio encoders (vLLM's name). An item larger than this runs alone.
+    max_num_encoder_input_tokens: int = 8192
     policy: str = "fcfs"
     # Priority aging: a waiting request gains one priority level per this many seconds
     # waited, so low priority cannot starve forever. None disables aging.
     priority_aging_s: float | None = 30.0
+    # Decode forwards per engine step when every running request is decoding and needs nothing
+    # from the host between tokens (llm_core/multi_step.py; vLLM's name). None: 4 on CUDA, 1
+    # elsewhere. Larger amortizes the host's work per step; a new request waits at most this
+    # many forwards to start.
+    num_scheduler_steps: int | None = None
 
     def __post_init__(self) -> None:
+        if self.num_scheduler_steps is not None and (type(self.num_scheduler_steps) is not int
+                                                     or not 1 <= self.num_scheduler_steps <= 64):
+            raise ValueError("num_scheduler_steps must be an integer in 1..64 (or None: automatic)")
         if self.max_num_seqs < 1:
             raise ValueError("max_num_seqs must be >= 1")
         if self.max_num_batched_tokens < 1:
             raise ValueError("max_num_batched_tokens must be >= 1")
+        if self.max_num_encoder_input_tokens < 1:
+            raise ValueError("max_num_encoder_input_tokens must be >= 1")
         if self.policy not in SCHEDULING_POLICIES:
             raise ValueError(f"scheduling policy must be one of {SCHEDULING_POLICIES}, not {self.policy!r}")
         if self.priority_aging_s is not None and self.priority_aging_s <= 0:
@@ -73,13 +86,35 @@ class MultiModalConfig:
 
 
 @dataclass(frozen=True)
+class ProfilerConfig:
+    """`profile_steps` > 0: write a Chrome trace (torch.profiler) of that many engine steps, from the
+    first step that runs, into `profile_dir` (llm_core/profiler.py)."""
+
+    profile_steps: int = 0
+    profile_dir: str = ".cache/profiles"
+
+    def __post_init__(self) -> None:
+        if type(self.profile_steps) is not int or self.profile_steps < 0:
+            raise ValueError("profile_steps must be an integer >= 0")
+        if not self.profile_dir:
+            raise ValueError("profile_dir must not be empty")
+
+
+@dataclass(frozen=True)
 class EngineConfig:
     model: ModelConfig
     cache: CacheConfig = field(default_factory=CacheConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     multimodal: MultiModalConfig = field(default_factory=MultiModalConfig)
+    profiler: ProfilerConfig = field(default_factory=ProfilerConfig)
     speculative: dict[str, Any] | None = None
+    # Ranks (GPUs, or CPU processes with gloo) that each hold a shard of the model (llm_core/distributed).
     tensor_parallel_size: int = 1
+
+    def __post_init__(self) -> None:
+        size = self.tensor_parallel_size
+        if type(size) is not int or size < 1:
+            raise ValueError(f"tensor_parallel_size must be an integer >= 1, got {size!r}")
 
     @classmethod
     def from_options(cls, model: str, **options: Any) -> "EngineConfig":
@@ -89,7 +124,7 @@ class EngineConfig:
         """
         aliases = {"scheduling_policy": "policy", "kv_cache_bytes": "cpu_kv_cache_bytes"}
         sections: dict[type, dict[str, Any]] = {ModelConfig: {}, CacheConfig: {}, SchedulerConfig: {},
-                                                 MultiModalConfig: {}}
+                                                 MultiModalConfig: {}, ProfilerConfig: {}}
         top: dict[str, Any] = {}
         for key, value in options.items():
             name = aliases.get(key, key)
@@ -107,5 +142,6 @@ class EngineConfig:
             cache=CacheConfig(**sections[CacheConfig]),
             scheduler=SchedulerConfig(**sections[SchedulerConfig]),
             multimodal=MultiModalConfig(**sections[MultiModalConfig]),
+            profiler=ProfilerConfig(**sections[ProfilerConfig]),
             **top,
         )

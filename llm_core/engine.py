@@ -17,19 +17,26 @@ import torch
 from cache.kv_cache_manager import KVCacheManager
 from llm_core.attention import get_attention_backend
 from llm_core.config import EngineConfig
+from llm_core.distributed.executor import TensorParallelExecutor
+from llm_core.engine_telemetry import EngineTelemetry
 from llm_core.kv_memory import kv_budget_bytes, plan_num_blocks
 from llm_core.model_runner import ModelRunner
 from llm_core.models.arch_config import ArchConfig, read_hf_config
 from llm_core.models.registry import build_model
+from llm_core.multi_step import PLACEHOLDER_TOKEN_ID
 from llm_core.multimodal import load_multimodal
 from llm_core.output_processor import OutputProcessor
+from llm_core.profiler import StepProfiler
 from llm_core.outputs import CompletionDelta
 from llm_core.prompts import Prompt, render_prompt
 from llm_core.request import Request, RequestStatus
 from llm_core.sampling_params import SamplingParams
 from llm_core.scheduler import Scheduler
 from llm_core.scheduler_output import RequestUpdate
-from llm_core.spec_decode import NgramProposer, SpeculativeConfig
+from llm_core.spec_decode import SpeculativeConfig
+from llm_core.spec_decode.draft_model import DraftModel, load_draft_model, target_kv_budget
+from llm_core.spec_decode.draft_proposer import DraftModelProposer
+from llm_core.spec_decode.speculator import Speculator
 from llm_core.structured_output import StructuredOutputManager
 from llm_core.tokenizer import Tokenizer
 
@@ -65,32 +72,48 @@ class LLMEngine:
         self.max_model_len = self._resolve_max_model_len()
         self.eos_token_ids = tuple(sorted(set(self.tokenizer.eos_token_ids) | set(self.arch.eos_token_ids)))
         backend = get_attention_backend(model_cfg.attention_backend, self.device)
+        # Tensor parallelism (size > 1): the workers of ranks 1.. start now and build their shards beside ours.
+        self.tp = TensorParallelExecutor.start(config, self.arch, device=self.device, dtype=self.dtype,
+                                               max_model_len=self.max_model_len)
         start = time.perf_counter()
         model = build_model(model_cfg.model, self.arch, backend, dtype=self.dtype, device=self.device,
-                            max_position=self.max_model_len)
+                            max_position=self.max_model_len, tp=self.tp.group)
         logger.info("loaded %s (%s, %s) in %.1fs", self.arch.architecture, self.dtype, self.device,
                     time.perf_counter() - start)
         # Media (LLaVA, Qwen2-Audio): the encoders load before the KV budget is planned. None: text only.
         self.multimodal = load_multimodal(model_cfg.model, self.tokenizer, config.multimodal, device=self.device,
                                           dtype=self.dtype)
+        # Speculative decoding (None: off). A draft model loads before the KV budget is planned.
+        self.speculative = SpeculativeConfig.from_dict(config.speculative)
+        draft = self._load_draft_model(backend)
         cache = config.cache
-        budget = kv_budget_bytes(cache, self.device, self._peak_memory())
-        self.num_blocks = plan_num_blocks(self.arch, cache, self.dtype, budget, max_model_len=self.max_model_len,
-                                          max_num_seqs=config.scheduler.max_num_seqs)
+        budget = kv_budget_bytes(cache, self.device, self._peak_memory() + self._graph_memory(config))
+        budget = self.tp.agree_kv_budget(budget)  # the smallest over the ranks (this one's at size 1)
+        if draft is not None:  # the draft's cache has a block for each of the target's (same block ids)
+            budget = target_kv_budget(budget, self.tp.rank_arch, draft.arch, cache.block_size, self.dtype)
+        self.num_blocks = plan_num_blocks(self.tp.rank_arch, cache, self.dtype, budget,
+                                          max_model_len=self.max_model_len, max_num_seqs=config.scheduler.max_num_seqs)
         self.kv_cache_manager = KVCacheManager(self.num_blocks, cache.block_size, cache.enable_prefix_caching)
         self.scheduler = Scheduler(config.scheduler, self.kv_cache_manager, max_model_len=self.max_model_len,
-                                   block_size=cache.block_size)
+                                   block_size=cache.block_size,
+                                   num_lookahead_tokens=self.speculative.num_tokens if draft is not None else 0)
         self.structured = StructuredOutputManager(self.tokenizer, self.arch.vocab_size, self.eos_token_ids)
         self._waiting_for_grammar: dict[str, Request] = {}
-        self.runner = ModelRunner(model, self.arch, device=self.device, dtype=self.dtype, num_blocks=self.num_blocks,
-                                  block_size=cache.block_size, eos_token_ids=self.eos_token_ids, seed=model_cfg.seed,
-                                  structured=self.structured,
-                                  embedder=self.multimodal.embedder if self.multimodal is not None else None)
+        self.runner = ModelRunner(model, self.tp.rank_arch, device=self.device, dtype=self.dtype,
+                                  num_blocks=self.num_blocks, block_size=cache.block_size,
+                                  eos_token_ids=self.eos_token_ids, seed=model_cfg.seed, structured=self.structured,
+                                  embedder=self.multimodal.embedder if self.multimodal is not None else None,
+                                  max_num_seqs=config.scheduler.max_num_seqs, max_model_len=self.max_model_len,
+                                  use_cuda_graphs=not model_cfg.enforce_eager,
+                                  num_verify_tokens=self.speculative.num_tokens if self.speculative is not None else 0)
         self.output_processor = OutputProcessor(self.tokenizer, self.scheduler)
-        self.speculative = SpeculativeConfig.from_dict(config.speculative)  # None: off
-        self.proposer = (NgramProposer(self.speculative.prompt_lookup_min, self.speculative.prompt_lookup_max)
-                         if self.speculative is not None else None)
-        self.spec_stats = {"num_drafts": 0, "num_draft_tokens": 0, "num_accepted_draft_tokens": 0}
+        steps = config.scheduler.num_scheduler_steps
+        self.num_scheduler_steps = steps if steps is not None else (4 if self.device.type == "cuda" else 1)
+        self.telemetry = EngineTelemetry(self.scheduler, self.kv_cache_manager,
+                                         self.multimodal.embedder if self.multimodal is not None else None)
+        if config.profiler.profile_steps:  # a Chrome trace of the next N steps (llm_core/profiler.py)
+            self.step = StepProfiler(config.profiler, self.device).wrap(self.step)  # type: ignore[method-assign]
+        self.speculator = self._build_speculator(draft)  # None: speculation off
         self._ids = itertools.count()
 
     def _resolve_max_model_len(self) -> int:
@@ -100,13 +123,50 @@ class LLMEngine:
             raise ValueError(f"max_model_len={requested} exceeds the model's max_position_embeddings={limit}")
         return requested or limit
 
+    def _graph_memory(self, config: EngineConfig) -> int:
+        """A bound on what the decode CUDA graphs' pool holds: logits and activations of the largest batch."""
+        if self.device.type != "cuda" or config.model.enforce_eager:
+            return 0
+        rows = config.scheduler.max_num_seqs
+        if config.speculative is not None:  # verification graphs: k + 1 rows per sequence, up to 64 sequences
+            rows += 64 * (int(config.speculative.get("num_tokens", 4)) if str(config.speculative.get(
+                "num_tokens", 4)).isdigit() else 8 + 1)
+        return rows * (self.arch.vocab_size * 4 * 2 + self.arch.intermediate_size * 2 * 8) + (64 << 20)
+
+    def _load_draft_model(self, backend) -> DraftModel | None:
+        if self.speculative is None or self.speculative.method != "draft":
+            return None
+        if self.config.tensor_parallel_size > 1:
+            raise ValueError("speculative method 'draft' does not run with tensor_parallel_size > 1 yet")
+        return load_draft_model(self.speculative.model, self.tokenizer, backend, dtype=self.dtype, device=self.device,
+                                max_model_len=self.max_model_len)
+
+    def _build_speculator(self, draft: DraftModel | None) -> Speculator | None:
+        if self.speculative is None:
+            return None
+        proposer = None
+        if draft is not None:
+            config = self.config
+            proposer = DraftModelProposer(draft, vocab_size=self.arch.vocab_size, device=self.device, dtype=self.dtype,
+                                          num_blocks=self.num_blocks, block_size=config.cache.block_size,
+                                          max_model_len=self.max_model_len, max_num_seqs=config.scheduler.max_num_seqs,
+                                          seed=config.model.seed, structured=self.structured,
+                                          use_cuda_graphs=not config.model.enforce_eager)
+        return Speculator(self.speculative, structured=self.structured, max_model_len=self.max_model_len,
+                          draft=proposer)
+
     def _peak_memory(self) -> int:
         return torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else 0
 
+    def shutdown(self) -> None:
+        """Stop the tensor-parallel workers (nothing to do at size 1); the engine cannot step afterwards."""
+        self.tp.shutdown()
+
     # Requests
     def add_request(self, prompt: Prompt, params: SamplingParams, *, request_id: str | None = None,
-                    priority: int = 0, arrival_time: float | None = None) -> str:
-        """Tokenize and queue one request; returns its id. Bad prompts raise ValueError."""
+                    priority: int = 0, arrival_time: float | None = None, traceparent: str | None = None) -> str:
+        """Tokenize and queue one request; returns its id. Bad prompts raise ValueError. With a W3C
+        `traceparent` its finished delta carries span records (llm_core/request_trace.py)."""
         request_id = request_id if request_id is not None else f"req-{next(self._ids)}"
         media = self.multimodal.process(prompt) if self.multimodal is not None else None
         token_ids = render_prompt(prompt, self.tokenizer) if media is None else media.token_ids
@@ -117,14 +177,18 @@ class LLMEngine:
                           priority=priority, block_size=self.config.cache.block_size,
                           media_spans=media.media_spans if media is not None else ())
         self._enqueue(request)
+        self.telemetry.on_add(request_id, traceparent=traceparent, priority=priority,
+                              is_constrained=request_id in self._waiting_for_grammar)
         if media is not None:
             self.multimodal.embedder.add(request, media.inputs)
         self.output_processor.add_request(request_id, token_ids, params)
         return request_id
 
     def add_media_item(self, item_id: str, modality: str, data: Any, *, final: bool = True) -> int:
-        """Append decoded media to an uploaded item (video frames are encoded at once); a prompt part
-        {"type": "item", "item_id": ...} uses it once committed. Returns its frames or samples so far."""
+        """Append decoded media to an uploaded item; a prompt part {"type": "item", "item_id": ...}
+        uses it once committed. Video frames are encoded by the next steps, within the encoder budget
+        that their requests leave (step() runs for them while no request runs). Returns the item's
+        frames or samples so far."""
         if self.multimodal is None:
             raise ValueError("this model takes no media (it has no vision or audio encoder)")
         return self.multimodal.items.append(item_id, modality, data, final=final)
@@ -150,6 +214,7 @@ class LLMEngine:
 
     def abort_request(self, request_ids: list[str]) -> None:
         self.scheduler.abort_requests(request_ids)
+        self.telemetry.forget(request_ids)
         for request_id in request_ids:
             self._waiting_for_grammar.pop(request_id, None)
             self.output_processor.abort(request_id)
@@ -161,50 +226,63 @@ class LLMEngine:
             self.multimodal.embedder.free(request_ids)
         for request_id in request_ids:
             self.structured.free(request_id)
+        if self.speculator is not None:
+            self.speculator.free(request_ids)
 
     def has_unfinished_requests(self) -> bool:
-        return self.scheduler.has_unfinished_requests() or bool(self._waiting_for_grammar)
+        """Whether step() has work: requests, or uploaded video frames waiting for the encoder."""
+        return (self.scheduler.has_unfinished_requests() or bool(self._waiting_for_grammar)
+                or (self.multimodal is not None and self.multimodal.items.num_pending_frames > 0))
 
     def step(self) -> list[CompletionDelta]:
         failed = self._admit_compiled()
+        multi_step = self._give_multi_step_placeholders()
         plan = self.scheduler.schedule()
+        if multi_step:
+            for request in self.scheduler.running:  # those the step left out start the next one clean
+                request.spec_token_ids = []
+        if self.multimodal is not None:  # uploaded frames get the encoder budget the plan left
+            self.multimodal.items.encode_pending(self.config.scheduler.max_num_encoder_input_tokens
+                                                 - plan.num_encoder_tokens, at_least_one=not plan.num_encoder_tokens)
         if plan.is_empty:
             if self._waiting_for_grammar and not failed:
                 time.sleep(0.001)  # nothing else to do while a grammar compiles
             self._release([d.request_id for d in failed])
             return failed
-        sampled, logprobs = self.runner.execute(plan)
+        self.telemetry.on_schedule(plan)
+        self.tp.send_plan(plan)  # tensor-parallel workers run the same plan (no-op at size 1)
+        draft_probs = self.speculator.take_draft_probs(plan) if self.speculator is not None else None
+        sampled, logprobs = self.runner.execute(plan, draft_probs, multi_step=multi_step)
         for request_id, token_ids in sampled.items():
             for token_id in ([token_ids] if isinstance(token_ids, int) else token_ids):
                 if not self.structured.accept(request_id, token_id):
                     raise RuntimeError(f"request {request_id!r}: sampled token {token_id} breaks its grammar")
         updates = self.scheduler.update_from_output(plan, sampled, logprobs)
+        if multi_step:  # placeholders are not speculation: no draft statistics
+            updates = [dataclasses.replace(u, num_draft_tokens=0, num_accepted_draft_tokens=0) for u in updates]
         updates = [self._finish_if_grammar_done(u) for u in updates]
-        deltas = failed + self.output_processor.process(updates)
+        deltas = self.telemetry.on_outputs(updates, failed + self.output_processor.process(updates))
         self._release([d.request_id for d in deltas if d.finished])
-        self._record_spec_stats(updates)
-        self._propose_drafts()
+        if self.speculator is not None:  # acceptance statistics, then the next step's drafts
+            self.speculator.after_step(plan, updates, self.scheduler.running)
         return deltas
 
-    def _propose_drafts(self) -> None:
-        """Give every running request at its last token draft tokens for the next step (n-gram
-        lookup), cut where its grammar would refuse one. Requests asking for logprobs don't speculate."""
-        if self.proposer is None:
-            return
-        for request in self.scheduler.running:
-            params = request.sampling_params
-            k = self.speculative.num_tokens_for(params.speculative)
-            if k == 0 or params.logprobs is not None or request.num_computed_tokens != request.num_tokens - 1:
-                continue
-            drafts = self.proposer.propose(request.all_token_ids, k)
-            request.spec_token_ids = drafts[:self.structured.num_valid_draft_tokens(request.request_id, drafts)]
-
-    def _record_spec_stats(self, updates: list[RequestUpdate]) -> None:
-        for update in updates:
-            if update.num_draft_tokens:
-                self.spec_stats["num_drafts"] += 1
-                self.spec_stats["num_draft_tokens"] += update.num_draft_tokens
-                self.spec_stats["num_accepted_draft_tokens"] += update.num_accepted_draft_tokens
+    def _give_multi_step_placeholders(self) -> bool:
+        """Multi-step decoding for this step (llm_core/multi_step.py): when every running request
+        decodes with nothing to do on the host between tokens and nothing waits, each gets
+        num_scheduler_steps - 1 placeholder drafts. Returns whether it did."""
+        k = self.num_scheduler_steps
+        running = self.scheduler.running
+        if (k <= 1 or not running or self.speculator is not None or self.scheduler.waiting
+                or self._waiting_for_grammar or self.config.tensor_parallel_size > 1):
+            return False
+        for request in running:
+            if (request.num_computed_tokens != request.num_tokens - 1 or request.sampling_params.logprobs is not None
+                    or self.structured.has_matcher(request.request_id)):
+                return False
+        for request in running:
+            request.spec_token_ids = [PLACEHOLDER_TOKEN_ID] * (k - 1)
+        return True
 
     def _admit_compiled(self) -> list[CompletionDelta]:
         """Move requests whose grammar compiled into the scheduler; fail those whose compile failed."""
@@ -213,13 +291,15 @@ class LLMEngine:
         ready, failed = self.structured.poll()
         for request_id in ready:
             self.scheduler.add_request(self._waiting_for_grammar.pop(request_id))
+            self.telemetry.on_grammar_done(request_id)
         deltas = []
         for request_id, error in failed.items():
             request = self._waiting_for_grammar.pop(request_id)
             self.output_processor.abort(request_id)
+            self.telemetry.on_grammar_done(request_id, error)
             deltas.append(CompletionDelta(request_id, (), "", finished=True, finish_reason="error",
                                           num_prompt_tokens=request.num_prompt_tokens, error=error))
-        return deltas
+        return self.telemetry.on_outputs((), deltas)
 
     def _finish_if_grammar_done(self, update: RequestUpdate) -> RequestUpdate:
         """A request whose grammar admits nothing more ends even with ignore_eos."""
@@ -232,16 +312,14 @@ class LLMEngine:
         queries, hits = self.kv_cache_manager.prefix_cache_stats
         return {"num_running": self.scheduler.num_running, "num_waiting": self.scheduler.num_waiting,
                 "num_preemptions": self.scheduler.num_preemptions, "kv_usage": self.kv_cache_manager.usage,
-                "prefix_cache_queries": queries, "prefix_cache_hits": hits, **self._spec_metrics()}
+                "prefix_cache_queries": queries, "prefix_cache_hits": hits,
+                **(self.speculator.metrics() if self.speculator is not None else {}),
+                **self.telemetry.stats(), **self._item_metrics()}
 
-    def _spec_metrics(self) -> dict[str, Any]:
-        """Overall speculation: drafts verified, tokens proposed and accepted, and the mean
-        acceptance length (tokens produced per verified draft, the bonus token included)."""
-        if self.speculative is None:
+    def _item_metrics(self) -> dict[str, Any]:
+        """Uploaded media items, their video frames through the vision tower and those waiting for it."""
+        if self.multimodal is None:
             return {}
-        stats = self.spec_stats
-        num_drafts = stats["num_drafts"]
-        mean = (stats["num_accepted_draft_tokens"] + num_drafts) / num_drafts if num_drafts else 0.0
-        return {"spec_num_drafts": num_drafts, "spec_num_draft_tokens": stats["num_draft_tokens"],
-                "spec_num_accepted_draft_tokens": stats["num_accepted_draft_tokens"],
-                "spec_mean_acceptance_length": mean}
+        items = self.multimodal.items
+        return {"num_media_items": items.num_items, "num_item_frames_encoded": items.num_frames_encoded,
+                "num_item_frames_pending": items.num_pending_frames}

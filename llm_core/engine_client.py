@@ -21,8 +21,9 @@ from llm_core.config import EngineConfig
 from llm_core.engine_link import EngineLink
 from llm_core.engine_process import EngineFactory
 from llm_core.engine_protocol import (
-    SHM_THRESHOLD_BYTES, AbortRequests, AddRequest, EngineDeadError, EngineError, EngineRequest, EngineRequestError,
-    GetStats, Message, Ready, Shutdown, Stats, StepOutputs, encode_message, unlink_shared_buffers,
+    SHM_THRESHOLD_BYTES, AbortRequests, AddRequest, AppendItem, DeleteItem, EngineDeadError, EngineError,
+    EngineRequest, EngineRequestError, GetStats, ItemAppended, Message, Ready, Shutdown, Stats, StepOutputs,
+    encode_message, unlink_shared_buffers,
 )
 from llm_core.outputs import CompletionDelta
 from llm_core.sampling_params import SamplingParams
@@ -40,6 +41,9 @@ def merge_deltas(deltas: list[CompletionDelta]) -> CompletionDelta:
     logprobs = [lp for d in deltas if d.logprobs is not None for lp in d.logprobs]
     return replace(last, new_token_ids=tuple(t for d in deltas for t in d.new_token_ids),
                    text_delta="".join(d.text_delta for d in deltas),
+                   num_draft_tokens=sum(d.num_draft_tokens for d in deltas),
+                   num_accepted_draft_tokens=sum(d.num_accepted_draft_tokens for d in deltas),
+                   num_drafts=sum(d.num_drafts for d in deltas),
                    logprobs=tuple(logprobs) if any(d.logprobs is not None for d in deltas) else None)
 
 
@@ -85,6 +89,7 @@ class AsyncEngineClient:
         self._ready: asyncio.Future | None = None
         self._streams: dict[str, _Stream] = {}
         self._stats_waiters: dict[int, asyncio.Future] = {}
+        self._item_waiters: dict[int, tuple[asyncio.Future, tuple[str, ...]]] = {}  # with their shm segments
         self._query_ids = itertools.count()
         self._death_reason = "the engine was never started"
         self._fatal_message: str | None = None
@@ -176,6 +181,29 @@ class AsyncEngineClient:
         stats = await future
         return dict(stats, num_open_streams=len(self._streams))
 
+    async def append_item(self, item_id: str, modality: str, data: Any, *, final: bool) -> int:
+        """Hand the engine decoded media of an uploaded item (LLMEngine.add_media_item): video
+        frames (a list of uint8 [H, W, 3]) are encoded by the engine's next steps, within their
+        encoder budget, while the upload goes on. A request's chat part {"type": "item", "item_id":
+        item_id} names the item once an append with `final` has returned. Returns the item's frames
+        (video) or samples (audio) so far. Raises EngineRequestError (request_id: the item id; kind
+        "invalid_request" for media or an item state the engine refuses, with the media error code
+        in `code` where there is one) or EngineDeadError."""
+        link = self._require_running()
+        query_id = next(self._query_ids)
+        payload, shm_names = encode_message(AppendItem(query_id, item_id, modality, data, final),
+                                            shm_threshold=self.shm_threshold_bytes)
+        future = asyncio.get_running_loop().create_future()
+        self._item_waiters[query_id] = (future, shm_names)
+        link.send(payload)
+        return await future
+
+    def delete_item(self, item_id: str) -> None:
+        """Drop an uploaded item in the engine; requests added before keep its media. Never waits;
+        does nothing when the engine is not running (it holds no items then)."""
+        if self.is_running and self._link is not None:
+            self._link.send(encode_message(DeleteItem(item_id))[0])
+
     # Internals (event loop thread only)
     def _require_running(self) -> EngineLink:
         if not self.is_running:
@@ -214,6 +242,15 @@ class AsyncEngineClient:
             waiter = self._stats_waiters.pop(message.query_id, None)
             if waiter is not None and not waiter.done():
                 waiter.set_result(message.stats)
+        elif isinstance(message, ItemAppended):
+            waiter, _ = self._item_waiters.pop(message.query_id, (None, ()))
+            if waiter is None or waiter.done():
+                return
+            if message.error is None:
+                waiter.set_result(message.size)
+            else:
+                waiter.set_exception(EngineRequestError(message.item_id, message.error, message.kind or "internal",
+                                                        message.code))
         elif isinstance(message, Ready) and self._ready is not None and not self._ready.done():
             self._ready.set_result(message.info)
 
@@ -229,6 +266,11 @@ class AsyncEngineClient:
             stream.put(EngineDeadError(self._death_reason))
         waiters, self._stats_waiters = self._stats_waiters, {}
         for waiter in waiters.values():
+            if not waiter.done():
+                waiter.set_exception(EngineDeadError(self._death_reason))
+        item_waiters, self._item_waiters = self._item_waiters, {}
+        for waiter, shm_names in item_waiters.values():
+            unlink_shared_buffers(shm_names)
             if not waiter.done():
                 waiter.set_exception(EngineDeadError(self._death_reason))
         if self._ready is not None and not self._ready.done():

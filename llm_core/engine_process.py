@@ -19,10 +19,11 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import Any, Callable
 
+from encoders.media.errors import MediaError
 from llm_core.config import EngineConfig
 from llm_core.engine_protocol import (
-    AbortRequests, AddRequest, EngineError, GetStats, Message, ProtocolError, Ready, Shutdown, Stats, StepOutputs,
-    decode_message, encode_message,
+    AbortRequests, AddRequest, AppendItem, DeleteItem, EngineError, GetStats, ItemAppended, Message, ProtocolError,
+    Ready, Shutdown, Stats, StepOutputs, decode_message, encode_message,
 )
 
 logger = logging.getLogger(__name__)
@@ -124,6 +125,10 @@ class EngineLoop:
         elif isinstance(message, GetStats):
             stats = dict(self.engine.stats(), num_steps=self.num_steps)
             _send(self.conn, Stats(message.query_id, stats))
+        elif isinstance(message, AppendItem):
+            self._append_item(message)
+        elif isinstance(message, DeleteItem):
+            self.engine.delete_media_item(message.item_id)
         elif isinstance(message, Shutdown):
             self.is_shutdown = True
         else:
@@ -135,13 +140,30 @@ class EngineLoop:
             if request.buffers:
                 raise ValueError("this engine takes no media buffers (a text-only model)")
             self.engine.add_request(request.prompt, request.sampling_params, request_id=request.request_id,
-                                    priority=request.priority, arrival_time=request.arrival_time)
+                                    priority=request.priority, arrival_time=request.arrival_time,
+                                    traceparent=request.traceparent)
         except (ValueError, TypeError) as exc:
             _send(self.conn, EngineError(request.request_id, str(exc), "invalid_request"))
         except Exception as exc:
             logger.exception("adding request %s failed", request.request_id)
             self.engine.abort_request([request.request_id])
             _send(self.conn, EngineError(request.request_id, f"{type(exc).__name__}: {exc}", "internal"))
+
+    def _append_item(self, message: AppendItem) -> None:
+        """Media the client's bytes made: bad media or a bad item gets an error of its own."""
+        try:
+            size = self.engine.add_media_item(message.item_id, message.modality, message.data, final=message.final)
+            reply = ItemAppended(message.query_id, message.item_id, size)
+        except MediaError as exc:
+            reply = ItemAppended(message.query_id, message.item_id, error=str(exc), kind="invalid_request",
+                                 code=exc.code)
+        except (ValueError, TypeError) as exc:
+            reply = ItemAppended(message.query_id, message.item_id, error=str(exc), kind="invalid_request")
+        except Exception as exc:
+            logger.exception("appending to item %s failed", message.item_id)
+            reply = ItemAppended(message.query_id, message.item_id, error=f"{type(exc).__name__}: {exc}",
+                                 kind="internal")
+        _send(self.conn, reply)
 
 
 def _send(conn: Connection, message: Message) -> None:

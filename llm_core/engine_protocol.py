@@ -1,8 +1,9 @@
 """Messages between the engine client and the engine process, and their msgpack codec.
 
 Imports no torch: the gateway encodes requests with it. One message is one msgpack map with a
-"type" key. Client to engine: add, abort, get_stats, shutdown. Engine to client: ready,
-outputs (every delta of one step in one message), error, stats.
+"type" key. Client to engine: add, abort, get_stats, shutdown, append_item and delete_item
+(decoded media of an uploaded item, ahead of the requests that name it). Engine to client: ready,
+outputs (every delta of one step in one message), error, stats, item_appended.
 
 Byte buffers of a request (decoded media) cross as msgpack bin; a buffer larger than the
 shared-memory threshold crosses through `multiprocessing.shared_memory` instead, with only its
@@ -41,12 +42,14 @@ class EngineDeadError(RuntimeError):
 
 
 class EngineRequestError(Exception):
-    """The engine refused or failed one request; kind is "invalid_request" (the caller's fault) or "internal"."""
+    """The engine refused or failed one request; kind is "invalid_request" (the caller's fault) or "internal".
+    code: the protocol's media error code, where the engine refused media (MediaError)."""
 
-    def __init__(self, request_id: str, message: str, kind: str) -> None:
+    def __init__(self, request_id: str, message: str, kind: str, code: str | None = None) -> None:
         super().__init__(message)
         self.request_id = request_id
         self.kind = kind
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,28 @@ class Shutdown:
     TYPE: ClassVar[str] = "shutdown"
 
 
+@dataclass(frozen=True)
+class AppendItem:
+    """Decoded media for an uploaded item (LLMEngine.add_media_item); answered by ItemAppended.
+
+    data: video a list of frames uint8 [H, W, 3]; image one such frame; audio (float32 samples [S],
+    sample_rate). Its arrays cross as byte buffers (shared memory above the threshold).
+    """
+
+    TYPE: ClassVar[str] = "append_item"
+    query_id: int
+    item_id: str
+    modality: str
+    data: Any
+    final: bool
+
+
+@dataclass(frozen=True)
+class DeleteItem:
+    TYPE: ClassVar[str] = "delete_item"
+    item_id: str
+
+
 # Engine -> client
 @dataclass(frozen=True)
 class Ready:
@@ -122,8 +147,26 @@ class Stats:
     stats: dict[str, Any]
 
 
-Message = AddRequest | AbortRequests | GetStats | Shutdown | Ready | StepOutputs | EngineError | Stats
-_SIMPLE = {cls.TYPE: cls for cls in (AbortRequests, GetStats, Shutdown, Ready, EngineError, Stats)}
+@dataclass(frozen=True)
+class ItemAppended:
+    """The answer to AppendItem: the item's frames (video) or samples (audio) so far, or an error.
+
+    kind: "invalid_request" (the media or the item's state: code is the protocol's media error code
+    where the engine raised MediaError) or "internal"."""
+
+    TYPE: ClassVar[str] = "item_appended"
+    query_id: int
+    item_id: str
+    size: int = 0
+    error: str | None = None
+    kind: str | None = None
+    code: str | None = None
+
+
+Message = (AddRequest | AbortRequests | GetStats | Shutdown | AppendItem | DeleteItem | Ready | StepOutputs
+           | EngineError | Stats | ItemAppended)
+_SIMPLE = {cls.TYPE: cls for cls in (AbortRequests, GetStats, Shutdown, DeleteItem, Ready, EngineError, Stats,
+                                     ItemAppended)}
 
 
 def encode_message(message: Message, *, shm_threshold: int = SHM_THRESHOLD_BYTES) -> tuple[bytes, tuple[str, ...]]:
@@ -131,6 +174,12 @@ def encode_message(message: Message, *, shm_threshold: int = SHM_THRESHOLD_BYTES
     shm_names: list[str] = []
     if isinstance(message, AddRequest):
         body = _encode_request(message.request, shm_threshold, shm_names)
+    elif isinstance(message, AppendItem):
+        buffers: dict[str, Any] = {}
+        packed = pack_prompt_arrays({"data": message.data}, buffers)["data"]
+        body = {"query_id": message.query_id, "item_id": message.item_id, "modality": message.modality,
+                "data": packed, "final": message.final,
+                "buffers": _pack_buffers(buffers, shm_threshold, shm_names)}
     elif isinstance(message, StepOutputs):
         body = {"deltas": [[getattr(d, name) for name in _DELTA_FIELDS] for d in message.deltas]}
     else:
@@ -153,6 +202,9 @@ def decode_message(data: bytes) -> Message:
             return StepOutputs(tuple(_decode_delta(row) for row in body["deltas"]))
         if kind == AbortRequests.TYPE:
             return AbortRequests(tuple(body["request_ids"]))
+        if kind == AppendItem.TYPE:
+            buffers = _read_buffers(body.pop("buffers"))
+            return AppendItem(data=unpack_prompt_arrays({"data": body.pop("data")}, buffers)["data"], **body)
         return _SIMPLE[kind](**body)
     except ProtocolError:
         raise
@@ -174,9 +226,16 @@ def unlink_shared_buffers(names: Iterable[str]) -> None:
 def _encode_request(request: EngineRequest, shm_threshold: int, shm_names: list[str]) -> dict[str, Any]:
     params = {name: value for name in _PARAM_DEFAULTS
               if (value := getattr(request.sampling_params, name)) != _PARAM_DEFAULTS[name]}
-    buffers = {}
     all_buffers = dict(request.buffers)
     prompt = pack_prompt_arrays(request.prompt, all_buffers)  # numpy media in a chat prompt
+    return {"request_id": request.request_id, "prompt": prompt, "params": params,
+            "priority": request.priority, "arrival_time": request.arrival_time,
+            "traceparent": request.traceparent, "buffers": _pack_buffers(all_buffers, shm_threshold, shm_names)}
+
+
+def _pack_buffers(all_buffers: Mapping[str, Any], shm_threshold: int, shm_names: list[str]) -> dict[str, Any]:
+    """Each buffer as msgpack bin, or as a shared-memory segment's name above the threshold."""
+    buffers = {}
     for key, data in all_buffers.items():
         view = memoryview(data).cast("B")
         if view.nbytes > shm_threshold:
@@ -185,17 +244,19 @@ def _encode_request(request: EngineRequest, shm_threshold: int, shm_names: list[
             buffers[key] = {"shm": name, "nbytes": view.nbytes}
         else:
             buffers[key] = view.tobytes() if not isinstance(data, bytes) else data
-    return {"request_id": request.request_id, "prompt": prompt, "params": params,
-            "priority": request.priority, "arrival_time": request.arrival_time,
-            "traceparent": request.traceparent, "buffers": buffers}
+    return buffers
+
+
+def _read_buffers(packed: Mapping[str, Any]) -> dict[str, Any]:
+    """The bytes of _pack_buffers' output; shared-memory segments are copied out and unlinked."""
+    return {key: _read_shared(value["shm"], value["nbytes"]) if isinstance(value, dict) else value
+            for key, value in packed.items()}
 
 
 def _decode_request(body: dict[str, Any]) -> EngineRequest:
     request_id = body.get("request_id")
-    buffers = {}
     # Read (and so release) every segment first, whatever else is wrong with the message.
-    for key, value in body.get("buffers", {}).items():
-        buffers[key] = _read_shared(value["shm"], value["nbytes"]) if isinstance(value, dict) else value
+    buffers = _read_buffers(body.get("buffers", {}))
     try:
         params = SamplingParams(**body["params"])
         prompt = unpack_prompt_arrays(body["prompt"], buffers)  # takes its arrays out of buffers

@@ -2,13 +2,37 @@
 
 from __future__ import annotations
 
+import itertools
+from typing import Mapping, NamedTuple
+
+import numpy as np
 import torch
 
 from llm_core.attention.metadata import AttentionMetadata
+from llm_core.block_table import BlockTableHost
+from llm_core.cuda_graphs import DecodeGraphs
+from llm_core.multi_step import is_multi_step_plan, run_decode_steps
 from llm_core.models.arch_config import ArchConfig
 from llm_core.sampler import Sampler, compute_logprobs, prepare_sampling_batch
 from llm_core.scheduler_output import SchedulerOutput
 from llm_core.spec_decode.sampling import row_positions, sample_with_drafts
+
+
+MAX_VERIFY_GRAPH_BATCH = 64  # verification graphs up to this many sequences; larger batches verify eagerly
+
+
+class StepInputs(NamedTuple):
+    """One step's flattened batch on the host (T tokens of B sequences)."""
+
+    input_ids: np.ndarray  # [T] int64
+    positions: np.ndarray  # [T] int64
+    slot_mapping: np.ndarray  # [T] int64
+    query_start_loc: np.ndarray  # [B + 1] int64
+    seq_lens: np.ndarray  # [B] int64: context length after this step's tokens
+    rows: np.ndarray  # [B] rows of the block table host
+    max_blocks: int
+    logits_indices: list[int]  # [S] rows whose logits are sampled
+    max_query_len: int
 
 
 class ModelRunner:
@@ -22,7 +46,8 @@ class ModelRunner:
 
     def __init__(self, model, arch: ArchConfig, *, device: torch.device, dtype: torch.dtype,
                  num_blocks: int, block_size: int, eos_token_ids: tuple[int, ...] = (), seed: int = 0,
-                 structured=None, embedder=None) -> None:
+                 structured=None, embedder=None, max_num_seqs: int = 256, max_model_len: int | None = None,
+                 use_cuda_graphs: bool = False, num_verify_tokens: int = 0) -> None:
         self.model = model
         self.arch = arch
         self.device = device
@@ -35,43 +60,65 @@ class ModelRunner:
         # Zeroed once, so padding lanes that a kernel reads but masks out are never NaN.
         self.kv_caches = [(torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
                           for _ in range(arch.num_layers)]
+        max_blocks_per_seq = -(-(max_model_len or block_size) // block_size)
+        self.block_table_host = BlockTableHost(2 * max_num_seqs, max_blocks_per_seq)
+        self.graphs: DecodeGraphs | None = None
+        if use_cuda_graphs and device.type == "cuda" and max_model_len is not None:
+            self.graphs = DecodeGraphs(model, self.kv_caches, max_batch_size=max_num_seqs,
+                                       max_model_len=max_model_len, block_size=block_size, device=device)
+            self.graphs.capture()
+        # Speculative decoding: graphs that verify up to num_verify_tokens drafts per sequence.
+        self.verify_graphs: DecodeGraphs | None = None
+        if self.graphs is not None and num_verify_tokens > 0:
+            self.verify_graphs = DecodeGraphs(model, self.kv_caches, max_batch_size=min(max_num_seqs, MAX_VERIFY_GRAPH_BATCH),
+                                              max_model_len=max_model_len, block_size=block_size, device=device,
+                                              tokens_per_seq=num_verify_tokens + 1)
+            self.verify_graphs.capture(self.graphs.pool)
 
-    def prepare_inputs(self, plan: SchedulerOutput):
+    def prepare_inputs(self, plan: SchedulerOutput) -> StepInputs:
+        """The step's flattened inputs as host arrays (vectorized: no Python loop over tokens)."""
+        entries = plan.requests
+        num_tokens = np.fromiter((e.num_tokens for e in entries), dtype=np.int64, count=len(entries))
+        starts = np.fromiter((e.start_position for e in entries), dtype=np.int64, count=len(entries))
+        query_start_loc = np.zeros(len(entries) + 1, dtype=np.int64)
+        np.cumsum(num_tokens, out=query_start_loc[1:])
+        total = int(query_start_loc[-1])
+        seq_of_token = np.repeat(np.arange(len(entries)), num_tokens)  # [T]
+        positions = starts[seq_of_token] + (np.arange(total) - query_start_loc[:-1][seq_of_token])  # [T]
+        rows = self.block_table_host.rows_for([e.request_id for e in entries], [e.block_ids for e in entries])
+        table = self.block_table_host.table
         bs = self.block_size
-        input_ids: list[int] = []
-        positions: list[int] = []
-        slot_mapping: list[int] = []
-        query_start_loc = [0]
-        seq_lens: list[int] = []
-        logits_indices: list[int] = []
-        for entry in plan.requests:
-            start, end = entry.start_position, entry.start_position + entry.num_tokens
-            input_ids.extend(entry.token_ids)
-            positions.extend(range(start, end))
-            blocks = entry.block_ids
-            slot_mapping.extend(blocks[p // bs] * bs + p % bs for p in range(start, end))
-            query_start_loc.append(query_start_loc[-1] + entry.num_tokens)
-            seq_lens.append(end)
-            if entry.do_sample:  # the last real token's row, then one per draft token
-                last = query_start_loc[-1]
-                logits_indices.extend(range(last - 1 - entry.num_draft_tokens, last))
-        max_blocks = max(len(e.block_ids) for e in plan.requests)
-        block_tables = [list(e.block_ids) + [0] * (max_blocks - len(e.block_ids)) for e in plan.requests]
+        slot_mapping = table[rows[seq_of_token], positions // bs].astype(np.int64) * bs + positions % bs  # [T]
+        input_ids = np.fromiter(itertools.chain.from_iterable(e.token_ids for e in entries), dtype=np.int64,
+                                count=total)
+        # The last real token's row, then one per draft token, of each sampling request.
+        logits_indices = [i for e, end in zip(entries, query_start_loc[1:].tolist()) if e.do_sample
+                          for i in range(end - 1 - e.num_draft_tokens, end)]
+        max_blocks = max(len(e.block_ids) for e in entries)
+        return StepInputs(input_ids, positions, slot_mapping, query_start_loc, starts + num_tokens, rows,
+                          max_blocks, logits_indices, int(num_tokens.max()))
+
+    def to_device(self, inputs: StepInputs):
         dev = self.device
+
+        def put(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+            return torch.from_numpy(array).to(dev, dtype=dtype, non_blocking=True)
+
+        seq_lens = inputs.seq_lens
         meta = AttentionMetadata(
-            slot_mapping=torch.tensor(slot_mapping, dtype=torch.int64, device=dev),
-            query_start_loc=torch.tensor(query_start_loc, dtype=torch.int32, device=dev),
-            seq_lens=torch.tensor(seq_lens, dtype=torch.int32, device=dev),
-            block_tables=torch.tensor(block_tables, dtype=torch.int32, device=dev),
-            max_query_len=max(e.num_tokens for e in plan.requests),
-            max_seq_len=max(seq_lens),
-            query_start_loc_cpu=tuple(query_start_loc),
-            seq_lens_cpu=tuple(seq_lens),
+            slot_mapping=put(inputs.slot_mapping, torch.int64),
+            query_start_loc=put(inputs.query_start_loc, torch.int32),
+            seq_lens=put(seq_lens, torch.int32),
+            block_tables=put(self.block_table_host.gather(inputs.rows, inputs.max_blocks), torch.int32),
+            max_query_len=inputs.max_query_len,
+            max_seq_len=int(seq_lens.max()),
+            query_start_loc_cpu=tuple(inputs.query_start_loc.tolist()),
+            seq_lens_cpu=tuple(seq_lens.tolist()),
         )
-        input_ids_t = torch.tensor(input_ids, dtype=torch.int64, device=dev)  # [T]
-        positions_t = torch.tensor(positions, dtype=torch.int64, device=dev)  # [T]
-        logits_indices_t = torch.tensor(logits_indices, dtype=torch.int64, device=dev)  # [S]
-        return input_ids_t, positions_t, meta, logits_indices_t
+        input_ids = put(inputs.input_ids, torch.int64)  # [T]
+        positions = put(inputs.positions, torch.int64)  # [T]
+        logits_indices = torch.tensor(inputs.logits_indices, dtype=torch.int64).to(dev, non_blocking=True)  # [S]
+        return input_ids, positions, meta, logits_indices
 
     def prepare_inputs_embeds(self, plan: SchedulerOutput, input_ids: torch.Tensor) -> torch.Tensor | None:
         """Input embeddings [T, C] with media rows filled in, or None when no scheduled token is a
@@ -81,20 +128,25 @@ class ModelRunner:
         return self.embedder.prepare_inputs_embeds(plan, input_ids, self.model.embed_tokens)
 
     @torch.inference_mode()
-    def execute(self, plan: SchedulerOutput) -> tuple[dict[str, int], dict[str, dict[int, float]]]:
-        input_ids, positions, meta, logits_indices = self.prepare_inputs(plan)
-        inputs_embeds = self.prepare_inputs_embeds(plan, input_ids)  # None on text-only steps
-        hidden = self.model(input_ids, positions, self.kv_caches, meta, inputs_embeds=inputs_embeds)
+    def execute(self, plan: SchedulerOutput, draft_probs: Mapping[str, torch.Tensor] | None = None,
+                multi_step: bool = False) -> tuple[dict[str, int], dict[str, dict[int, float]]]:
+        """draft_probs: a draft model's q [num_draft_tokens, V] per request, for rejection sampling.
+        multi_step: the plan's drafts are placeholders (llm_core/multi_step.py): each request gets
+        one decode forward per token instead of a verification."""
+        self.block_table_host.release(plan.finished_request_ids + plan.preempted_request_ids)
+        if multi_step and is_multi_step_plan(plan.requests):
+            return run_decode_steps(self, plan.requests), {}
+        inputs = self.prepare_inputs(plan)
+        logits = self._forward(plan, inputs)  # [R, V] fp32, R = len(inputs.logits_indices)
         sampling = [e for e in plan.requests if e.do_sample]
         if not sampling:
             return {}, {}
-        logits = self.model.compute_logits(hidden.index_select(0, logits_indices))  # [R, V] fp32
         self._mask_early_stop(logits, row_positions(sampling))
         if self.structured is not None:
             self.structured.apply_masks(logits, [e.request_id for e in sampling],
                                         [e.draft_token_ids for e in sampling])
         if any(e.num_draft_tokens for e in sampling):
-            return sample_with_drafts(self.sampler, logits, sampling), {}
+            return sample_with_drafts(self.sampler, logits, sampling, draft_probs), {}
         params = [e.sampling_params for e in sampling]
         batch = prepare_sampling_batch(params, [e.num_output_tokens for e in sampling], logits.shape[-1], self.device)
         tokens = self.sampler.sample(logits, batch)
@@ -110,6 +162,52 @@ class ModelRunner:
                     kept[token] = row[token]
                     logprobs[entry.request_id] = kept
         return sampled, logprobs
+
+    def _forward(self, plan: SchedulerOutput, inputs: StepInputs) -> torch.Tensor | None:
+        """Logits of the sampled rows: a CUDA graph replay for decode-only text steps, eager otherwise."""
+        inputs_embeds = None
+        if self.embedder is not None:  # encodes this step's media; None when no row is a media row
+            inputs_embeds = self.prepare_inputs_embeds(plan, torch.from_numpy(inputs.input_ids).to(self.device))
+        if self.verify_graphs is not None and inputs_embeds is None and inputs.max_query_len > 1:
+            logits = self._verify_with_graphs(plan, inputs)
+            if logits is not None:
+                return logits
+        if (self.graphs is not None and inputs_embeds is None and inputs.max_query_len == 1
+                and len(inputs.logits_indices) == len(plan.requests)):
+            logits = self.graphs.run(inputs.input_ids, inputs.positions, inputs.slot_mapping, inputs.seq_lens,
+                                     self.block_table_host.gather(inputs.rows, inputs.max_blocks))
+            if logits is not None:
+                return logits
+        input_ids, positions, meta, logits_indices = self.to_device(inputs)
+        hidden = self.model(input_ids, positions, self.kv_caches, meta, inputs_embeds=inputs_embeds)
+        if not inputs.logits_indices:
+            return None
+        return self.model.compute_logits(hidden.index_select(0, logits_indices))
+
+    def _verify_with_graphs(self, plan: SchedulerOutput, inputs: StepInputs) -> torch.Tensor | None:
+        """Logits of a step where every request verifies its drafts (one real token + d <= k
+        drafts), from the verification graph: each request padded to k + 1 rows that store
+        nothing, sit at its last real position for the rotary table and are dropped after."""
+        entries, graphs = plan.requests, self.verify_graphs
+        q = graphs.q
+        if not all(e.do_sample and e.num_tokens == e.num_draft_tokens + 1 <= q for e in entries):
+            return None
+        num_seqs, bs = len(entries), self.block_size
+        lens = inputs.query_start_loc[1:] - inputs.query_start_loc[:-1]  # [B] real rows each
+        offsets = np.arange(q)[None, :]  # [1, q]
+        real = offsets < lens[:, None]  # [B, q]
+        starts = inputs.seq_lens - lens
+        positions = np.where(real, starts[:, None] + offsets, (starts + lens - 1)[:, None])  # [B, q]
+        table = self.block_table_host.table
+        slots = np.where(real, table[inputs.rows[:, None], positions // bs].astype(np.int64) * bs + positions % bs, -1)
+        input_ids = np.zeros((num_seqs, q), dtype=np.int64)
+        input_ids[real] = inputs.input_ids
+        logits = graphs.run(input_ids.reshape(-1), positions.reshape(-1), slots.reshape(-1), starts + q,
+                            self.block_table_host.gather(inputs.rows, inputs.max_blocks))
+        if logits is None:
+            return None
+        rows = torch.from_numpy(np.flatnonzero(real.reshape(-1))).to(self.device, non_blocking=True)
+        return logits.index_select(0, rows)  # [sum(d + 1), V]
 
     def _mask_early_stop(self, logits: torch.Tensor, rows) -> None:
         """Below min_tokens, EOS and stop token ids cannot be sampled. rows: (entry, output position)."""

@@ -55,7 +55,7 @@ class OutputProcessor:
                 finished=finished, finish_reason=finish_reason, stop_reason=stop_reason,
                 num_prompt_tokens=update.num_prompt_tokens, num_cached_tokens=update.num_cached_tokens,
                 logprobs=update.logprobs, num_draft_tokens=update.num_draft_tokens,
-                num_accepted_draft_tokens=update.num_accepted_draft_tokens))
+                num_accepted_draft_tokens=update.num_accepted_draft_tokens, num_drafts=int(update.num_draft_tokens > 0)))
         return deltas
 
     def abort(self, request_id: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,9 @@ class CompletionDelta:
     error: str | None = None  # set with finish_reason "error" (e.g. a grammar that failed to compile)
     num_draft_tokens: int = 0  # speculation: draft tokens verified in this step
     num_accepted_draft_tokens: int = 0  # of which accepted
+    num_drafts: int = 0  # steps with drafts verified (1 per step; more in a merged delta)
+    # Span records of a traced request, on its finished delta only (llm_core/request_trace.py).
+    trace: dict[str, Any] | None = None
 
 
 @dataclass
@@ -39,10 +43,16 @@ class RequestOutput:
     error: str | None = None
     num_draft_tokens: int = 0  # speculation: draft tokens verified over the request
     num_accepted_draft_tokens: int = 0
+    num_drafts: int = 0  # steps that verified drafts
 
     @property
     def finished(self) -> bool:
         return self.finish_reason is not None
+
+    @property
+    def mean_acceptance_length(self) -> float:
+        """Tokens per verified step with drafts (accepted drafts + the target's token); 0 without drafts."""
+        return (self.num_accepted_draft_tokens + self.num_drafts) / self.num_drafts if self.num_drafts else 0.0
 
     def add(self, delta: CompletionDelta) -> None:
         self.text += delta.text_delta
@@ -50,6 +60,7 @@ class RequestOutput:
         self.num_cached_tokens = delta.num_cached_tokens
         self.num_draft_tokens += delta.num_draft_tokens
         self.num_accepted_draft_tokens += delta.num_accepted_draft_tokens
+        self.num_drafts += delta.num_drafts
         if delta.logprobs is not None:
             self.logprobs = (self.logprobs or []) + list(delta.logprobs)
         if delta.finished:

@@ -60,6 +60,9 @@ class Request:
         self.priority = priority
         self.block_size = block_size
         self.media_spans = tuple(media_spans)
+        # Indices into media_spans whose embeddings are not computed yet: the scheduler charges them
+        # to a step's encoder budget (llm_core/encoder_budget.py); the embedder drops cache hits.
+        self.unencoded_media: set[int] = set(range(len(self.media_spans)))
         self.num_prompt_tokens = len(prompt_token_ids)
         self.all_token_ids: list[int] = list(prompt_token_ids)
         self.num_computed_tokens = 0

@@ -39,16 +39,20 @@ def prepare_sampling_batch(params: list[SamplingParams], num_output_tokens: list
                            device: torch.device) -> SamplingBatch:
     greedy = [p.is_greedy for p in params]
     top_k = [p.top_k if 0 < p.top_k < vocab_size else vocab_size for p in params]
-    seeded = tuple((row, _row_seed(p.seed, n)) for row, (p, n) in enumerate(zip(params, num_output_tokens))
-                   if p.seed is not None and not p.is_greedy)
+    seeded = seeded_rows(params, num_output_tokens)
     logprobs = [p.logprobs for p in params if p.logprobs is not None]
+    # Two host-to-device copies that do not wait for the GPU (a tensor built on the device from
+    # a list would synchronize the stream once per field).
+    floats = torch.tensor([[1.0 if g else p.temperature for p, g in zip(params, greedy)],
+                           [p.top_p for p in params], [p.min_p for p in params]], dtype=torch.float32)
+    ints = torch.tensor([top_k, greedy], dtype=torch.int64)
+    floats, ints = floats.to(device, non_blocking=True), ints.to(device, non_blocking=True)
     return SamplingBatch(
-        temperature=torch.tensor([1.0 if g else p.temperature for p, g in zip(params, greedy)],
-                                 dtype=torch.float32, device=device),
-        top_k=torch.tensor(top_k, dtype=torch.int64, device=device),
-        top_p=torch.tensor([p.top_p for p in params], dtype=torch.float32, device=device),
-        min_p=torch.tensor([p.min_p for p in params], dtype=torch.float32, device=device),
-        is_greedy=torch.tensor(greedy, dtype=torch.bool, device=device),
+        temperature=floats[0],
+        top_k=ints[0],
+        top_p=floats[1],
+        min_p=floats[2],
+        is_greedy=ints[1].bool(),
         all_greedy=all(greedy),
         use_top_k=any(k < vocab_size for k, g in zip(top_k, greedy) if not g),
         use_top_p=any(p.top_p < 1.0 for p, g in zip(params, greedy) if not g),
@@ -56,6 +60,12 @@ def prepare_sampling_batch(params: list[SamplingParams], num_output_tokens: list
         seeded_rows=seeded,
         max_num_logprobs=max(logprobs) if logprobs else None,
     )
+
+
+def seeded_rows(params: list[SamplingParams], num_output_tokens: list[int]) -> tuple[tuple[int, int], ...]:
+    """(row, generator seed) of each seeded random row, its seed drawn from (seed, output position)."""
+    return tuple((row, _row_seed(p.seed, n)) for row, (p, n) in enumerate(zip(params, num_output_tokens))
+                 if p.seed is not None and not p.is_greedy)
 
 
 def _row_seed(seed: int, position: int) -> int:

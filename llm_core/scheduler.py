@@ -7,6 +7,8 @@ under FCFS every priority counts as 0. When KV blocks run out the least urgent r
 request is preempted by recompute (its blocks go back to the pool and stay in the prefix
 cache while nothing evicts them). Under the priority policy a more urgent waiting request
 also preempts a less urgent running one when the seats (max_num_seqs) or blocks are full.
+Media not encoded yet has its own budget per step (EncoderBudget): a request is scheduled only
+up to the first run of placeholder tokens whose encoding does not fit.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 from cache.kv_cache_manager import KVCacheManager
 from llm_core.config import SchedulerConfig
+from llm_core.encoder_budget import EncoderBudget
 from llm_core.request import FINISH_REASONS, Request, RequestStatus
 from llm_core.scheduler_output import RequestUpdate, ScheduledRequest, SchedulerOutput
 
@@ -29,11 +32,15 @@ class Scheduler:
         max_model_len: int,
         block_size: int,
         clock: Callable[[], float] = time.monotonic,
+        num_lookahead_tokens: int = 0,
     ) -> None:
         self.config = config
         self.kv = kv_cache_manager
         self.max_model_len = max_model_len
         self.block_size = block_size
+        # Slots past each scheduled request's tokens, given when they fit: a draft model writes
+        # the KV of its proposals there after the step (spec_decode/draft_proposer.py).
+        self.num_lookahead_tokens = num_lookahead_tokens
         self._clock = clock
         self.requests: dict[str, Request] = {}
         self.waiting: list[Request] = []
@@ -94,18 +101,21 @@ class Scheduler:
             self._preempt_for_urgent_waiting(key, budget, preempted)
 
         scheduled: list[ScheduledRequest] = []
+        encoder = EncoderBudget(self.config.max_num_encoder_input_tokens)
         preempted_for_blocks = False
         i = 0
         while i < len(self.running) and budget > 0:
             request = self.running[i]
             num_new = min(request.num_tokens - request.num_computed_tokens, budget,
                           self.max_model_len - request.num_computed_tokens)
+            encoder_indices: tuple[int, ...] = ()
+            if num_new > 0 and request.unencoded_media:
+                num_new, encoder_indices = encoder.fit(request, request.num_computed_tokens, num_new)
             if num_new <= 0:
                 i += 1
                 continue
             num_draft = self._num_draft_tokens(request, num_new, budget)
-            while self.kv.allocate_slots(request.request_id,
-                                         request.num_computed_tokens + num_new + num_draft) is None:
+            while not self._allocate(request.request_id, request.num_computed_tokens + num_new + num_draft):
                 victim = self.running.pop()  # the least urgent, latest: never one scheduled already
                 self._preempt(victim, preempted)
                 preempted_for_blocks = True
@@ -113,11 +123,12 @@ class Scheduler:
                     break
             else:
                 scheduled.append(self._plan_entry(request, num_new, num_draft))
+                encoder.take(request, encoder_indices)
                 budget -= num_new + num_draft
                 i += 1
 
         if not preempted_for_blocks:
-            budget = self._admit_waiting(budget, scheduled, frozenset(preempted))
+            budget = self._admit_waiting(budget, scheduled, frozenset(preempted), encoder)
 
         finished, self._finished_ids = tuple(self._finished_ids), []
         return SchedulerOutput(
@@ -125,9 +136,12 @@ class Scheduler:
             num_batched_tokens=self.config.max_num_batched_tokens - budget,
             preempted_request_ids=tuple(preempted),
             finished_request_ids=finished,
+            encoder_inputs=tuple(encoder.inputs),
+            num_encoder_tokens=encoder.num_tokens,
         )
 
-    def _admit_waiting(self, budget: int, scheduled: list[ScheduledRequest], just_preempted: frozenset) -> int:
+    def _admit_waiting(self, budget: int, scheduled: list[ScheduledRequest], just_preempted: frozenset,
+                       encoder: EncoderBudget) -> int:
         num_admitted = 0
         for request in self.waiting:
             # Requests preempted in this step sit at the end; they wait at least one step.
@@ -135,7 +149,12 @@ class Scheduler:
                 break
             hit = self.kv.find_prefix_hit(request.block_hashes, request.num_tokens)
             num_new = min(request.num_tokens - hit.num_cached_tokens, budget)
-            if self.kv.allocate_slots(request.request_id, hit.num_cached_tokens + num_new, hit) is None:
+            encoder_indices: tuple[int, ...] = ()
+            if request.unencoded_media:
+                num_new, encoder_indices = encoder.fit(request, hit.num_cached_tokens, num_new)
+                if num_new <= 0:
+                    break  # its media waits for the encoder budget of a later step, and so does the queue
+            if not self._allocate(request.request_id, hit.num_cached_tokens + num_new, hit):
                 break  # no head-of-line skipping: the most urgent waits for blocks first
             self.kv.find_prefix_hit(request.block_hashes, request.num_tokens, record_stats=True)
             request.num_computed_tokens = hit.num_cached_tokens
@@ -144,6 +163,7 @@ class Scheduler:
             request.status = RequestStatus.RUNNING
             self.running.append(request)
             scheduled.append(self._plan_entry(request, num_new))
+            encoder.take(request, encoder_indices)
             budget -= num_new
             num_admitted += 1
         del self.waiting[:num_admitted]
@@ -162,6 +182,13 @@ class Scheduler:
             if not (seats_full or blocks_short):
                 break
             self._preempt(self.running.pop(), preempted)
+
+    def _allocate(self, request_id: str, num_tokens: int, hit=None) -> bool:
+        """Slots for num_tokens in all, plus num_lookahead_tokens more when those fit too."""
+        if self.num_lookahead_tokens and self.kv.allocate_slots(
+                request_id, num_tokens + self.num_lookahead_tokens, hit) is not None:
+            return True
+        return self.kv.allocate_slots(request_id, num_tokens, hit) is not None
 
     def _urgency_key(self, now: float):
         if self.config.policy == "fcfs":

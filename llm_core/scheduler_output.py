@@ -39,6 +39,10 @@ class SchedulerOutput:
     num_batched_tokens: int
     preempted_request_ids: tuple[str, ...] = ()
     finished_request_ids: tuple[str, ...] = ()  # finished since the previous plan
+    # Media to encode before this step's forward, in one batch per encoder: (request_id, index
+    # into the request's media_spans); num_encoder_tokens: their embedding rows (distinct content).
+    encoder_inputs: tuple[tuple[str, int], ...] = ()
+    num_encoder_tokens: int = 0
 
     @property
     def is_empty(self) -> bool:

@@ -105,13 +105,44 @@ class StructuredOutputManager:
 
     def num_valid_draft_tokens(self, request_id: str, draft_token_ids: Sequence[int]) -> int:
         """How many leading draft tokens the request's grammar accepts (all without a grammar);
-        the proposer's drafts are cut there. The matcher is left unchanged."""
+        the proposer's drafts are cut there. A draft never ends the grammar (no token could follow
+        it, not even the bonus token), so the cut falls before an ending EOS. The matcher is left
+        unchanged."""
         matcher = self._matchers.get(request_id)
         if matcher is None:
             return len(draft_token_ids)
-        num_valid = matcher.accept_tokens(draft_token_ids)
-        matcher.rollback(num_valid)
+        num_accepted = matcher.accept_tokens(draft_token_ids)
+        num_valid = num_accepted - 1 if matcher.is_terminated() else num_accepted
+        matcher.rollback(num_accepted)
         return num_valid
+
+    def apply_proposal_masks(self, logits: torch.Tensor, request_ids: Sequence[str],
+                             draft_prefixes: Sequence[Sequence[int]]) -> list[bool]:
+        """For a proposer drafting under grammars: mask row i of logits, in place, to the tokens
+        that request i's grammar allows after its accepted tokens and draft_prefixes[i], less
+        those that would end the grammar (see num_valid_draft_tokens). Returns per row whether
+        a token is left; a row with none (the grammar allows only its end) is left unmasked and
+        must draft no further. Unconstrained rows are untouched (True). Matchers are unchanged."""
+        live = [True] * len(request_ids)
+        bitmask = allocate_token_bitmask(len(request_ids), logits.shape[-1])
+        rows = []
+        for i, request_id in enumerate(request_ids):
+            matcher = self._matchers.get(request_id)
+            if matcher is None:
+                continue
+            num_accepted = matcher.accept_tokens(draft_prefixes[i])
+            mask = matcher.next_token_mask() & ~matcher.compiled.eos_mask
+            matcher.rollback(num_accepted)
+            if num_accepted != len(draft_prefixes[i]):
+                raise RuntimeError(f"request {request_id!r}: a draft token breaks its grammar")
+            if not mask.any():
+                live[i] = False
+                continue
+            bitmask[i] = torch.from_numpy(mask)
+            rows.append(i)
+        if rows:
+            apply_token_bitmask(logits, bitmask.to(logits.device, non_blocking=True), rows)
+        return live
 
     def accept(self, request_id: str, token_id: int) -> bool:
         """Advance the request's matcher; False means the token broke the grammar (a bug upstream)."""

@@ -1,8 +1,10 @@
-"""`python -m service [--model DIR] [--host H --port P] ...`: serve a checkpoint with uvicorn.
+"""`python -m service [--model DIR[,DIR]] [--host H --port P] ...`: serve checkpoints with uvicorn.
 
-Without --model (or TRIBUTARY_MODEL) it serves the tiny random demo checkpoint, built on first use
-under .cache/demo-model by `python -m llm_core.demo --build-only` in a subprocess (building it
-needs torch, which this process never imports).
+Without --model (or TRIBUTARY_MODEL) it serves the trained demo models shipped in models/demo
+(docs/demo-model.md): the vision model (images, video) and the audio model side by side. Where
+they are missing (an install without them) it falls back to a tiny random checkpoint, built on
+first use under .cache/demo-model by `python -m llm_core.demo --build-only` in a subprocess
+(building it needs torch, which this process never imports).
 """
 
 from __future__ import annotations
@@ -20,9 +22,13 @@ from service.config import load_config
 from service.server import uvicorn_config
 
 DEMO_DIR = Path(".cache/demo-model")
+# The shipped demo models, in routing order: text-only requests go to the first.
+DEMO_MODELS = tuple(Path(__file__).resolve().parents[1] / "models" / "demo" / name for name in ("vision", "audio"))
 
 
 def demo_model() -> str:
+    if all((path / "config.json").is_file() for path in DEMO_MODELS):
+        return ",".join(str(path) for path in DEMO_MODELS)
     if not (DEMO_DIR / "config.json").is_file():
         subprocess.run([sys.executable, "-m", "llm_core.demo", "--build-only", str(DEMO_DIR)], check=True,
                        stdout=subprocess.DEVNULL)

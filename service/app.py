@@ -2,8 +2,9 @@
 
     app = build_app(ServiceConfig(model="path/to/checkpoint"))   # uvicorn.run(app, ...)
 
-Routes: WS /v1/stream; POST /v1/chat/completions; GET /v1/models; GET /healthz; GET / and the
-static files of clients/web/. The engine starts and stops with the app's lifespan.
+Routes: WS /v1/stream; POST /v1/chat/completions; GET /v1/models; GET /healthz; GET /metrics
+(Prometheus text, no key needed, as /healthz); GET / and the static files of clients/web/. The
+engine starts and stops with the app's lifespan.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
@@ -42,9 +44,11 @@ async def stream_endpoint(websocket: WebSocket) -> None:
     problem = access_problem(gateway.config, websocket.headers, websocket.query_params, offered)
     await websocket.accept(subprotocol=choose_subprotocol(offered))
     if problem is not None:
+        gateway.telemetry.on_error(UNAUTHORIZED)
         await _refuse(websocket, UNAUTHORIZED, problem, CLOSE_POLICY_VIOLATION)
         return
     if gateway.is_full:
+        gateway.telemetry.on_error(OVERLOADED)
         await _refuse(websocket, OVERLOADED, f"the server is full ({gateway.config.max_sessions} sessions); "
                       "retry later", CLOSE_TRY_AGAIN_LATER)
         return
@@ -67,6 +71,11 @@ async def _refuse(websocket: WebSocket, code: str, message: str, close_code: int
 async def healthz(request: Request) -> Response:
     health = request.app.state.gateway.health()
     return JSONResponse(health, 200 if health["status"] == "ok" else 503)
+
+
+async def metrics(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    return Response(await gateway.telemetry.metrics.render(gateway.engine), media_type=CONTENT_TYPE_LATEST)
 
 
 async def index(request: Request) -> Response:
@@ -92,6 +101,7 @@ def build_app(config: ServiceConfig, engine: AsyncEngineClient | None = None) ->
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
         Route("/", index, methods=["GET"]),
         Mount("/", StaticFiles(directory=WEB_DIR, check_dir=False), name="web"),
     ]

@@ -26,7 +26,7 @@ class ServiceConfig:
     # Server
     host: str = "127.0.0.1"
     port: int = 8000
-    model: str | None = None  # None: the demo checkpoint (resolved by __main__, never here)
+    model: str | None = None  # one directory or several, comma-separated; None: the demo models (resolved by __main__)
     served_model_name: str | None = None
     engine_mode: str = "process"
     engine_options: Mapping[str, Any] = field(default_factory=dict)
@@ -45,6 +45,9 @@ class ServiceConfig:
     max_sessions: int = 1024
     idle_timeout_s: float = 300.0
     max_pending_events: int = 1024
+    # Observability
+    otlp_traces_endpoint: str | None = None  # None: no tracing (load_config reads the OTEL_* variables)
+    otel_service_name: str = "tributary"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "engine_options", MappingProxyType(dict(self.engine_options)))
@@ -65,12 +68,17 @@ class ServiceConfig:
             raise ValueError(f"idle_timeout_s must be > 0, got {self.idle_timeout_s!r}")
         if self.api_key is not None and not self.api_key:
             raise ValueError("api_key must not be empty (leave it unset to turn authentication off)")
+        if self.otlp_traces_endpoint is not None and not self.otlp_traces_endpoint.startswith(("http://", "https://")):
+            raise ValueError(f"the OTLP traces endpoint must be an http:// or https:// URL, got "
+                             f"{self.otlp_traces_endpoint!r}")
 
     @property
     def model_name(self) -> str:
         if self.served_model_name:
             return self.served_model_name
-        return Path(self.model).name if self.model else "demo"
+        if not self.model:
+            return "demo"
+        return "+".join(Path(path.strip()).name for path in self.model.split(",") if path.strip())
 
     @property
     def media_limits(self) -> MediaLimits:
@@ -130,10 +138,30 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
         if value is not None:
             (service if option.kind == "service" else engine)[option.name] = value
     try:
+        service.update(otel_settings(environ, service.get("otlp_traces_endpoint")))
         return ServiceConfig(engine_options=engine, **service)
     except ValueError as exc:
         parser.error(str(exc))
         raise  # unreachable: parser.error exits
+
+
+def otel_settings(environ: Mapping[str, str], endpoint: str | None) -> dict[str, Any]:
+    """Tracing settings from the standard OpenTelemetry variables; `endpoint` (a flag or
+    TRIBUTARY_OTLP_TRACES_ENDPOINT) wins over them. Only OTLP over HTTP with protobuf is spoken."""
+    def get(name: str) -> str:
+        return environ.get(name, "").strip()
+
+    if endpoint is None:
+        endpoint = get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or None
+        if endpoint is None and get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+            endpoint = get("OTEL_EXPORTER_OTLP_ENDPOINT").rstrip("/") + "/v1/traces"
+    protocol = get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf"
+    if endpoint is not None and protocol != "http/protobuf":
+        raise ValueError(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: this server exports traces over "
+                         "http/protobuf only (Jaeger's port 4318)")
+    if get("OTEL_SDK_DISABLED").lower() == "true" or get("OTEL_TRACES_EXPORTER").lower() == "none":
+        endpoint = None
+    return {"otlp_traces_endpoint": endpoint, "otel_service_name": get("OTEL_SERVICE_NAME") or "tributary"}
 
 
 def _from_env(parser: argparse.ArgumentParser, option: Option, text: str) -> Any:

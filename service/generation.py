@@ -23,10 +23,12 @@ _FINISH = {"stop": ("completed", "stop"), "length": ("incomplete", "length"),
 @dataclass(frozen=True)
 class MediaData:
     """A decoded item as the engine's chat parts take it: image uint8 [H, W, 3], video a list of
-    such frames, audio (float32 samples [S], sample_rate)."""
+    such frames, audio (float32 samples [S], sample_rate). engine_item_id: the engine already holds
+    the item under this id (a streamed video), so the part names it and the data stays here."""
 
     modality: str
     data: Any
+    engine_item_id: str | None = None
 
 
 def sampling_params(options: GenerationOptions, response_format: ResponseFormat | None,
@@ -79,7 +81,10 @@ def chat_prompt(messages: Sequence[ChatMessage], instructions: str | None,
         for part in message.content:
             if isinstance(part, ItemPart):
                 item = media[part.item_id]
-                parts.append({"type": item.modality, item.modality: item.data})
+                if item.engine_item_id is not None:
+                    parts.append({"type": "item", "item_id": item.engine_item_id})
+                else:
+                    parts.append({"type": item.modality, item.modality: item.data})
             else:
                 parts.append({"type": "text", "text": part.text})
         out.append({"role": message.role, "content": parts})

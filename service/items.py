@@ -2,17 +2,20 @@
 
 Runs on the event loop only. Limits: bytes per item (over it the item fails, `media_too_large`),
 bytes per session (the chunk is refused, `media_too_large`), items per session (`limit_exceeded`).
-An item that fails is forgotten, so its id may be uploaded again.
+An item that fails is forgotten, so its id may be uploaded again. With an engine, video items
+are also built up in the engine as they decode (service/media.py), under ids unique to the session.
 """
 
 from __future__ import annotations
 
+import itertools
 from concurrent.futures import Executor
 from typing import Callable
 
 from protocol import ErrorEvent, ErrorInfo, InputAppend, InputCommitted, InputKnown, ProtocolError, ServerEvent
 from protocol.errors import (DUPLICATE_ITEM, INVALID_FIELD, LIMIT_EXCEEDED, MEDIA_TOO_LARGE, UNKNOWN_ITEM,
                              UNSUPPORTED_MEDIA)
+from llm_core.engine_client import AsyncEngineClient
 from service.config import ServiceConfig
 from service.media import MediaItem
 from service.media_cache import MediaCache
@@ -20,10 +23,13 @@ from service.media_tokens import ModelMedia
 
 
 class SessionItems:
-    """Items by id. `emit(event)` queues a server event (input.committed or error) for the client."""
+    """Items by id. `emit(event)` queues a server event (input.committed or error) for the client.
+    `engine`: video frames go to engine-side items as they decode (None: the data goes with each
+    response); `owner` (the session id) makes their engine ids unique."""
 
     def __init__(self, config: ServiceConfig, model_media: ModelMedia, cache: MediaCache, pool: Executor,
-                 emit: Callable[[ServerEvent], None]) -> None:
+                 emit: Callable[[ServerEvent], None], *, engine: AsyncEngineClient | None = None,
+                 owner: str = "") -> None:
         self.config = config
         self.model_media = model_media
         self.cache = cache
@@ -32,6 +38,9 @@ class SessionItems:
         self.limits = config.media_limits
         self.items: dict[str, MediaItem] = {}
         self.num_bytes = 0
+        self.engine = engine
+        self.owner = owner
+        self._num_started = itertools.count()
 
     def append(self, event: InputAppend) -> None:
         """Take one chunk; raises ProtocolError for a chunk that is refused."""
@@ -97,7 +106,8 @@ class SessionItems:
                 self.emit(InputCommitted(event.item_id, known.num_tokens, True))
                 return None
         item = MediaItem(event.item_id, event.modality, event.mime, limits=self.limits, pool=self.pool,
-                         on_done=self._on_done)
+                         on_done=self._on_done, engine=self.engine,
+                         engine_item_id=f"{self.owner}/{event.item_id}/{next(self._num_started)}")
         self.items[event.item_id] = item
         return item
 

@@ -46,6 +46,16 @@ class ModelMedia:
             logger.warning("media inputs are off: cannot read the encoder config of %s: %s", model_dir, exc)
         return cls()
 
+    @classmethod
+    def combined(cls, medias: list["ModelMedia"]) -> "ModelMedia":
+        """The media of models served side by side: each modality as the first model taking it counts it."""
+        if len(medias) == 1:
+            return medias[0]
+        image = next((m for m in medias if m._image is not None), cls())
+        audio = next((m for m in medias if m._audio is not None), cls())
+        return cls(image=image._image, audio=audio._audio, audio_preprocess=audio._audio_preprocess,
+                   video_pool_stride=image.video_pool_stride)
+
     @property
     def modalities(self) -> tuple[str, ...]:
         found = ()

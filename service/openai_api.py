@@ -23,7 +23,7 @@ from protocol import ProtocolError
 from protocol.errors import UNSUPPORTED_MEDIA
 from service.auth import key_is_valid, presented_key
 from service.gateway import Gateway
-from service.generation import UsageCounter, check_response_format, sampling_params
+from service.generation import UsageCounter, check_response_format, finish_status, sampling_params
 from service.openai_parse import ChatRequest, MediaInput, parse_chat_request
 
 
@@ -43,6 +43,13 @@ async def list_models(request: Request) -> Response:
 
 async def chat_completions(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
+    request.state.watch = None
+    response = await _chat_completions(request, gateway)
+    _count(gateway, request, response)
+    return response
+
+
+async def _chat_completions(request: Request, gateway: Gateway) -> Response:
     config = gateway.config
     if not key_is_valid(config, presented_key(request.headers, request.query_params)):
         return error_response(401, "missing or wrong API key", "unauthorized")
@@ -54,20 +61,28 @@ async def chat_completions(request: Request) -> Response:
     except (ValueError, UnicodeDecodeError):
         return error_response(400, "the body is not valid JSON", "invalid_json")
     loop = asyncio.get_running_loop()
+    completion_id = "chatcmpl-" + secrets.token_hex(12)
     try:
         chat = parse_chat_request(body)
+        # Metrics and the trace (continuing the request's traceparent header).
+        watch = request.state.watch = gateway.telemetry.start_response(
+            "http", completion_id, chat.options.resolved(), traceparent=request.headers.get("traceparent"))
         params = sampling_params(chat.options.resolved(), chat.response_format, gateway.max_model_len)
         if params.has_constraint:
+            start_ns = time.time_ns()
             await loop.run_in_executor(gateway.pool, check_response_format, chat.response_format)
-        messages = await _decode_media(gateway, chat)
+            watch.grammar_check(start_ns, time.time_ns())
+        messages = await _decode_media(gateway, chat, watch)
+        engine = gateway.route(part["type"] for message in messages if isinstance(message["content"], list)
+                               for part in message["content"] if part["type"] != "text").engine
     except ProtocolError as exc:
         return error_response(400, exc.message, exc.code, exc.field)
     except MediaError as exc:
         return error_response(400, str(exc), exc.code, "messages")
-    completion_id = "chatcmpl-" + secrets.token_hex(12)
     engine_request = EngineRequest(gateway.engine_request_id("http", completion_id), {"messages": messages},
-                                   params, priority=chat.options.resolved().priority or 0)
-    deltas = gateway.engine.generate(engine_request)
+                                   params, priority=chat.options.resolved().priority or 0,
+                                   traceparent=watch.engine_traceparent)
+    deltas = engine.generate(engine_request)
     try:
         first = await anext(deltas)
     except (EngineRequestError, EngineDeadError, StopAsyncIteration) as exc:
@@ -75,18 +90,20 @@ async def chat_completions(request: Request) -> Response:
         return _engine_error(exc)
     head = {"id": completion_id, "created": int(time.time()), "model": config.model_name}
     if chat.stream:
-        return StreamingResponse(_sse(deltas, first, head, chat.include_usage), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache"})
+        return StreamingResponse(_sse(deltas, first, head, chat.include_usage, watch, gateway.telemetry),
+                                 media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
     usage, texts, final = UsageCounter(), [], first
     try:
         async for delta in _chain(first, deltas):
             usage.add(delta)
+            watch.on_delta(delta)
             texts.append(delta.text_delta)
             final = delta
     except (EngineRequestError, EngineDeadError) as exc:
         return _engine_error(exc)
     finally:
         await deltas.aclose()
+    watch.finish(*finish_status(final.finish_reason), usage.usage())
     choice = {"index": 0, "message": {"role": "assistant", "content": "".join(texts)},
               "finish_reason": _finish(final.finish_reason), "logprobs": None}
     return JSONResponse({**head, "object": "chat.completion", "choices": [choice], "usage": _usage(usage)})
@@ -101,7 +118,25 @@ def _engine_error(exc: BaseException) -> JSONResponse:
     return error_response(503, "the engine is not running; retry later", "overloaded")
 
 
-async def _decode_media(gateway: Gateway, chat: ChatRequest) -> list[dict[str, Any]]:
+def _count(gateway: Gateway, request: Request, response: Response) -> None:
+    """Metrics of one HTTP exchange: bytes (a streamed body counts as it goes, in _sse), the error
+    code of a refusal; a refused request's trace ends here."""
+    telemetry = gateway.telemetry
+    telemetry.on_frame_in("http", int(request.headers.get("content-length") or 0))
+    body = getattr(response, "body", None)
+    code = None
+    if response.status_code >= 400:
+        try:
+            code = json.loads(body)["error"]["code"] or f"http_{response.status_code}"
+        except (TypeError, ValueError, KeyError):
+            code = f"http_{response.status_code}"
+    telemetry.on_frame_out("http", len(body) if body else 0, code)
+    watch = request.state.watch
+    if watch is not None and code is not None:
+        watch.finish("failed", "error", None, code)
+
+
+async def _decode_media(gateway: Gateway, chat: ChatRequest, watch) -> list[dict[str, Any]]:
     loop = asyncio.get_running_loop()
     limits = gateway.config.media_limits
     out = []
@@ -113,7 +148,9 @@ async def _decode_media(gateway: Gateway, chat: ChatRequest) -> list[dict[str, A
                 if isinstance(part, MediaInput):
                     if part.modality not in gateway.model_media.modalities:
                         raise ProtocolError(UNSUPPORTED_MEDIA, f"this model cannot take {part.modality} input")
+                    start_ns = time.time_ns()
                     data = await loop.run_in_executor(gateway.pool, _decode, part, limits)
+                    watch.media_part(part.modality, len(part.data), start_ns, time.time_ns())
                     part = {"type": part.modality, part.modality: data}
                 parts.append(part)
             content = parts
@@ -136,24 +173,35 @@ async def _chain(first, deltas) -> AsyncIterator:
             yield delta
 
 
-async def _sse(deltas, first, head: dict, include_usage: bool) -> AsyncIterator[str]:
+async def _sse(deltas, first, head: dict, include_usage: bool, watch, telemetry) -> AsyncIterator[str]:
+    async for event in _sse_events(deltas, first, head, include_usage, watch):
+        telemetry.on_frame_out("http", len(event))
+        yield event
+
+
+async def _sse_events(deltas, first, head: dict, include_usage: bool, watch) -> AsyncIterator[str]:
     base = {**head, "object": "chat.completion.chunk"}
     usage = UsageCounter()
     yield _event({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
                                        "finish_reason": None}]})
+    final = first
     try:
         async for delta in _chain(first, deltas):
             usage.add(delta)
+            watch.on_delta(delta)
+            final = delta
             finish = _finish(delta.finish_reason) if delta.finished else None
             if delta.text_delta or finish:
                 content = {"content": delta.text_delta} if delta.text_delta else {}
                 yield _event({**base, "choices": [{"index": 0, "delta": content, "finish_reason": finish}]})
     except (EngineRequestError, EngineDeadError):
+        watch.finish("failed", "error", usage.usage(), "internal_error")
         yield _event({"error": {"message": "the engine failed this request", "type": "internal_error",
                                 "code": "internal_error"}})
         return
     finally:
         await deltas.aclose()  # a client that left (cancellation) aborts the engine request here
+        watch.finish(*finish_status(final.finish_reason if final.finished else "abort"), usage.usage())
     if include_usage:
         yield _event({**base, "choices": [], "usage": _usage(usage)})
     yield "data: [DONE]\n\n"

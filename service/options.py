@@ -65,8 +65,9 @@ GROUPS: dict[str, tuple[Option, ...]] = {
     "server": (
         _s("--host", "host", str, "interface to listen on"),
         _s("--port", "port", int, "TCP port"),
-        _s("--model", "model", str, "checkpoint directory (default: a tiny random demo model, built on "
-                                    "first use under .cache/demo-model)", metavar="DIR"),
+        _s("--model", "model", str, "checkpoint directory, or several comma-separated, served side by side "
+                                    "(a request goes to the first that takes its media; text to the first); "
+                                    "default: the trained demo models in models/demo", metavar="DIR[,DIR]"),
         _s("--served-model-name", "served_model_name", str, "model name reported to clients "
                                                             "(default: the directory's name)"),
         _s("--engine-mode", "engine_mode", str, "run the engine in its own process (default) or in a "
@@ -100,6 +101,8 @@ GROUPS: dict[str, tuple[Option, ...]] = {
         _e("--device", "device", str, "auto, cpu or cuda"),
         _e("--max-num-seqs", "max_num_seqs", int, "requests in one engine step"),
         _e("--max-num-batched-tokens", "max_num_batched_tokens", int, "tokens in one engine step"),
+        _e("--max-num-encoder-input-tokens", "max_num_encoder_input_tokens", int, "media embedding rows that "
+           "one engine step may encode (the encoder budget)"),
         _e("--max-model-len", "max_model_len", int, "context length (default: the checkpoint's)"),
         _e("--block-size", "block_size", int, "tokens per KV block"),
         _e("--enable-prefix-caching", "enable_prefix_caching", parse_bool, "reuse KV blocks of equal "
@@ -115,6 +118,16 @@ GROUPS: dict[str, tuple[Option, ...]] = {
         _e("--attention-backend", "attention_backend", str, "attention kernels",
            choices=("auto", "torch", "triton")),
         _e("--video-pool-stride", "video_pool_stride", int, "average-pool video frame patches by this"),
+    ),
+    "observability": (
+        _s("--otlp-traces-endpoint", "otlp_traces_endpoint", str, "export traces over OTLP/HTTP (protobuf) to "
+           "this URL, e.g. http://127.0.0.1:4318/v1/traces (Jaeger); default: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, "
+           "else OTEL_EXPORTER_OTLP_ENDPOINT + /v1/traces, else no tracing. OTEL_SERVICE_NAME names the "
+           "service; OTEL_SDK_DISABLED=true or OTEL_TRACES_EXPORTER=none turn tracing off", metavar="URL"),
+        _e("--profile-steps", "profile_steps", int, "write a Chrome trace (torch.profiler) of the first N engine "
+                                                    "steps to --profile-dir"),
+        _e("--profile-dir", "profile_dir", str, "directory of --profile-steps traces (default: .cache/profiles)",
+           metavar="DIR"),
     ),
 }
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from contextlib import aclosing
 from typing import Callable
 
@@ -34,7 +35,7 @@ class Response:
 
     def __init__(self, gateway: Gateway, outbox: Outbox, owner: str, response_id: str, event: ResponseCreate,
                  options: GenerationOptions, instructions: str | None, items: dict[str, MediaItem],
-                 on_end: Callable[[str], None]) -> None:
+                 on_end: Callable[[str], None], *, session_span=None, default_traceparent: str | None = None) -> None:
         self.gateway = gateway
         self.outbox = outbox
         self.response_id = response_id
@@ -43,10 +44,15 @@ class Response:
         self.options = options
         self.instructions = instructions
         self.items = items
+        self.engine = gateway.engine  # that of the model that takes the items' media, chosen in _check
         self.usage = UsageCounter()
         self.is_cancel_requested = False
         self.is_created = False
         self._on_end = on_end
+        # Metrics and the response's trace (continuing the event's traceparent, else the session's).
+        self.watch = gateway.telemetry.start_response(
+            "ws", response_id, options, traceparent=event.traceparent or default_traceparent, session_id=owner,
+            session_span=session_span, metadata=event.metadata)
         self.task = asyncio.get_running_loop().create_task(self._run(), name=f"response-{response_id}")
 
     def cancel(self) -> None:
@@ -77,18 +83,28 @@ class Response:
             logger.exception("response %s failed", self.response_id)
             self._done("failed", "error", self._error(INTERNAL_ERROR, "internal error"))
         finally:
+            self.watch.finish("cancelled", "cancelled", self.usage.usage())  # no-op unless ended silently
             self._on_end(self.response_id)
 
     async def _check(self):
         """SamplingParams for the request, or None after queueing an error event."""
         try:
+            # The served model that takes this response's media (several models: service/models.py).
+            self.engine = self.gateway.route(item.modality for item in self.items.values()).engine
             params = sampling_params(self.options, self.event.response_format, self.gateway.max_model_len)
             if params.has_constraint:
                 loop = asyncio.get_running_loop()
-                await loop.run_in_executor(self.gateway.pool, check_response_format, self.event.response_format)
+                start_ns = time.time_ns()
+                try:
+                    await loop.run_in_executor(self.gateway.pool, check_response_format, self.event.response_format)
+                except ProtocolError as exc:
+                    self.watch.grammar_check(start_ns, time.time_ns(), exc.message)
+                    raise
+                self.watch.grammar_check(start_ns, time.time_ns())
             return params
         except ProtocolError as exc:
             exc.event_type, exc.response_id = "response.create", self.response_id
+            self.watch.finish("failed", None, None, exc.code)
             self.outbox.put(ErrorEvent(exc.to_info()))
             return None
 
@@ -96,14 +112,16 @@ class Response:
         media = {}
         for item_id, item in self.items.items():
             # shield: cancelling this response must not cancel the item, which the session owns.
-            media[item_id] = MediaData(item.modality, await asyncio.shield(item.result))
+            media[item_id] = MediaData(item.modality, await asyncio.shield(item.result), item.engine_item_id)
+        self.watch.media(self.items.values())
         prompt = chat_prompt(self.event.messages, self.instructions, media)
         request = EngineRequest(self.request_id, prompt, params, priority=self.options.priority or 0,
-                                traceparent=self.event.traceparent)
+                                traceparent=self.watch.engine_traceparent)
         final = None
-        async with aclosing(self.gateway.engine.generate(request)) as stream:
+        async with aclosing(self.engine.generate(request)) as stream:
             async for delta in stream:
                 self.usage.add(delta)
+                self.watch.on_delta(delta)
                 if delta.new_token_ids or delta.text_delta:
                     self.outbox.put_delta(self.response_id, delta.text_delta, delta.new_token_ids,
                                           wire_logprobs(delta))
@@ -134,5 +152,7 @@ class Response:
         return ErrorInfo(code, message, "response.create", response_id=self.response_id)
 
     def _done(self, status: str, finish_reason: str | None, error: ErrorInfo | None = None) -> None:
-        self.outbox.put(ResponseDone(self.response_id, status, finish_reason, self.usage.usage(),
-                                     trace_id=None, error=error))
+        usage = self.usage.usage()
+        # The span ends (and queues for export) before response.done is queued.
+        trace_id = self.watch.finish(status, finish_reason, usage, error.code if error is not None else None)
+        self.outbox.put(ResponseDone(self.response_id, status, finish_reason, usage, trace_id=trace_id, error=error))

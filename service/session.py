@@ -24,6 +24,7 @@ from service.gateway import Gateway
 from service.items import SessionItems
 from service.outbox import Outbox
 from service.responses import Response
+from service.telemetry import error_code
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +44,8 @@ class Session:
         self.websocket = websocket
         self.session_id = gateway.new_session_id()
         self.outbox = Outbox(config.max_pending_events)
-        self.items = SessionItems(config, gateway.model_media, gateway.media_cache, gateway.pool, self.outbox.put)
+        self.items = SessionItems(config, gateway.model_media, gateway.media_cache, gateway.pool, self.outbox.put,
+                                  engine=gateway.video_engine, owner=self.session_id)
         self.responses: dict[str, Response] = {}
         self.instructions: str | None = None
         self.defaults = GenerationOptions()
@@ -51,6 +53,10 @@ class Session:
         self.is_binary = False  # session.created goes out as a text frame
         self._num_responses = 0
         self._is_writing = False
+        # Tracing: the upgrade request's traceparent is the parent of the session span and of
+        # responses that bring none of their own.
+        self.traceparent = websocket.headers.get("traceparent")
+        self.span = gateway.telemetry.start_session(self.session_id, self.traceparent)
 
     async def run(self) -> None:
         """Serve the session until the client leaves or a connection-level rule closes it."""
@@ -65,6 +71,7 @@ class Session:
                 task.cancel()
             self.abort_all()
             await asyncio.gather(reader, writer, return_exceptions=True)
+            self.gateway.telemetry.end_session(self.span, self._num_responses)
 
     def abort_all(self) -> None:
         """Cancel every response (aborting its engine request) and stop every decoder."""
@@ -97,6 +104,7 @@ class Session:
     async def _on_frame(self, data: bytes | str) -> bool:
         """Handle one frame; False when the session must end."""
         self.is_binary = isinstance(data, bytes)
+        self.gateway.telemetry.on_frame_in("ws", len(data))  # text frames: characters
         try:
             event = decode_frame(data, max_bytes=self.gateway.config.max_message_bytes)
             self._handle(event)
@@ -147,11 +155,17 @@ class Session:
             for item_id in message.item_ids:
                 items[item_id] = self.items.get(item_id)
         options = self.defaults.merged(event.options).resolved()
+        for item in items.values():
+            item.hold()  # an engine-side item outlives its deletion until the response ends
         self.responses[response_id] = Response(self.gateway, self.outbox, self.session_id, response_id, event,
-                                               options, self.instructions, items, self._on_response_end)
+                                               options, self.instructions, items, self._on_response_end,
+                                               session_span=self.span, default_traceparent=self.traceparent)
 
     def _on_response_end(self, response_id: str) -> None:
-        self.responses.pop(response_id, None)
+        response = self.responses.pop(response_id, None)
+        if response is not None:
+            for item in response.items.values():
+                item.release()
 
     # Writer
 
@@ -159,8 +173,10 @@ class Session:
         while True:
             event = await self.outbox.get()
             self._is_writing = True
-            await self.websocket.send(self._frame(event))
+            frame = self._frame(event)
+            await self.websocket.send(frame)
             self._is_writing = False
+            self.gateway.telemetry.on_frame_out("ws", len(frame.get("bytes") or frame.get("text")), error_code(event))
 
     def _frame(self, event: ServerEvent) -> dict:
         binary = self.is_binary if self.output_format is None else self.output_format == "msgpack"

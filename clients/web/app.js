@@ -2,6 +2,7 @@
 
 import { CameraStream, MicStream, fileModality, newCounters, newItemId, uploadFile } from "./media.js";
 import { Session, defaultStreamUrl } from "./protocol.js";
+import { SAMPLES } from "./samples.js";
 import { attachmentRow, formatBytes, logEvent, responseCard, showError } from "./views.js";
 
 const $ = (id) => document.getElementById(id);
@@ -156,7 +157,7 @@ function onErrorEvent(error) {
 
 // ---- files
 
-function addFiles(files) {
+function addFiles(files, { isSample = false } = {}) {
   for (const file of files) {
     const modality = fileModality(file);
     if (!modality) {
@@ -164,12 +165,14 @@ function addFiles(files) {
       continue;
     }
     const itemId = newItemId("file");
-    const att = { isStarted: false, isKnown: false, isRemoved: false };
-    att.row = attachmentRow(file, modality, () => {
+    const att = { isStarted: false, isKnown: false, isRemoved: false, isSample };
+    const forget = () => {
       att.isRemoved = true;
       state.attachments.delete(itemId);
       if (att.isStarted) state.session?.send({ type: "input.delete", item_id: itemId });
-    });
+    };
+    att.row = attachmentRow(file, modality, forget);
+    att.remove = () => { att.row.li.remove(); forget(); };
     state.attachments.set(itemId, att);
     state.uploads = state.uploads.then(() => upload(file, itemId, att));
   }
@@ -190,6 +193,23 @@ async function upload(file, itemId, att) {
     if (!att.isKnown) att.row.setStatus("uploaded, encoding…");
   } catch (err) {
     att.row.setStatus(`upload failed: ${err.message}`, true);
+  }
+}
+
+// ---- samples for the demo models: a click attaches one (instead of the previous sample) and asks about it
+
+function setupSamples() {
+  for (const sample of SAMPLES) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = sample.label;
+    button.addEventListener("click", async () => {
+      for (const att of [...state.attachments.values()]) if (att.isSample) att.remove();
+      addFiles([await sample.make()], { isSample: true });
+      $("prompt").value = sample.prompt;
+      $("prompt").focus();
+    });
+    $("sample-buttons").append(button);
   }
 }
 
@@ -373,6 +393,7 @@ function main() {
   $("camera-toggle").addEventListener("click", toggleCamera);
   $("mic-toggle").addEventListener("click", toggleMic);
   setupDropZone();
+  setupSamples();
   setInterval(updateStats, 200);
   ensureSession().catch(() => {});
 }

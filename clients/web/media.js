@@ -29,6 +29,7 @@ function isItemOf(kinds, itemId) {
 
 /** "image", "video" or "audio" for a File, from its type or else its extension; null if unknown. */
 export function fileModality(file) {
+  if (/^image\/jpeg;\s*fps=/i.test(file.type || "")) return "video";  // a JPEG sequence, as the camera sends
   const major = (file.type || "").split("/")[0];
   if (["image", "video", "audio"].includes(major)) return major;
   const ext = file.name.includes(".") ? file.name.split(".").pop().toLowerCase() : "";

@@ -11,6 +11,11 @@ import torch
 from torch import nn
 
 from llm_core.attention.metadata import AttentionMetadata
+from llm_core.distributed.group import SINGLE, TensorParallelGroup
+from llm_core.distributed.layers import (
+    MergedColumnParallelLinear, ParallelLMHead, QKVParallelLinear, RowParallelLinear, VocabParallelEmbedding,
+    vocab_parallel_logits,
+)
 from llm_core.layers.activation import silu_and_mul
 from llm_core.layers.norm import RMSNorm
 from llm_core.layers.rotary import RotaryEmbedding
@@ -25,14 +30,18 @@ def uses_triton_kernels(backend) -> bool:
 
 
 class Attention(nn.Module):
-    def __init__(self, cfg: ArchConfig, backend, rotary: RotaryEmbedding, **factory) -> None:
+    def __init__(self, cfg: ArchConfig, backend, rotary: RotaryEmbedding, tp: TensorParallelGroup = SINGLE,
+                 **factory) -> None:
         super().__init__()
-        self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-        self.q_size = cfg.num_heads * cfg.head_dim
-        self.kv_size = cfg.num_kv_heads * cfg.head_dim
-        self.qkv_proj = nn.Linear(cfg.hidden_size, self.q_size + 2 * self.kv_size, bias=cfg.attention_bias, **factory)
+        # This rank's heads (all of them at tensor-parallel size 1).
+        self.qkv_proj = QKVParallelLinear(cfg.hidden_size, cfg.head_dim, cfg.num_heads, cfg.num_kv_heads,
+                                          bias=cfg.attention_bias, tp=tp, **factory)
+        self.num_heads, self.num_kv_heads = self.qkv_proj.num_rank_heads, self.qkv_proj.num_rank_kv_heads
+        self.head_dim = cfg.head_dim
+        self.q_size = self.num_heads * cfg.head_dim
+        self.kv_size = self.num_kv_heads * cfg.head_dim
         o_bias = cfg.attention_bias and cfg.architecture != "Qwen2ForCausalLM"
-        self.o_proj = nn.Linear(self.q_size, cfg.hidden_size, bias=o_bias, **factory)
+        self.o_proj = RowParallelLinear(cfg.num_heads * cfg.head_dim, cfg.hidden_size, bias=o_bias, tp=tp, **factory)
         if cfg.qk_norm:
             self.q_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps, **factory)  # on [T, H, D] views: torch
             self.k_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps, **factory)
@@ -58,24 +67,28 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, cfg: ArchConfig, use_triton: bool = False, **factory) -> None:
+    def __init__(self, cfg: ArchConfig, use_triton: bool = False, tp: TensorParallelGroup = SINGLE,
+                 **factory) -> None:
         super().__init__()
         self.use_triton = use_triton
-        self.gate_up_proj = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=cfg.mlp_bias, **factory)
-        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=cfg.mlp_bias, **factory)
+        self.gate_up_proj = MergedColumnParallelLinear(cfg.hidden_size, [cfg.intermediate_size] * 2,
+                                                       bias=cfg.mlp_bias, tp=tp, **factory)
+        self.down_proj = RowParallelLinear(cfg.intermediate_size, cfg.hidden_size, bias=cfg.mlp_bias, tp=tp,
+                                           **factory)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down_proj(silu_and_mul(self.gate_up_proj(x), self.use_triton))
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, cfg: ArchConfig, backend, rotary: RotaryEmbedding, **factory) -> None:
+    def __init__(self, cfg: ArchConfig, backend, rotary: RotaryEmbedding, tp: TensorParallelGroup = SINGLE,
+                 **factory) -> None:
         super().__init__()
         fused = uses_triton_kernels(backend)
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, use_triton=fused, **factory)
-        self.self_attn = Attention(cfg, backend, rotary, **factory)
+        self.self_attn = Attention(cfg, backend, rotary, tp, **factory)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, use_triton=fused, **factory)
-        self.mlp = MLP(cfg, use_triton=fused, **factory)
+        self.mlp = MLP(cfg, use_triton=fused, tp=tp, **factory)
 
     def forward(self, positions, x, residual, kv_cache: KVCache, meta: AttentionMetadata):
         if residual is None:
@@ -88,24 +101,29 @@ class DecoderLayer(nn.Module):
 
 
 class LlamaForCausalLM(nn.Module):
-    """forward(input_ids [T], positions [T], kv_caches, meta) -> hidden [T, hidden_size]."""
+    """forward(input_ids [T], positions [T], kv_caches, meta) -> hidden [T, hidden_size].
+
+    With a tensor-parallel group `tp` of size > 1 this is one rank's shard (llm_core/distributed):
+    every rank runs forward on the same inputs; compute_logits gathers whole logits on the driver.
+    """
 
     def __init__(self, cfg: ArchConfig, backend, *, max_position: int, dtype: torch.dtype,
-                 device: torch.device | str) -> None:
+                 device: torch.device | str, tp: TensorParallelGroup = SINGLE) -> None:
         super().__init__()
         factory = {"dtype": dtype, "device": device}
         self.config = cfg
+        self.tp = tp
         fused = uses_triton_kernels(backend)
         self.rotary = RotaryEmbedding(cfg.head_dim, max_position, cfg.rope_theta, cfg.rope_scaling, device=device,
                                       use_triton=fused)
-        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size, **factory)
-        self.layers = nn.ModuleList(DecoderLayer(cfg, backend, self.rotary, **factory)
+        self.embed_tokens = VocabParallelEmbedding(cfg.vocab_size, cfg.hidden_size, tp=tp, **factory)
+        self.layers = nn.ModuleList(DecoderLayer(cfg, backend, self.rotary, tp, **factory)
                                     for _ in range(cfg.num_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, use_triton=fused, **factory)
         if cfg.tie_word_embeddings:
             self.lm_head = None
         else:
-            self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False, **factory)
+            self.lm_head = ParallelLMHead(cfg.vocab_size, cfg.hidden_size, tp=tp, **factory)
         self.requires_grad_(False)
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, kv_caches: list[KVCache],
@@ -118,9 +136,10 @@ class LlamaForCausalLM(nn.Module):
         return x
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """hidden [S, hidden_size] -> fp32 logits [S, vocab_size]."""
+        """hidden [S, hidden_size] -> fp32 logits [S, vocab_size] (on tensor-parallel ranks > 0: the
+        rank's own vocabulary shard, see vocab_parallel_logits)."""
         weight = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
-        return torch.nn.functional.linear(hidden, weight).float()
+        return vocab_parallel_logits(hidden, weight, self.config.vocab_size, self.tp)
 
     # Checkpoint name -> (parameter name, shard) for the merged projections.
     stacked_params = {
@@ -129,10 +148,7 @@ class LlamaForCausalLM(nn.Module):
     }
 
     def shard_slice(self, param_name: str, shard) -> slice:
-        """Rows of a merged parameter that a checkpoint tensor fills."""
-        cfg = self.config
-        if shard in ("q", "k", "v"):
-            q, kv = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
-            start = {"q": 0, "k": q, "v": q + kv}[shard]
-            return slice(start, start + (q if shard == "q" else kv))
-        return slice(shard * cfg.intermediate_size, (shard + 1) * cfg.intermediate_size)
+        """Rows of a merged parameter (this rank's part of it) that a checkpoint tensor fills."""
+        layer = self.layers[0]
+        merged = layer.self_attn.qkv_proj if param_name == "qkv_proj" else layer.mlp.gate_up_proj
+        return merged.shard_slice(shard)

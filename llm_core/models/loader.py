@@ -55,6 +55,14 @@ def iter_checkpoint(model_dir: str | Path, device: torch.device) -> Iterator[tup
                     total_bytes / 1e6, time.perf_counter() - start)
 
 
+def _rank_part(model: nn.Module, target: str, tensor: torch.Tensor, shard) -> torch.Tensor:
+    """This rank's part of a checkpoint tensor: a tensor-parallel layer narrows it to its shard
+    (llm_core/distributed/layers.py); any other parameter takes it whole."""
+    module_name, _, param_name = target.rpartition(".")
+    narrow = getattr(model.get_submodule(module_name), "narrow_checkpoint", None)
+    return tensor if narrow is None else narrow(param_name, tensor, shard)
+
+
 def load_weights(
     model: nn.Module,
     weights: Iterator[tuple[str, torch.Tensor]],
@@ -77,7 +85,7 @@ def load_weights(
         if name is None:
             continue
         parts = name.split(".")
-        target, rows = name, None
+        target, rows, shard = name, None, None
         for i, part in enumerate(parts):
             if part in stacked:
                 merged, shard = stacked[part]
@@ -87,6 +95,7 @@ def load_weights(
         param = params.get(target)
         if param is None:
             raise KeyError(f"checkpoint tensor {ckpt_name!r} has no place in the model ({target!r})")
+        tensor = _rank_part(model, target, tensor, shard)
         dest = param.data if rows is None else param.data[rows]
         if tuple(dest.shape) != tuple(tensor.shape):
             raise ValueError(f"checkpoint tensor {ckpt_name!r} has shape {tuple(tensor.shape)}, "

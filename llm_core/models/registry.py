@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from llm_core.distributed.group import SINGLE, TensorParallelGroup
 from llm_core.models.arch_config import ArchConfig
 from llm_core.models.llama import LlamaForCausalLM
 from llm_core.models.loader import iter_checkpoint, load_weights
@@ -34,10 +35,11 @@ def _rename(name: str, has_lm_head: bool) -> str | None:
 
 
 def build_model(model_dir: str, arch: ArchConfig, backend, *, dtype: torch.dtype, device: torch.device,
-                max_position: int) -> LlamaForCausalLM:
-    """Create the model with uninitialized weights on `device` and stream the checkpoint into it."""
+                max_position: int, tp: TensorParallelGroup = SINGLE) -> LlamaForCausalLM:
+    """Create the model with uninitialized weights on `device` and stream the checkpoint into it
+    (with a tensor-parallel group: this rank's shard of it)."""
     cls = MODEL_CLASSES[arch.architecture]
-    model = cls(arch, backend, max_position=max_position, dtype=dtype, device="meta")
+    model = cls(arch, backend, max_position=max_position, dtype=dtype, device="meta", tp=tp)
     model.to_empty(device=device)
     model.rotary.rebuild(device)
     has_lm_head = model.lm_head is not None

@@ -1,15 +1,17 @@
 """Encoder outputs of each request's media, computed once, and their place in a step's input.
 
-A request's items are registered when it is added; the next step encodes every request still
-pending in one batch per encoder and setting (all images and video frames through the vision
-tower together, all clips through the audio encoder), before any of its tokens run. Items found
-in the EmbeddingCache run no encoder; items of equal content in one batch are encoded once. The
-embeddings stay with the request until it finishes or is aborted, so preemption by recompute
-never runs an encoder again.
+A request's items are registered when it is added; items found in the EmbeddingCache then are
+held at once (and leave Request.unencoded_media). The scheduler plans the others within the
+step's encoder budget (SchedulerOutput.encoder_inputs); each step encodes its plan's items, of
+every request together, in one batch per encoder and setting (all images and video frames
+through the vision tower together, all clips through the audio encoder), before the forward.
+Items of equal content in one batch are encoded once. The embeddings stay with the request
+until it finishes or is aborted, so preemption by recompute never runs an encoder again.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -27,10 +29,15 @@ MAX_IMAGES_PER_FORWARD = 64
 class _Held:
     request: Request
     inputs: tuple[MultiModalInput, ...]
-    embeddings: list[torch.Tensor] | None = None  # one [length, C_text] per input; None: pending
+    embeddings: list[torch.Tensor | None] = field(init=False)  # one [length, C_text] per input; None: pending
     end: int = field(init=False)  # the end of the last placeholder run
+    # For traces: wall-clock ns of the first and last encoder batch that covered it; items found cached.
+    encode_start_ns: int | None = None
+    encode_end_ns: int | None = None
+    num_cache_hits: int = 0
 
     def __post_init__(self) -> None:
+        self.embeddings = [None] * len(self.inputs)
         self.end = max(item.end for item in self.inputs)
 
 
@@ -51,11 +58,22 @@ class MultiModalEmbedder:
         self.num_encoded_items = 0
 
     def add(self, request: Request, inputs: tuple[MultiModalInput, ...]) -> None:
-        """Registers a request's media; it is encoded by the next prepare_inputs_embeds. Replaces
-        what an earlier request of the same id left (the engine admits no two live ones)."""
+        """Registers a request's media (inputs[i] is request.media_spans[i]). Items in the cache are
+        held now and dropped from request.unencoded_media; the others are encoded in the step whose
+        plan lists them. Replaces what an earlier request of the same id left (the engine admits no
+        two live ones)."""
         self._held.pop(request.request_id, None)
-        if inputs:
-            self._held[request.request_id] = _Held(request, tuple(inputs))
+        if not inputs:
+            return
+        held = self._held[request.request_id] = _Held(request, tuple(inputs))
+        for index, item in enumerate(held.inputs):
+            cached = self.cache.get(item.content_hash)
+            if cached is not None:
+                held.embeddings[index] = cached
+                held.num_cache_hits += 1
+                request.unencoded_media.discard(index)
+        if held.num_cache_hits == len(held.inputs):  # nothing to encode: the span is the lookup
+            held.encode_start_ns = held.encode_end_ns = time.time_ns()
 
     def free(self, request_ids) -> None:
         """Drops the embeddings of these requests (unknown ids are ignored)."""
@@ -77,8 +95,8 @@ class MultiModalEmbedder:
         no scheduled token is a media placeholder (the model then embeds input_ids itself)."""
         if plan.finished_request_ids:
             self.release_finished()
-        if any(held.embeddings is None for held in self._held.values()):
-            self.encode_pending()
+        if plan.encoder_inputs:
+            self.encode(plan.encoder_inputs)
         rows = []  # (first row in the step, item embeddings, first row in the item, num rows)
         row = 0
         for entry in plan.requests:
@@ -87,6 +105,9 @@ class MultiModalEmbedder:
             if held is not None and held.end > start:
                 for item, embeddings in zip(held.inputs, held.embeddings):
                     lo, hi = max(start, item.offset), min(end, item.end)
+                    if lo < hi and embeddings is None:  # a bug: the scheduler did not plan its encoding
+                        raise RuntimeError(f"request {entry.request_id!r}: {item.modality} at {item.offset} "
+                                           "is scheduled but not encoded")
                     if lo < hi:
                         rows.append((row + lo - start, embeddings, lo - item.offset, hi - lo))
             row += entry.num_tokens
@@ -97,26 +118,44 @@ class MultiModalEmbedder:
             embeds[first:first + count] = embeddings[offset:offset + count]
         return embeds
 
-    def encode_pending(self) -> None:
-        """Encodes the media of every registered request that has no embeddings yet."""
-        pending = [held for held in self._held.values() if held.embeddings is None]
+    def encode_span(self, request_id: str) -> tuple[int, int, int, int] | None:
+        """(start_ns, end_ns, num_items, num_cache_hits) of the encoder batches that covered the
+        request's media (start = end when every item was cached); None without media."""
+        held = self._held.get(request_id)
+        if held is None or held.encode_start_ns is None or held.encode_end_ns is None:
+            return None
+        return held.encode_start_ns, held.encode_end_ns, len(held.inputs), held.num_cache_hits
+
+    def encode(self, encoder_inputs) -> None:
+        """Encodes the planned items, (request_id, index) pairs of several requests, in one batch
+        per encoder; an item that another request put in the cache meanwhile runs no encoder."""
+        start_ns = time.time_ns()
+        targets: list[tuple[_Held, int]] = []
         found: dict[str, torch.Tensor] = {}
         missing: dict[str, MultiModalInput] = {}
-        for held in pending:
-            for item in held.inputs:
-                if item.content_hash in found or item.content_hash in missing:
-                    continue
-                cached = self.cache.get(item.content_hash)
-                if cached is None:
-                    missing[item.content_hash] = item
-                else:
-                    found[item.content_hash] = cached
+        for request_id, index in encoder_inputs:
+            held = self._held.get(request_id)
+            if held is None or held.embeddings[index] is not None:
+                continue
+            targets.append((held, index))
+            item = held.inputs[index]
+            if item.content_hash in found or item.content_hash in missing:
+                continue
+            if self.cache.contains(item.content_hash):
+                found[item.content_hash] = self.cache.get(item.content_hash)
+            else:
+                missing[item.content_hash] = item
         encoded = self._encode(list(missing.values()))
         for item in missing.values():
             self.cache.put(item.content_hash, encoded[item.content_hash])
         found.update(encoded)
-        for held in pending:
-            held.embeddings = [found[item.content_hash] for item in held.inputs]
+        end_ns = time.time_ns()
+        for held, index in targets:
+            content_hash = held.inputs[index].content_hash
+            held.embeddings[index] = found[content_hash]
+            held.num_cache_hits += content_hash not in missing
+            held.encode_start_ns = held.encode_start_ns or start_ns
+            held.encode_end_ns = end_ns
 
     def _encode(self, items: list[MultiModalInput]) -> dict[str, torch.Tensor]:
         """content_hash -> embeddings [length, C_text] for items of distinct content. Each item's

@@ -8,7 +8,7 @@ tokens do not depend on the batch.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 
@@ -22,9 +22,10 @@ def row_positions(sampling: Sequence[ScheduledRequest]) -> list[tuple[ScheduledR
     return [(e, e.num_output_tokens + i) for e in sampling for i in range(e.num_draft_tokens + 1)]
 
 
-def sample_with_drafts(sampler: Sampler, logits: torch.Tensor,
-                       sampling: Sequence[ScheduledRequest]) -> dict[str, list[int]]:
-    """logits: [R, V] masked logits, R = sum(d + 1). Returns {request_id: 1..d+1 tokens}."""
+def sample_with_drafts(sampler: Sampler, logits: torch.Tensor, sampling: Sequence[ScheduledRequest],
+                       draft_probs: Mapping[str, torch.Tensor] | None = None) -> dict[str, list[int]]:
+    """logits: [R, V] masked logits, R = sum(d + 1). draft_probs: q [d, V] per request whose drafts
+    a draft model sampled (absent: a point mass, as n-gram drafts are). Returns {request_id: 1..d+1 tokens}."""
     rows = row_positions(sampling)
     batch = prepare_sampling_batch([e.sampling_params for e, _ in rows], [pos for _, pos in rows],
                                    logits.shape[-1], logits.device)
@@ -42,7 +43,8 @@ def sample_with_drafts(sampler: Sampler, logits: torch.Tensor,
             tokens[entry.request_id] = verify_greedy(drafts, argmax[start:end])
         else:
             # The uniform of row i decides draft i (drawn at draft i's own output position).
+            q = draft_probs.get(entry.request_id) if draft_probs else None
             tokens[entry.request_id] = verify_sampled(drafts, probs[start:end], uniforms[start:end - 1],
-                                                      noise[start:end])
+                                                      noise[start:end], q)
         start = end
     return tokens

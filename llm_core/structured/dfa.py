@@ -10,6 +10,8 @@ Bytes are grouped into classes that no transition tells apart (`byte_class[b]`),
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 from .dfa_minimize import minimize
@@ -52,6 +54,17 @@ class Dfa:
 
     def matches(self, data: bytes) -> bool:
         return self.is_accepting(self.step(0, data))
+
+    def breadth_first(self) -> Iterator[int]:
+        """Every state, nearest the start (fewest bytes from it) first; lazily, so taking the first
+        few costs little."""
+        order, seen = [0], {0}
+        for state in order:
+            yield state
+            for target in self._rows[state]:
+                if target >= 0 and target not in seen:
+                    seen.add(target)
+                    order.append(target)
 
     def distance_to_accept(self) -> np.ndarray:
         """[num_states] fewest bytes from each state to an accepting one."""

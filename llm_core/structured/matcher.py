@@ -129,8 +129,12 @@ class GrammarMatcher:
 
 def write_bitmask_row(bitmask: torch.Tensor | np.ndarray, index: int, mask: np.ndarray) -> None:
     """Copy `mask` into row `index` of a numpy array or torch tensor (torch is imported only then)."""
-    row = bitmask[index] if bitmask.ndim == 2 else bitmask
-    if isinstance(bitmask, np.ndarray):
+    # A CPU tensor is written through its numpy view: one copy, no torch dispatch (this runs
+    # once per constrained row per step).
+    on_cpu = isinstance(bitmask, np.ndarray) or bitmask.device.type == "cpu"
+    target = bitmask if isinstance(bitmask, np.ndarray) else bitmask.numpy() if on_cpu else bitmask
+    row = target[index] if target.ndim == 2 else target
+    if on_cpu:
         ok = row.dtype == np.int32
     else:
         import torch
@@ -138,7 +142,7 @@ def write_bitmask_row(bitmask: torch.Tensor | np.ndarray, index: int, mask: np.n
     if not ok or row.shape[-1] != mask.shape[0]:
         raise ValueError(f"bitmask row must be int32 of width {mask.shape[0]}, got "
                          f"{row.dtype} {tuple(row.shape)}")
-    if isinstance(bitmask, np.ndarray):
+    if on_cpu:
         row[...] = mask
     else:
         row.copy_(torch.from_numpy(mask.copy()))  # masks are read-only; torch wants writable

@@ -6,6 +6,13 @@ canonical schema or pattern, the compile settings and GRAMMAR_VERSION. A disk en
 skips compilation and those mask walks. Masks computed later stay in memory until
 `save_compiled` is called again (the engine may do so when a request finishes). Unreadable or
 mismatching files are treated as misses and overwritten.
+
+A build computes the start state's mask, and with `precompute_seconds` more masks ahead,
+breadth-first from the start (None: all of them). The default computes the rest on first use, on
+the step loop: a mask inside a free string costs up to ~20 ms with a 150k-token vocabulary, but
+only the states a request reaches are computed. Computing all ahead costs ~5-10x the CPU time of
+one instance's masks and runs in the compile thread, which shares the GIL with the step loop
+(docs/structured-output.md, "Benchmark"); it suits warming a disk cache for known schemas.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from .tokenizer_info import TokenizerInfo
 
 logger = logging.getLogger(__name__)
 DEFAULT_MAX_MEMORY_ENTRIES = 64
+DEFAULT_PRECOMPUTE_SECONDS = 0.0
 
 
 class CompiledGrammarCache:
@@ -61,7 +69,8 @@ class CompiledGrammarCache:
             self._entries.clear()
 
     def get(self, grammar: Grammar | GrammarSpec, tokenizer_info: TokenizerInfo,
-            cache_dir: str | os.PathLike | None = None) -> CompiledGrammar:
+            cache_dir: str | os.PathLike | None = None,
+            precompute_seconds: float | None = DEFAULT_PRECOMPUTE_SECONDS) -> CompiledGrammar:
         key = compiled_key(grammar.key, tokenizer_info)
         compiled = self.lookup(key)
         if compiled is not None:
@@ -73,7 +82,7 @@ class CompiledGrammarCache:
             if isinstance(grammar, GrammarSpec):
                 grammar = grammar.compile()
             compiled = CompiledGrammar(grammar, tokenizer_info)
-            compiled.token_mask(0)
+            compiled.precompute(max_seconds=precompute_seconds)
             if path is not None:
                 save_compiled(compiled, path.parent)
         self.insert(compiled)
@@ -84,12 +93,14 @@ MEMORY_CACHE = CompiledGrammarCache()
 
 
 def compile_for_tokenizer(grammar: Grammar | GrammarSpec, tokenizer_info: TokenizerInfo, *,
-                          cache_dir: str | os.PathLike | None = None) -> CompiledGrammar:
+                          cache_dir: str | os.PathLike | None = None,
+                          precompute_seconds: float | None = DEFAULT_PRECOMPUTE_SECONDS) -> CompiledGrammar:
     """The CompiledGrammar of (grammar, tokenizer), from memory, from `cache_dir`, or built.
 
-    A GrammarSpec is compiled only on a miss of both caches. Safe to call from several threads.
+    A GrammarSpec is compiled only on a miss of both caches; a build computes the start state's
+    token mask and more for up to `precompute_seconds` (None: all). Safe to call from several threads.
     """
-    return MEMORY_CACHE.get(grammar, tokenizer_info, cache_dir)
+    return MEMORY_CACHE.get(grammar, tokenizer_info, cache_dir, precompute_seconds)
 
 
 def save_compiled(compiled: CompiledGrammar, cache_dir: str | os.PathLike) -> Path:

@@ -10,6 +10,8 @@ Bit layout: token t is bit t % 32 of int32 word t // 32, as `apply_token_bitmask
 from __future__ import annotations
 
 import hashlib
+import itertools
+import time
 
 import numpy as np
 
@@ -79,10 +81,16 @@ class CompiledGrammar:
             self._masks[state] = mask
         return mask
 
-    def precompute(self, max_states: int | None = None) -> None:
-        """Compute the masks of the first `max_states` states (all by default) ahead of use."""
-        for state in range(min(self.num_states, max_states or self.num_states)):
+    def precompute(self, max_states: int | None = None, max_seconds: float | None = None) -> int:
+        """Compute masks ahead of use, breadth-first from the start state (the states a request
+        reaches first come first), until `max_states` masks (default all) or `max_seconds` have
+        passed; the start state's mask is always computed. Returns the number of masks held."""
+        deadline = None if max_seconds is None else time.perf_counter() + max_seconds
+        for state in itertools.islice(self.dfa.breadth_first(), max_states):
             self.token_mask(state)
+            if deadline is not None and time.perf_counter() >= deadline:
+                break
+        return len(self._masks)
 
     def next_state(self, state: int, token_id: int) -> int:
         """The DFA state after a non-EOS token, or DEAD when the token is not allowed."""

@@ -24,8 +24,9 @@ class FakeEngine:
         self.max_model_len = 128
         self.requests: dict[str, list] = {}  # id -> [prompt, max_tokens, num_generated]
         self.num_aborted = 0
+        self.items: dict[str, int] = {}  # uploaded media items: id -> frames so far
 
-    def add_request(self, prompt, params, *, request_id=None, priority=0, arrival_time=None) -> str:
+    def add_request(self, prompt, params, *, request_id=None, priority=0, arrival_time=None, traceparent=None) -> str:
         if prompt == "invalid":
             raise ValueError("the prompt is invalid")
         if request_id in self.requests:
@@ -58,7 +59,20 @@ class FakeEngine:
                                           "length" if finished else None, num_prompt_tokens=len(prompt)))
         return deltas
 
+    def add_media_item(self, item_id, modality, data, *, final=True) -> int:
+        """Counts an item's frames; modality "crash" raises a bug, any other but video is refused."""
+        if modality == "crash":
+            raise RuntimeError("the encoder blew up")
+        if modality != "video":
+            raise ValueError(f"item {item_id!r}: the fake engine takes video only")
+        self.items[item_id] = self.items.get(item_id, 0) + len(data)
+        return self.items[item_id]
+
+    def delete_media_item(self, item_id) -> bool:
+        return self.items.pop(item_id, None) is not None
+
     def stats(self) -> dict:
         running = min(len(self.requests), self.max_num_seqs)
         return {"num_running": running, "num_waiting": len(self.requests) - running, "num_preemptions": 0,
-                "kv_usage": running / self.max_num_seqs, "num_aborted": self.num_aborted}
+                "kv_usage": running / self.max_num_seqs, "num_aborted": self.num_aborted,
+                "num_media_items": len(self.items)}

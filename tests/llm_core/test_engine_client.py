@@ -15,6 +15,7 @@ import sys
 from multiprocessing import shared_memory
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from llm_core import engine_client
@@ -253,3 +254,29 @@ def test_killing_the_engine_process_ends_every_stream_and_restart_works():
 
     deltas = run(main())
     assert [t for d in deltas for t in d.new_token_ids] == [fake_token("abc", k) for k in range(6)]
+
+
+@pytest.mark.parametrize("mode", ["thread", "process"])
+def test_media_items_are_appended_answered_and_deleted(mode):
+    frame = np.zeros((8, 8, 3), np.uint8)
+
+    async def main():
+        async with make_client(mode=mode) as client:
+            assert await client.append_item("clip", "video", [frame, frame], final=False) == 2
+            assert await client.append_item("clip", "video", [frame], final=True) == 3
+            with pytest.raises(EngineRequestError, match="video only") as refused:
+                await client.append_item("img", "image", frame, final=True)
+            assert (refused.value.request_id, refused.value.kind) == ("img", "invalid_request")
+            with pytest.raises(EngineRequestError, match="blew up") as failed:
+                await client.append_item("x", "crash", [], final=True)
+            assert failed.value.kind == "internal"
+            assert (await client.stats())["num_media_items"] == 1
+            client.delete_item("clip")
+            assert (await client.stats())["num_media_items"] == 0  # commands are handled in order
+            deltas = await collect(client, request("after", "abc", max_tokens=2))  # the engine runs on
+        with pytest.raises(EngineDeadError):
+            await client.append_item("late", "video", [frame], final=True)
+        client.delete_item("late")  # nothing to do on a closed client
+        return deltas
+
+    assert [t for d in run(main()) for t in d.new_token_ids] == [fake_token("abc", k) for k in range(2)]

@@ -5,11 +5,12 @@ from __future__ import annotations
 from multiprocessing import shared_memory
 
 import msgpack
+import numpy as np
 import pytest
 
 from llm_core.engine_protocol import (
-    AbortRequests, AddRequest, EngineError, EngineRequest, GetStats, ProtocolError, Ready, Shutdown, Stats,
-    StepOutputs, decode_message, encode_message, unlink_shared_buffers,
+    AbortRequests, AddRequest, AppendItem, DeleteItem, EngineError, EngineRequest, GetStats, ItemAppended,
+    ProtocolError, Ready, Shutdown, Stats, StepOutputs, decode_message, encode_message, unlink_shared_buffers,
 )
 from llm_core.outputs import CompletionDelta
 from llm_core.sampling_params import SamplingParams
@@ -57,9 +58,28 @@ def test_default_sampling_params_are_not_sent():
     EngineError("r-2", "the prompt is empty", "invalid_request"),
     EngineError(None, "engine step failed", "fatal"),
     Stats(7, {"num_running": 1, "kv_usage": 0.25}),
+    DeleteItem("sess/clip/0"),
+    ItemAppended(3, "sess/clip/0", 12),
+    ItemAppended(4, "sess/clip/0", error="item 'sess/clip/0': more than 64 frames", kind="invalid_request",
+                 code="media_too_large"),
 ], ids=lambda m: type(m).__name__)
 def test_control_messages_round_trip(message):
     assert _round_trip(message)[0] == message
+
+
+def test_append_item_carries_frames_and_audio_as_buffers_through_shared_memory():
+    frames = [np.random.default_rng(i).integers(0, 256, (24, 20, 3), dtype=np.uint8) for i in range(3)]
+    payload, shm_names = encode_message(AppendItem(1, "clip", "video", frames, False), shm_threshold=1024)
+    assert len(shm_names) == 3 and len(payload) < 1024  # each frame's bytes in its own segment
+    decoded = decode_message(payload)
+    assert (decoded.query_id, decoded.item_id, decoded.modality, decoded.final) == (1, "clip", "video", False)
+    assert len(decoded.data) == 3 and all(np.array_equal(a, b) for a, b in zip(decoded.data, frames))
+    assert not any(_segment_exists(name) for name in shm_names)
+    samples = np.linspace(-1, 1, 50, dtype=np.float32)
+    decoded, shm_names = _round_trip(AppendItem(2, "mic", "audio", (samples, 16000), True))
+    assert shm_names == () and decoded.final
+    assert isinstance(decoded.data, tuple) and decoded.data[1] == 16000 and np.array_equal(decoded.data[0], samples)
+    assert _round_trip(AppendItem(3, "clip", "video", [], True))[0].data == []
 
 
 def test_step_outputs_round_trip_with_logprobs_keyed_by_token_id():

@@ -43,7 +43,8 @@ def engine_logits(llm: LLM, ids: list[int], chunk: int) -> torch.Tensor:
         for start in range(0, len(ids), chunk):
             piece = tuple(ids[start:start + chunk])
             entry = ScheduledRequest("probe", piece, start, blocks, True, 0, SamplingParams())
-            input_ids, positions, meta, _ = engine.runner.prepare_inputs(SchedulerOutput((entry,), len(piece)))
+            runner = engine.runner
+            input_ids, positions, meta, _ = runner.to_device(runner.prepare_inputs(SchedulerOutput((entry,), len(piece))))
             with torch.inference_mode():
                 hidden = engine.runner.model(input_ids, positions, engine.runner.kv_caches, meta)
                 pieces.append(engine.runner.model.compute_logits(hidden))

@@ -70,3 +70,33 @@ def test_help_lists_every_option():
         assert flag in result.stdout, flag
     for option in OPTIONS:
         assert option.env in result.stdout.replace("\n", "").replace(" ", ""), option.env
+
+
+@pytest.mark.parametrize("argv, environ, endpoint", [
+    ([], {}, None),
+    ([], {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://jaeger:4318/"}, "http://jaeger:4318/v1/traces"),
+    ([], {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://a:4318", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://b:4318/t"},
+     "http://b:4318/t"),
+    (["--otlp-traces-endpoint", "http://c:4318/v1/traces"], {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://a:4318"},
+     "http://c:4318/v1/traces"),
+    ([], {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://a:4318", "OTEL_SDK_DISABLED": "true"}, None),
+    ([], {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://a:4318", "OTEL_TRACES_EXPORTER": "none"}, None),
+])
+def test_tracing_follows_the_standard_otel_variables(argv, environ, endpoint):
+    config = load_config(argv, environ={**environ, "OTEL_SERVICE_NAME": "edge-1"})
+    assert (config.otlp_traces_endpoint, config.otel_service_name) == (endpoint, "edge-1")
+
+
+@pytest.mark.parametrize("argv, environ", [
+    (["--otlp-traces-endpoint", "jaeger:4318"], {}),
+    ([], {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://a:4317", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}),
+])
+def test_bad_tracing_settings_exit_with_a_message(argv, environ, capsys):
+    with pytest.raises(SystemExit):
+        load_config(argv, environ=environ)
+    assert "error:" in capsys.readouterr().err
+
+
+def test_profiler_flags_are_engine_options():
+    config = load_config(["--profile-steps", "20", "--profile-dir", "/tmp/p"], environ={})
+    assert dict(config.engine_options) == {"profile_steps": 20, "profile_dir": "/tmp/p"}

@@ -79,7 +79,8 @@ def test_preempted_requests_keep_their_embeddings(llava_path):
     prompts = [chat("image", random_image(10 + i)) for i in range(3)]
     expected = [o.token_ids for o in make_mm_llm(llava_path).generate(prompts, params)]
     # No embedding cache, and a KV pool of 10 blocks where the three requests need 18: they are
-    # preempted and recomputed, yet the three images went through the tower in one forward.
+    # preempted and recomputed, yet each image went through the tower once (the steps that admitted
+    # them encoded them, several requests' images in one forward).
     llm = make_mm_llm(llava_path, embedding_cache_bytes=0, max_model_len=128, block_size=BLOCK_SIZE,
                       cpu_kv_cache_bytes=10 * 2 * BLOCK_SIZE * 2 * 2 * 16 * 4)
     assert llm.engine.num_blocks == 10
@@ -87,7 +88,7 @@ def test_preempted_requests_keep_their_embeddings(llava_path):
     embedder = llm.engine.multimodal.embedder
     assert llm.engine.scheduler.num_preemptions > 0
     assert [o.token_ids for o in outputs] == expected
-    assert (embedder.num_encoder_forwards, embedder.num_encoded_items) == (1, 3)
+    assert embedder.num_encoded_items == 3 and embedder.num_encoder_forwards < 3
     # Finished and aborted requests release their embeddings.
     request_id = llm.engine.add_request(prompts[0], params)
     assert embedder.has_media(request_id)

@@ -36,11 +36,16 @@ def test_streamed_video_is_encoded_before_its_last_chunk(llm):
         frames = [f.image for f in decoder.push(piece)]
         if frames:
             engine.add_media_item("clip-1", "video", frames, final=False)
+            assert engine.has_unfinished_requests()  # its frames wait for a step
+        while engine.has_unfinished_requests():  # what the engine loop does between messages
+            assert engine.step() == []
         frames_seen += frames
     forwards_before_last = embedder.num_encoder_forwards
     last = [f.image for f in decoder.push(chunks[-1]) + decoder.finish()]
     decoder.close()
     engine.add_media_item("clip-1", "video", last, final=True)
+    while engine.has_unfinished_requests():
+        engine.step()
     frames_seen += last
     assert forwards_before_last > 0, "no frame was encoded before the last chunk arrived"
     assert engine.multimodal.items.num_frames_encoded >= len(frames_seen)
@@ -68,3 +73,20 @@ def test_item_errors_are_clear(llm):
     assert not engine.delete_media_item("empty")  # a failed first append leaves nothing behind
     assert engine.delete_media_item("open") and not engine.delete_media_item("open")
     assert not engine.has_unfinished_requests()
+
+
+def test_uploaded_frames_take_the_encoder_budget_that_requests_leave(tmp_path):
+    llm = make_mm_llm(make_llava_checkpoint(tmp_path, "clip", seed=8), max_num_encoder_input_tokens=1)
+    engine, items = llm.engine, llm.engine.multimodal.items
+    frames = [np.full((32, 32, 3), 40 * i, np.uint8) for i in range(3)]
+    engine.add_media_item("clip", "video", frames, final=False)
+    assert (items.num_frames_encoded, items.num_pending_frames) == (0, 3)
+    engine.step()  # a frame is over the budget of one row: each step takes one, alone
+    assert (items.num_frames_encoded, items.num_pending_frames) == (1, 2)
+    engine.add_media_item("clip", "video", [], final=True)
+    # A request naming the committed item encodes its waiting frames when it is added.
+    out = llm.generate(chat({"type": "item", "item_id": "clip"}), GREEDY)[0]
+    assert (items.num_frames_encoded, items.num_pending_frames) == (3, 0)
+    direct = llm.generate(chat({"type": "video", "video": frames}), GREEDY)[0]
+    assert out.token_ids == direct.token_ids
+    assert engine.stats()["num_item_frames_encoded"] == 3

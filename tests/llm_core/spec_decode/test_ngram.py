@@ -37,8 +37,15 @@ def test_config_validation_and_overrides():
     assert config.num_tokens_for(None) == 3
     assert config.num_tokens_for({"enabled": False}) == 0
     assert config.num_tokens_for({"enabled": True, "num_tokens": 5}) == 5
-    with pytest.raises(ValueError, match="draft"):
-        SpeculativeConfig.from_dict({"method": "draft", "model": "x"})
+    with pytest.raises(ValueError, match="model"):
+        SpeculativeConfig.from_dict({"method": "draft"})
+    with pytest.raises(ValueError, match="model"):
+        SpeculativeConfig.from_dict({"method": "ngram", "model": "x"})
+    draft = SpeculativeConfig.from_dict({"method": "draft", "model": "x", "num_tokens": "auto"})
+    assert draft.adaptive and draft.num_tokens == 8
+    assert draft.is_adaptive_for(None) and not draft.is_adaptive_for({"num_tokens": 2})
+    with pytest.raises(ValueError, match="auto"):
+        SpeculativeConfig.from_dict({"method": "ngram", "num_tokens": "auto", "adaptive": False})
     with pytest.raises(ValueError, match="bogus"):
         SpeculativeConfig.from_dict({"bogus": 1})
     with pytest.raises(ValueError):

@@ -62,3 +62,15 @@ def test_preemption_drops_drafts():
     request.spec_token_ids = [8, 9]
     sched._preempt(sched.running.pop(), [])
     assert request.spec_token_ids == [] and request.num_computed_tokens == 0
+
+
+def test_lookahead_slots_for_a_draft_model_when_they_fit():
+    sched = make_scheduler(num_blocks=6)  # 5 usable blocks of 4 tokens
+    sched.num_lookahead_tokens = 3
+    sched.add_request(make_request("a", 6, max_tokens=20))
+    plan = sched.schedule()
+    assert len(plan.requests[0].block_ids) == 3  # 6 prompt tokens + 3 ahead: 9 slots
+    sched.update_from_output(plan, {"a": 7})
+    sched.add_request(make_request("b", 6, max_tokens=20, first_token=40))
+    plan = sched.schedule()  # a's decode and its 3 ahead fit its blocks; b gets its 6 slots, not 3 more
+    assert [len(e.block_ids) for e in plan.requests] == [3, 2] and sched.num_preemptions == 0

@@ -27,6 +27,15 @@ def test_memory_cache_returns_one_object_per_grammar_and_tokenizer(info):
     assert compile_for_tokenizer(GrammarSpec.regex("[xy]{3}"), info) is first
 
 
+def test_compiling_computes_the_start_mask_or_more_on_request(info):
+    spec = GrammarSpec.json_schema({"type": "object", "properties": {"tag": {"type": "string"}}})
+    assert CompiledGrammarCache().get(spec, info).computed_states == [0]
+    eager = CompiledGrammarCache().get(spec, info, precompute_seconds=None)
+    assert eager.num_states > 1 and eager.computed_states == list(range(eager.num_states))
+    regex = compile_for_tokenizer(GrammarSpec.regex("[pq]{2}"), info, precompute_seconds=10)
+    assert regex.computed_states == list(range(regex.num_states))
+
+
 def test_lru_evicts_the_least_recently_used(info):
     cache = CompiledGrammarCache(max_entries=2)
     a, b, c = (cache.get(GrammarSpec.regex(p), info) for p in ["a+", "b+", "c+"])

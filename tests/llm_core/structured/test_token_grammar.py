@@ -48,6 +48,17 @@ def test_masks_are_memoized_read_only_and_cover_padding(info):
     assert compiled.computed_states == list(range(compiled.num_states))
 
 
+def test_precompute_goes_breadth_first_within_its_limits(info):
+    grammar = compile_regex("abcd|x")
+    order = list(grammar.dfa.breadth_first())
+    assert sorted(order) == list(range(grammar.num_states)) and order[0] == 0
+    assert set(order[1:3]) == {grammar.dfa.step(0, b"a"), grammar.dfa.step(0, b"x")}
+    compiled = CompiledGrammar(grammar, info)
+    assert compiled.precompute(max_states=2) == 2 and compiled.computed_states == sorted(order[:2])
+    fresh = CompiledGrammar(grammar, info)
+    assert fresh.precompute(max_seconds=0) == 1 and fresh.computed_states == [0]  # the start state at least
+
+
 def test_pack_bits_layout():
     allowed = np.zeros(70, dtype=bool)
     allowed[[0, 31, 32, 69]] = True

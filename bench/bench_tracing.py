@@ -1,0 +1,290 @@
+"""Throughput of the gateway with tracing exporting to a local OTLP receiver, against tracing off,
+in one run.
+
+    python -m bench.bench_tracing [--sessions 8] [--requests 6] [--tokens 16] [--rounds 3] [--out F.json]
+
+Two servers run side by side, each in its own process with its engine in another (mode
+"process", as `python -m service` runs it), on the tiny demo checkpoint (CPU): one with no OTLP
+endpoint (no exporter, and the engine records nothing), one exporting every response's spans over
+OTLP/HTTP to a receiver in a third process that decodes each ExportTraceServiceRequest (as a
+collector would). The load comes from this process: S WebSocket sessions at once, each running R
+responses of T tokens one after another, against both servers at once in each round: the two
+compete for the same cores, so the throughput ratio is the inverse ratio of their CPU cost per
+request, and whatever else loads a shared machine hits both alike (run one after the other, rounds
+on this 2-core machine shared with other jobs varied by more than 2x). The table reports each
+mode's median round, the median and range of the rounds' on/off ratios, and the CPU time the
+server's processes (gateway and engine) spent per request. A second table measures, in this
+process, the gateway's own telemetry work per response.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import msgpack
+from websockets.asyncio.client import connect
+
+DEMO_DIR = Path(".cache/demo-model")
+ENGINE_OPTIONS = {"device": "cpu", "max_model_len": 512}
+
+
+def run_receiver(port: int, num_spans) -> None:
+    """An OTLP/HTTP trace receiver that decodes every export and counts its spans."""
+    import uvicorn
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (ExportTraceServiceRequest,
+                                                                           ExportTraceServiceResponse)
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    async def receive(request):
+        export = ExportTraceServiceRequest.FromString(await request.body())
+        count = sum(len(ss.spans) for rs in export.resource_spans for ss in rs.scope_spans)
+        with num_spans.get_lock():
+            num_spans.value += count
+        return Response(ExportTraceServiceResponse().SerializeToString(), media_type="application/x-protobuf")
+
+    app = Starlette(routes=[Route("/v1/traces", receive, methods=["POST"])])
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
+def run_gateway(port: int, model_dir: str, endpoint: str | None) -> None:
+    import uvicorn
+
+    from service.app import build_app
+    from service.config import ServiceConfig
+    from service.server import uvicorn_config
+
+    config = ServiceConfig(model=model_dir, port=port, log_level="warning", engine_options=ENGINE_OPTIONS,
+                           otlp_traces_endpoint=endpoint)
+    uvicorn.Server(uvicorn_config(config, build_app(config))).run()
+
+
+async def session(url: str, deadline: float, tokens: int) -> tuple[int, int]:
+    """One session running responses one after another until `deadline` (perf_counter);
+    returns (responses, tokens) received."""
+    received = i = 0
+    async with connect(url, compression=None, max_size=None, proxy=None, open_timeout=60) as ws:
+        await ws.recv()  # session.created
+        while time.perf_counter() < deadline:
+            i += 1
+            await ws.send(msgpack.packb({"type": "response.create", "response_id": f"r{i}", "max_tokens": tokens,
+                                         "ignore_eos": True, "seed": i,
+                                         "messages": [{"role": "user", "content": f"Tell me about {i}."}]}))
+            while True:
+                event = msgpack.unpackb(await ws.recv())
+                if event["type"] == "response.delta":
+                    received += len(event.get("token_ids") or ())
+                elif event["type"] == "response.done":
+                    assert event["status"] == "incomplete", event
+                    break
+    return i, received
+
+
+async def load(url: str, sessions: int, seconds: float, tokens: int, server_pid: int | None = None) -> dict:
+    """S sessions for `seconds`: throughput, and the CPU time the server (gateway and engine) spent."""
+    cpu_before = cpu_seconds(server_pid) if server_pid else 0.0
+    start = time.perf_counter()
+    results = await asyncio.gather(*(session(url, start + seconds, tokens) for _ in range(sessions)))
+    elapsed = time.perf_counter() - start
+    cpu = cpu_seconds(server_pid) - cpu_before if server_pid else 0.0
+    requests, received = sum(r[0] for r in results), sum(r[1] for r in results)
+    assert received == requests * tokens, "tokens were lost"
+    return {"seconds": elapsed, "requests": requests, "requests_per_s": requests / elapsed,
+            "tokens_per_s": received / elapsed, "server_cpu_ms_per_request": 1e3 * cpu / requests}
+
+
+async def both(urls: dict[str, str], sessions: int, seconds: float, tokens: int, pids: dict[str, int]) -> tuple:
+    return tuple(await asyncio.gather(*(load(urls[mode], sessions, seconds, tokens, pids[mode])
+                                        for mode in ("off", "on"))))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its descendants so far (Linux /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    stats = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks)  # ppid, cpu
+    total, frontier = 0.0, [pid]
+    while frontier:
+        current = frontier.pop()
+        total += stats.get(current, (0, 0.0))[1]
+        frontier += [child for child, (ppid, _) in stats.items() if ppid == current]
+    return total
+
+
+def span_work(endpoint: str | None, num_responses: int = 300, reps: int = 7) -> dict:
+    """The gateway's own telemetry work per response, in this process: a root span, a media and
+    three engine spans from records, a first-token event, 16 deltas' latencies, the end; and with
+    tracing, the export of those spans (force_flush: protobuf encoding and the POST). Best of `reps`."""
+    from llm_core.engine_client import CompletionDelta
+    from protocol import GenerationOptions, Usage
+    from service.config import ServiceConfig
+    from service.telemetry import Telemetry
+
+    class Item:  # what ResponseWatch.media reads of a decoded item
+        item_id, modality, mime, num_bytes, cached, num_tokens = "img", "image", "image/png", 50_000, False, 576
+        started_ns = ended_ns = time.time_ns()
+
+    telemetry = Telemetry(ServiceConfig(model="demo", otlp_traces_endpoint=endpoint), lambda: 0)
+    options = GenerationOptions(max_tokens=16).resolved()
+    delta = CompletionDelta("r", (1,), "x", False)
+    best_work, best_export = float("inf"), float("inf")
+    for _ in range(reps):
+        start = time.perf_counter()
+        for i in range(num_responses):
+            watch = telemetry.start_response("ws", f"r{i}", options, session_id="s")
+            watch.media([Item])
+            now = time.time_ns()
+            records = {"traceparent": watch.engine_traceparent, "events": [], "spans": [
+                ["queue wait", now, now + 10, {"tributary.priority": 0}, None],
+                ["prefill", now + 10, now + 20, {"tributary.prefill.tokens": 40, "tributary.prefill.cached_tokens": 0,
+                                                 "tributary.prefill.steps": 1}, None],
+                ["decode", now + 20, now + 30, {"tributary.decode.tokens": 15, "tributary.decode.steps": 15}, None]]}
+            for _ in range(15):
+                watch.on_delta(delta)
+            watch.on_delta(CompletionDelta("r", (1,), "x", True, "length", trace=records if endpoint else None))
+            watch.finish("incomplete", "length", Usage(40, 16, 0))
+        work = time.perf_counter() - start
+        start = time.perf_counter()
+        if telemetry.tracing is not None:
+            telemetry.tracing.force_flush()
+        best_work, best_export = min(best_work, work), min(best_export, time.perf_counter() - start)
+    telemetry.close()
+    return {"work_us_per_response": 1e6 * best_work / num_responses,
+            "export_us_per_response": 1e6 * best_export / num_responses}
+
+
+async def wait_open(url: str, timeout_s: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            async with connect(url, proxy=None, open_timeout=5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
+def start(target, *args) -> multiprocessing.Process:
+    process = multiprocessing.get_context("spawn").Process(target=target, args=args)  # not a daemon: it spawns
+    process.start()
+    return process
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sessions", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of a round")
+    parser.add_argument("--tokens", type=int, default=16, help="tokens per response")
+    parser.add_argument("--rounds", type=int, default=8, help="measured rounds (both servers loaded in each)")
+    parser.add_argument("--port", type=int, default=18941, help="first of three loopback ports")
+    parser.add_argument("--out", default="bench/results/tracing_cpu.json")
+    args = parser.parse_args()
+    if not (DEMO_DIR / "config.json").is_file():
+        subprocess.run([sys.executable, "-m", "llm_core.demo", "--build-only", str(DEMO_DIR)], check=True,
+                       stdout=subprocess.DEVNULL)
+    num_spans = multiprocessing.get_context("spawn").Value("q", 0)
+    receiver_url = f"http://127.0.0.1:{args.port}/v1/traces"
+    urls = {"off": f"ws://127.0.0.1:{args.port + 1}/v1/stream", "on": f"ws://127.0.0.1:{args.port + 2}/v1/stream"}
+    processes = [start(run_receiver, args.port, num_spans),
+                 start(run_gateway, args.port + 1, str(DEMO_DIR), None),
+                 start(run_gateway, args.port + 2, str(DEMO_DIR), receiver_url)]
+    rounds: dict[str, list[dict]] = {"off": [], "on": []}
+    try:
+        warm_up = {}
+        for mode, url in urls.items():
+            asyncio.run(wait_open(url))
+            warm_up[mode] = asyncio.run(load(url, args.sessions, 1.0, args.tokens))
+        pids = {"off": processes[1].pid, "on": processes[2].pid}
+        receiver_cpu = cpu_seconds(processes[0].pid)
+        for _ in range(args.rounds):  # both at once: whatever else loads the machine hits both alike
+            off, on = asyncio.run(both(urls, args.sessions, args.seconds, args.tokens, pids))
+            rounds["off"].append(off)
+            rounds["on"].append(on)
+        # The exporter sends a batch every 5 s: wait until the count holds still for 6 s (at most 60 s).
+        deadline, last, still_since = time.monotonic() + 60, -1, time.monotonic()
+        while time.monotonic() < deadline and time.monotonic() - still_since < 6:
+            if num_spans.value != last:
+                last, still_since = num_spans.value, time.monotonic()
+            time.sleep(0.2)
+        spans = num_spans.value
+        receiver_cpu = cpu_seconds(processes[0].pid) - receiver_cpu
+        work = {"off": span_work(None), "on": span_work(receiver_url)}
+    finally:
+        for process in processes:
+            process.kill()
+            process.join(10)
+    result = {"machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()},
+              "model": "demo (tiny random Llama, CPU)", "sessions": args.sessions, "seconds_per_round": args.seconds,
+              "tokens_per_request": args.tokens, "rounds": rounds,
+              "median": {mode: {key: statistics.median(r[key] for r in runs)
+                                for key in ("requests_per_s", "tokens_per_s", "server_cpu_ms_per_request")}
+                         for mode, runs in rounds.items()},
+              "receiver_cpu_ms_per_request": 1e3 * receiver_cpu / sum(r["requests"] for r in rounds["on"]),
+              "gateway_telemetry_work": work,
+              # on / off throughput of each round (both loaded at once)
+              "round_ratios": [on["requests_per_s"] / off["requests_per_s"] for on, off in zip(rounds["on"], rounds["off"])],
+              # Over every traced response, warm-up included; the sessions' own spans aside.
+              "spans_exported_per_request": (spans - args.sessions * (1 + args.rounds))
+              / (warm_up["on"]["requests"] + sum(r["requests"] for r in rounds["on"]))}
+    print_table(result)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+
+
+def print_table(result: dict) -> None:
+    off, on = result["median"]["off"], result["median"]["on"]
+    print(f"machine: {result['machine']['cpu']}, {result['machine']['cores']} cores; {result['model']}; "
+          f"{result['sessions']} sessions per server, responses of {result['tokens_per_request']} tokens; "
+          f"{result['seconds_per_round']:.0f} s rounds; median of {len(result['rounds']['off'])} rounds, both servers "
+          "loaded at once")
+    print("| tracing | requests/s | tokens/s | server CPU ms per request | spans exported per request |")
+    print("|---|---|---|---|---|")
+    print(f"| off (no endpoint) | {off['requests_per_s']:.2f} | {off['tokens_per_s']:.1f} | "
+          f"{off['server_cpu_ms_per_request']:.2f} | 0 |")
+    print(f"| on, OTLP/HTTP to a local receiver | {on['requests_per_s']:.2f} | {on['tokens_per_s']:.1f} | "
+          f"{on['server_cpu_ms_per_request']:.2f} | {result['spans_exported_per_request']:.1f} |")
+    ratios = sorted(result["round_ratios"])
+    print(f"| on vs off | {100 * (statistics.median(ratios) - 1):+.1f}% (median of the rounds; "
+          f"{100 * (ratios[0] - 1):+.0f}% to {100 * (ratios[-1] - 1):+.0f}%) | | "
+          f"{100 * (on['server_cpu_ms_per_request'] / off['server_cpu_ms_per_request'] - 1):+.1f}% | |")
+    print(f"receiver (decoding the exports, another process): {result['receiver_cpu_ms_per_request']:.2f} CPU ms "
+          "per request")
+    work = result["gateway_telemetry_work"]
+    print()
+    print("| the gateway's telemetry work per response (in process, best of 7) | µs on the event loop | "
+          "µs exporting (worker thread) |")
+    print("|---|---|---|")
+    for mode, label in (("off", "tracing off (metrics only)"), ("on", "tracing on: 5 spans, 1 event")):
+        print(f"| {label} | {work[mode]['work_us_per_response']:.0f} | {work[mode]['export_us_per_response']:.0f} |")
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""Where a decode step's time goes: GPU time of the captured forward vs host time, by phase.
+
+    python -m bench.profile_decode --shape llama-3.2-1b [--batch 1 8 64] --out profile.json
+
+For each batch size: engine.step() wall time per step in steady decode, the GPU time of one
+graph replay (CUDA events), the weight-streaming limit, and the host time of each phase
+(schedule, prepare inputs, forward launch + sampling sync, scheduler update, detokenize/output).
+Then the GPU kernels of one eager decode forward at batch 1, by total time (torch.profiler).
+Prints tables and writes JSON. Imports no service packages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import functools
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from bench.bench_throughput import copy_bandwidth
+from bench.shapes import streamed_bytes_per_token, write_random_llama
+from llm_core import LLM, SamplingParams
+
+
+def _timed(table: dict, name: str, fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            table[name] += time.perf_counter() - start
+    return wrapper
+
+
+def profile_batch(llm: LLM, batch: int, num_steps: int) -> dict:
+    engine = llm.engine
+    params = SamplingParams(max_tokens=10_000, temperature=0.0, ignore_eos=True)
+    for i in range(batch):
+        engine.add_request([5 + i] * 64, params)
+    while any(r.num_computed_tokens < 64 for r in engine.scheduler.running) or engine.scheduler.waiting:
+        engine.step()  # prefill
+    for _ in range(5):
+        engine.step()
+    phases: dict[str, float] = collections.defaultdict(float)
+    runner, scheduler = engine.runner, engine.scheduler
+    originals = {}
+    for obj, name, label in [(scheduler, "schedule", "schedule"), (runner, "prepare_inputs", "prepare inputs"),
+                             (runner, "_forward", "forward launch"), (runner, "execute", "execute (all)"),
+                             (scheduler, "update_from_output", "scheduler update"),
+                             (engine.output_processor, "process", "detokenize + outputs")]:
+        originals[(obj, name)] = getattr(obj, name)
+        setattr(obj, name, _timed(phases, label, getattr(obj, name)))
+    tokens_before = sum(r.num_output_tokens for r in scheduler.running)
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(num_steps):
+        engine.step()
+    torch.cuda.synchronize()
+    wall = (time.perf_counter() - start) / num_steps
+    tokens_per_step = (sum(r.num_output_tokens for r in scheduler.running) - tokens_before) / num_steps / batch
+    for (obj, name) in originals:
+        delattr(obj, name)  # back to the class's method
+    graph_ms = float("nan")
+    graphs = runner.graphs
+    if graphs is not None and batch <= graphs.max_batch_size:
+        size = next(s for s in graphs.sizes if s >= batch)
+        graph = graphs._graphs[size]
+        for _ in range(3):
+            graph.replay()
+        start_ev, end_ev = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start_ev.record()
+        for _ in range(50):
+            graph.replay()
+        end_ev.record()
+        torch.cuda.synchronize()
+        graph_ms = start_ev.elapsed_time(end_ev) / 50
+    engine.abort_request([r.request_id for r in list(scheduler.running) + list(scheduler.waiting)])
+    while engine.has_unfinished_requests():
+        engine.step()
+    result = {"batch": batch, "step_ms": wall * 1e3, "graph_replay_ms": graph_ms,
+              "tokens_per_step": tokens_per_step, "ms_per_token_step": wall * 1e3 / tokens_per_step,
+              "host_ms": {k: v / num_steps * 1e3 for k, v in phases.items()}}
+    result["execute_minus_gpu_ms"] = result["host_ms"].get("execute (all)", 0) - graph_ms
+    return result
+
+
+def eager_kernel_table(model_dir: Path, dtype: str, top: int = 15) -> list[dict]:
+    llm = LLM(str(model_dir), device="cuda", dtype=dtype, max_model_len=2048, max_num_seqs=8, enforce_eager=True)
+    engine = llm.engine
+    engine.add_request([5] * 64, SamplingParams(max_tokens=10_000, ignore_eos=True))
+    for _ in range(8):
+        engine.step()
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(10):
+            engine.step()
+        torch.cuda.synchronize()
+    rows = []
+    for event in prof.key_averages():
+        if event.device_type.name == "CUDA" and getattr(event, "device_time_total", 0) > 0:
+            rows.append({"kernel": event.key[:80], "calls_per_step": event.count / 10,
+                         "us_per_step": event.device_time_total / 10})
+    rows.sort(key=lambda r: -r["us_per_step"])
+    return rows[:top]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--shape", default="llama-3.2-1b")
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 8, 64])
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--num-scheduler-steps", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--out", default="profile_decode.json")
+    args = parser.parse_args()
+    device = torch.device("cuda")
+    model_dir = write_random_llama(Path(tempfile.mkdtemp()) / args.shape, args.shape, device="cuda")
+    limit = copy_bandwidth(device) / streamed_bytes_per_token(args.shape)
+    results = []
+    for num_steps in args.num_scheduler_steps:
+        llm = LLM(str(model_dir), device="cuda", dtype="bfloat16", max_model_len=2048, max_num_seqs=max(args.batch),
+                  num_scheduler_steps=num_steps)
+        for b in args.batch:
+            results.append({"num_scheduler_steps": num_steps, **profile_batch(llm, b, args.steps)})
+        del llm
+        torch.cuda.empty_cache()
+    kernels = eager_kernel_table(model_dir, "bfloat16")
+    Path(args.out).write_text(json.dumps({"shape": args.shape, "device": torch.cuda.get_device_name(),
+                                          "limit_tok_s": limit, "batches": results, "eager_kernels_b1": kernels},
+                                         indent=2))
+    print(f"{args.shape} on {torch.cuda.get_device_name()}: weight-streaming limit {limit:.0f} tok/s "
+          f"({1e3 / limit:.3f} ms per step at batch 1)")
+    phase_names = sorted({n for r in results for n in r["host_ms"]})
+    print("host phases in ms per engine step; a step makes tok/step tokens per request")
+    print(f"{'steps':>5} {'batch':>5} {'tok/step':>8} {'ms/token':>8} {'tok/s':>8} {'step ms':>8} {'graph ms':>9} "
+          + " ".join(f"{n[:14]:>14}" for n in phase_names))
+    for r in results:
+        tok_s = r["batch"] * 1e3 / r["ms_per_token_step"]
+        print(f"{r['num_scheduler_steps']:>5} {r['batch']:>5} {r['tokens_per_step']:>8.2f} {r['ms_per_token_step']:>8.3f} "
+              f"{tok_s:>8.0f} {r['step_ms']:>8.3f} {r['graph_replay_ms']:>9.3f} "
+              + " ".join(f"{r['host_ms'].get(n, 0.0):>14.3f}" for n in phase_names))
+    print(f"\neager batch-1 decode kernels (per step):\n{'us':>8} {'calls':>6}  kernel")
+    for k in kernels:
+        print(f"{k['us_per_step']:>8.1f} {k['calls_per_step']:>6.0f}  {k['kernel']}")
+
+
+if __name__ == "__main__":
+    main()

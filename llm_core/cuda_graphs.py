@@ -1,0 +1,166 @@
+"""CUDA graphs of decode steps: one captured forward (model + LM head) per padded batch size.
+
+A decode step launches a few hundred small kernels; at small batch sizes launching them costs
+more host time than the GPU needs to run them. Replaying a graph launches them all at once.
+Each graph reads its inputs from static buffers that a replay fills first:
+
+    input_ids, positions, slot_mapping  [G]      (padding rows: token 0, position 0, slot -1)
+    seq_lens                            [G]      (padding rows: 0, so attention reads nothing)
+    query_start_loc                     [G + 1]  = 0..G (one query row per sequence)
+    block_tables                        [G, W]   W = blocks of max_model_len
+
+and writes logits [G, V] fp32. Attention runs with num_splits and max_seq_len fixed for the
+longest context (decode_attention then reads no host value of the step's lengths), so one
+graph serves every mix of context lengths.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import time
+
+import numpy as np
+import torch
+
+from llm_core.attention.metadata import AttentionMetadata
+
+logger = logging.getLogger(__name__)
+
+MAX_STEPS_PER_LOAD = 64  # decode forwards one load() may stage (num_scheduler_steps is at most 64)
+
+
+def capture_sizes(max_batch_size: int) -> list[int]:
+    """1, 2, 4, 8, then every 8 up to 64, every 16 up to 256, every 32 beyond; capped at max_batch_size."""
+    sizes = [1, 2, 4] + list(range(8, 65, 8)) + list(range(80, 257, 16)) + list(range(288, 1025, 32))
+    capped = [s for s in sizes if s < max_batch_size]
+    return capped + [max_batch_size]
+
+
+class DecodeGraphs:
+    """Captures and replays decode forwards of q tokens per sequence: q = 1 for plain decode,
+    q = k + 1 to verify k draft tokens per sequence (spec decode; a request with fewer drafts is
+    padded with rows that store nothing and whose logits are dropped).
+
+    run() / load() + replay() return logits [B * q, V] (sequence b's rows at b * q ..) for B
+    sequences, or None when B is beyond the largest capture (the caller runs eagerly).
+    """
+
+    def __init__(self, model, kv_caches, *, max_batch_size: int, max_model_len: int, block_size: int,
+                 device: torch.device, tokens_per_seq: int = 1) -> None:
+        self.model, self.kv_caches, self.device = model, kv_caches, device
+        self.max_model_len = max_model_len
+        self.q = tokens_per_seq
+        self.sizes = capture_sizes(max_batch_size)
+        size, q = self.sizes[-1], tokens_per_seq
+        width = -(-(max_model_len + q) // block_size)  # padded rows of a verification may run past max_model_len
+        self.input_ids = torch.zeros(size * q, dtype=torch.int64, device=device)
+        self.positions = torch.zeros(size * q, dtype=torch.int64, device=device)
+        self.slot_mapping = torch.full((size * q,), -1, dtype=torch.int64, device=device)
+        self.seq_lens = torch.zeros(size, dtype=torch.int32, device=device)
+        self.query_start_loc = torch.arange(0, (size + 1) * q, q, dtype=torch.int32, device=device)
+        self.block_tables = torch.zeros(size, width, dtype=torch.int32, device=device)
+        self._graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self._logits: dict[int, torch.Tensor] = {}
+        self._steps_host: torch.Tensor | None = None  # pinned staging of load(), made on first use
+        self._loaded: torch.Tensor | None = None  # [K, 3, size * q] on the device: the last load's rows
+
+    @property
+    def max_batch_size(self) -> int:
+        return self.sizes[-1]
+
+    def _forward(self, size: int) -> torch.Tensor:
+        q, longest = self.q, self.max_model_len + self.q
+        meta = AttentionMetadata(
+            slot_mapping=self.slot_mapping[:size * q], query_start_loc=self.query_start_loc[:size + 1],
+            seq_lens=self.seq_lens[:size], block_tables=self.block_tables[:size], max_query_len=q,
+            max_seq_len=longest, query_start_loc_cpu=tuple(range(0, (size + 1) * q, q)),
+            seq_lens_cpu=(longest,) * size)
+        hidden = self.model(self.input_ids[:size * q], self.positions[:size * q], self.kv_caches, meta)
+        return self.model.compute_logits(hidden)  # [size * q, V] fp32
+
+    @torch.inference_mode()
+    def capture(self, pool=None) -> None:
+        """Captures every size, largest first, in one memory pool (`pool`, or a new one). The static
+        inputs hold padding values meanwhile, so the captures store no key."""
+        start = time.perf_counter()
+        pool = pool if pool is not None else torch.cuda.graph_pool_handle()
+        self.pool = pool
+        stream = torch.cuda.Stream(self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(stream):
+            for size in reversed(self.sizes):
+                self._forward(size)  # warm-up: compiles the kernels, lets cuBLAS pick its algorithms
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph, pool=pool, stream=stream):
+                    self._logits[size] = self._forward(size)
+                self._graphs[size] = graph
+        torch.cuda.current_stream(self.device).wait_stream(stream)
+        torch.cuda.synchronize(self.device)
+        logger.info("captured %d CUDA graphs of %d token(s) per sequence (batch 1..%d) in %.1fs", len(self.sizes),
+                    self.q, self.sizes[-1], time.perf_counter() - start)
+
+    def load(self, positions: np.ndarray, slot_mapping: np.ndarray, seq_lens: np.ndarray, block_tables: np.ndarray,
+             input_ids: np.ndarray | None = None) -> int | None:
+        """Uploads K forwards of B sequences (positions, slot_mapping: host [K, B * q]; seq_lens:
+        host [K, B]; block_tables: host [B, n]; input_ids: host [B * q] for the first forward, or
+        None when it comes from the device) in one copy per array, through pinned buffers, so
+        nothing here waits for the GPU. Returns the padded batch size to replay, or None when B,
+        n or K is beyond what was captured (the caller runs eagerly)."""
+        q = self.q
+        num_steps, num_seqs = seq_lens.shape
+        if (num_seqs > self.sizes[-1] or block_tables.shape[1] > self.block_tables.shape[1]
+                or num_steps > MAX_STEPS_PER_LOAD):
+            return None
+        size = self.sizes[bisect.bisect_left(self.sizes, num_seqs)]
+        if self._steps_host is None:  # pinned staging, reused: every engine step ends with a host sync
+            full = self.sizes[-1] * q
+            self._steps_host = torch.empty(MAX_STEPS_PER_LOAD * 3 * full, dtype=torch.int64, pin_memory=True)
+            self._steps_dev = torch.empty(MAX_STEPS_PER_LOAD * 3 * full, dtype=torch.int64, device=self.device)
+            self._tables_host = torch.empty(self.block_tables.numel(), dtype=torch.int32, pin_memory=True)
+            self._ids_host = torch.empty(full, dtype=torch.int64, pin_memory=True)
+        real, padded = num_seqs * q, size * q
+        steps = self._steps_host[:num_steps * 3 * padded].view(num_steps, 3, padded)
+        host = steps.numpy()
+        host[:, 0, real:] = 0
+        host[:, 1, real:] = -1  # padding rows store nothing
+        host[:, 2, num_seqs:] = 0 if q == 1 else q  # and attend to nothing (q == 1) or to zeros of block 0
+        host[:, 0, :real] = positions
+        host[:, 1, :real] = slot_mapping
+        host[:, 2, :num_seqs] = seq_lens
+        self._steps_dev[:steps.numel()].copy_(self._steps_host[:steps.numel()], non_blocking=True)
+        self._loaded = self._steps_dev[:steps.numel()].view(num_steps, 3, padded)
+        width = block_tables.shape[1]
+        tables = self._tables_host[:num_seqs * width].view(num_seqs, width)
+        tables.numpy()[:] = block_tables
+        self.block_tables[:num_seqs, :width].copy_(tables, non_blocking=True)
+        if num_seqs < size:  # padding sequences read block 0
+            self.block_tables[num_seqs:size].zero_()
+        if input_ids is not None:
+            ids = self._ids_host[:padded]
+            ids.numpy()[:real] = input_ids
+            ids.numpy()[real:] = 0
+            self.input_ids[:padded].copy_(ids, non_blocking=True)
+        return size
+
+    def replay(self, size: int, step: int, num_seqs: int, input_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Forward `step` of the last load -> logits [num_seqs * q, V]; input_ids: this forward's
+        tokens on the device (those the previous forward sampled; q == 1), or None for the loaded ones."""
+        q = self.q
+        if input_ids is not None:
+            self.input_ids[:num_seqs * q].copy_(input_ids)
+        loaded = self._loaded[step]
+        self.positions[:size * q].copy_(loaded[0])
+        self.slot_mapping[:size * q].copy_(loaded[1])
+        self.seq_lens[:size].copy_(loaded[2, :size])
+        self._graphs[size].replay()
+        return self._logits[size][:num_seqs * q]
+
+    def run(self, input_ids: np.ndarray, positions: np.ndarray, slot_mapping: np.ndarray, seq_lens: np.ndarray,
+            block_tables: np.ndarray) -> torch.Tensor | None:
+        """One forward of B sequences (input_ids, positions, slot_mapping: host [B * q]; seq_lens:
+        host [B]; block_tables: host [B, n]) -> logits [B * q, V], or None when it does not fit."""
+        size = self.load(positions[None], slot_mapping[None], seq_lens[None], block_tables, input_ids)
+        if size is None:
+            return None
+        return self.replay(size, 0, len(seq_lens))

@@ -1,0 +1,96 @@
+"""Multi-step decoding: several decode forwards per engine step, with one host sync at the end.
+
+When every scheduled request is decoding and needs nothing from the host between tokens (no
+grammar, no logprobs, no speculation), the engine gives each request num_scheduler_steps - 1
+placeholder draft tokens. The scheduler then plans and allocates KV slots for them exactly as
+for speculative drafts, and applies the result as drafts that were all accepted: the stop
+checks run token by token, so a request that ends early keeps nothing past its end, and the
+unused slots are rolled back by bookkeeping. The runner does not verify the placeholders: it
+runs one decode forward per token, feeding each forward the token the previous one sampled on
+the device, so the host prepares, launches and syncs once for all of them.
+
+Seeded requests sample output position n from (seed, n) as in single steps, so their tokens do
+not change with the number of steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from llm_core.attention.metadata import AttentionMetadata
+from llm_core.sampler import prepare_sampling_batch, seeded_rows
+from llm_core.scheduler_output import ScheduledRequest
+
+# Placeholder draft token: never fed to the model (the runner feeds sampled tokens instead).
+PLACEHOLDER_TOKEN_ID = 0
+
+
+def is_multi_step_plan(entries: Sequence[ScheduledRequest]) -> bool:
+    """Every request decodes (one real token, then its placeholders) and samples."""
+    return bool(entries) and all(e.do_sample and e.num_tokens == e.num_draft_tokens + 1 for e in entries)
+
+
+def run_decode_steps(runner, entries: Sequence[ScheduledRequest]) -> dict[str, list[int]]:
+    """Runs max(num_draft_tokens) + 1 decode forwards; request b takes part in its first
+    num_draft_tokens_b + 1 of them. Returns {request_id: its sampled tokens in order}."""
+    bs = runner.block_size
+    num_seqs = len(entries)
+    num_steps_each = np.fromiter((e.num_draft_tokens + 1 for e in entries), dtype=np.int64, count=num_seqs)
+    num_steps = int(num_steps_each.max())
+    rows = runner.block_table_host.rows_for([e.request_id for e in entries], [e.block_ids for e in entries])
+    table = runner.block_table_host.table
+    starts = np.fromiter((e.start_position for e in entries), dtype=np.int64, count=num_seqs)
+    positions = starts[None, :] + np.arange(num_steps)[:, None]  # [K, B]
+    active = np.arange(num_steps)[:, None] < num_steps_each[None, :]  # [K, B]
+    # A row past its own steps re-reads its last real position and stores nothing, so it reads
+    # only keys that exist and indexes no table past its allocation; its tokens are dropped.
+    positions = np.where(active, positions, starts[None, :])
+    slots = np.where(active, table[rows[None, :], positions // bs].astype(np.int64) * bs + positions % bs, -1)
+    seq_lens = positions + 1
+    max_blocks = max(len(e.block_ids) for e in entries)
+    block_tables = runner.block_table_host.gather(rows, max_blocks)
+    first_ids = np.fromiter((e.token_ids[0] for e in entries), dtype=np.int64, count=num_seqs)
+    params = [e.sampling_params for e in entries]
+    outputs = [e.num_output_tokens for e in entries]
+    # One batch for all forwards (its tensors cross to the device once); only the seeds of
+    # seeded rows move with the output position.
+    batch = prepare_sampling_batch(params, outputs, runner.arch.vocab_size, runner.device)
+    size = runner.graphs.load(positions, slots, seq_lens, block_tables, first_ids) if runner.graphs else None
+    input_ids: np.ndarray | torch.Tensor = first_ids
+    tokens = []
+    for step in range(num_steps):
+        if size is not None:
+            logits = runner.graphs.replay(size, step, num_seqs, input_ids if step else None)
+        else:
+            logits = eager_decode_forward(runner, input_ids, positions[step], slots[step], seq_lens[step], block_tables)
+        runner._mask_early_stop(logits, [(e, n + step) for e, n in zip(entries, outputs)])  # [B, V] fp32
+        step_batch = batch if step == 0 else dataclasses.replace(
+            batch, seeded_rows=seeded_rows(params, [n + step for n in outputs]))
+        input_ids = runner.sampler.sample(logits, step_batch)  # [B] on the device: the next forward's input
+        tokens.append(input_ids)
+    sampled = torch.stack(tokens).tolist()  # [K][B]: the one host sync
+    return {e.request_id: [sampled[step][b] for step in range(int(num_steps_each[b]))]
+            for b, e in enumerate(entries)}
+
+
+def eager_decode_forward(runner, input_ids: np.ndarray | torch.Tensor, positions: np.ndarray, slots: np.ndarray,
+                         seq_lens: np.ndarray, block_tables: np.ndarray) -> torch.Tensor:
+    """Logits [B, V] of one decode forward without CUDA graphs (CPU, or a batch too large for them)."""
+    dev = runner.device
+    num_seqs = len(positions)
+
+    def put(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+        return torch.from_numpy(array).to(dev, dtype=dtype, non_blocking=True)
+
+    meta = AttentionMetadata(
+        slot_mapping=put(slots, torch.int64), query_start_loc=put(np.arange(num_seqs + 1), torch.int32),
+        seq_lens=put(seq_lens, torch.int32), block_tables=put(block_tables, torch.int32),
+        max_query_len=1, max_seq_len=int(seq_lens.max()),
+        query_start_loc_cpu=tuple(range(num_seqs + 1)), seq_lens_cpu=tuple(seq_lens.tolist()))
+    ids = input_ids if isinstance(input_ids, torch.Tensor) else put(input_ids, torch.int64)
+    hidden = runner.model(ids, put(positions, torch.int64), runner.kv_caches, meta)
+    return runner.model.compute_logits(hidden)

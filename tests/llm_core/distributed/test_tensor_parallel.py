@@ -1,0 +1,182 @@
+"""LLM(tensor_parallel_size=2) on the CPU (gloo, a driver and one worker process) gives the same
+greedy tokens as the single-process engine, and a dead worker is an error, never a hang."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import time
+
+import pytest
+import torch
+
+import llm_core.distributed.executor as executor_module
+from llm_core import LLM, SamplingParams
+from llm_core.config import EngineConfig
+from llm_core.engine_client import AsyncEngineClient, EngineRequest
+from tests.helpers.checkpoints import make_text_checkpoint
+from tests.helpers.mm_checkpoints import make_llava_checkpoint
+
+PROMPT_LENS = (1, 5, 17, 33, 64, 100)
+NUM_NEW = 40  # with 16-token blocks, every request crosses blocks while decoding
+HANG_GUARD_S = 300.0  # a bound for the engine-process test, not a timing assertion
+# name: (architecture, checkpoint overrides, options of the tensor-parallel engine only).
+# Llama with GQA (4 heads, 2 KV heads: one KV head per rank); Qwen2 (q/k/v biases); Llama with
+# one KV head (replicated on both ranks), tied embeddings, an odd vocabulary (a padded shard) and
+# prefill in chunks of at most 48 tokens a step.
+CHECKPOINTS = {
+    "llama-gqa": ("llama", {}, {}),
+    "qwen2-bias": ("qwen2", {}, {}),
+    "llama-mqa-tied-odd-vocab": ("llama", {"num_key_value_heads": 1, "tie_word_embeddings": True, "vocab_size": 509},
+                                 {"max_num_batched_tokens": 48}),
+}
+
+
+@pytest.fixture(autouse=True)
+def short_timeouts(monkeypatch):
+    """Bounded waits on peers, so that a broken test fails instead of stalling CI."""
+    monkeypatch.setattr(executor_module, "TIMEOUT_S", 60.0)
+
+
+def random_prompts(seed: int, vocab: int = 400) -> list[list[int]]:
+    rng = random.Random(seed)
+    return [[rng.randrange(3, vocab) for _ in range(n)] for n in PROMPT_LENS]
+
+
+def make_llm(path, device: str = "cpu", **options) -> LLM:
+    backend = "torch" if device == "cpu" else "auto"
+    return LLM(str(path), device=device, dtype="float32", attention_backend=backend, max_model_len=256,
+               enable_prefix_caching=True, **options)
+
+
+@pytest.fixture(scope="module")
+def llama_dir(tmp_path_factory):
+    return make_text_checkpoint(tmp_path_factory.mktemp("llama"), "llama", seed=2)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    torch.cuda.device_count() < 2, reason="needs 2 GPUs (NCCL; Triton attention and CUDA graphs)"))])
+@pytest.mark.parametrize("name", list(CHECKPOINTS))
+def test_greedy_outputs_equal_the_single_process_run(name, device, tmp_path):
+    arch, overrides, tp_options = CHECKPOINTS[name]
+    path = make_text_checkpoint(tmp_path / name, arch, seed=2, **overrides)
+    prompts = random_prompts(5)
+    prompts.append(prompts[4][:40] + [7, 8, 9])  # shares cached blocks with prompt 4
+    params = SamplingParams(max_tokens=NUM_NEW, temperature=0.0, ignore_eos=True)
+    single = make_llm(path, device)
+    expected = [o.token_ids for o in single.generate(prompts, params)]
+    del single  # on CUDA: its memory back before the two ranks size their KV caches
+
+    llm = make_llm(path, device, tensor_parallel_size=2, **tp_options)
+    try:
+        assert llm.engine.tp.size == 2 and len(llm.engine.tp.worker_pids) == 1
+        outputs = llm.generate(prompts, params)
+        assert [o.token_ids for o in outputs] == expected
+        assert all(len(o.token_ids) == NUM_NEW for o in outputs)
+        # Again, served partly from the prefix cache (each rank's KV shard holds the same blocks).
+        again = llm.generate(prompts, params)
+        assert [o.token_ids for o in again] == expected
+        assert sum(o.num_cached_tokens for o in again) > 0
+    finally:
+        llm.engine.shutdown()
+
+
+def test_shards_split_the_kv_cache(llama_dir):
+    """Each rank's KV cache holds its share of the KV heads; the budget is per rank."""
+    path = llama_dir
+    single = make_llm(path, cpu_kv_cache_bytes=1 << 20)
+    llm = make_llm(path, cpu_kv_cache_bytes=1 << 20, tensor_parallel_size=2)
+    try:
+        k_cache, _ = llm.engine.runner.kv_caches[0]
+        assert k_cache.shape[2] == single.engine.arch.num_kv_heads // 2
+        assert llm.engine.num_blocks == 2 * single.engine.num_blocks  # half the bytes a block
+    finally:
+        llm.engine.shutdown()
+    llm.engine.shutdown()  # idempotent
+
+
+def test_the_engine_process_starts_its_workers(llama_dir):
+    """The serving path: a (daemonic) engine process drives a worker process of its own."""
+    path = llama_dir
+    prompts = random_prompts(9)[:3]
+    params = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True)
+    expected = [o.token_ids for o in make_llm(path).generate(prompts, params)]
+    config = EngineConfig.from_options(str(path), device="cpu", dtype="float32", attention_backend="torch",
+                                       max_model_len=256, tensor_parallel_size=2)
+
+    async def main():
+        async with AsyncEngineClient(config, mode="process") as client:
+            async def tokens(i, prompt):
+                stream = client.generate(EngineRequest(f"r{i}", prompt, params))
+                return [t async for delta in stream for t in delta.new_token_ids]
+
+            return await asyncio.gather(*(tokens(i, p) for i, p in enumerate(prompts)))
+
+    assert asyncio.run(asyncio.wait_for(main(), HANG_GUARD_S)) == expected
+
+
+def kill_and_wait(pid: int) -> None:
+    """SIGKILL a worker (a child of this process) and wait until it has exited, leaving it for the
+    executor to reap (WNOWAIT)."""
+    os.kill(pid, signal.SIGKILL)
+    while os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT | os.WNOHANG) is None:
+        time.sleep(0.01)
+
+
+def test_a_dead_worker_is_an_error(llama_dir):
+    path = llama_dir
+    params = SamplingParams(max_tokens=4, temperature=0.0, ignore_eos=True)
+    llm = make_llm(path, tensor_parallel_size=2)
+    try:
+        assert len(llm.generate([[5, 6, 7]], params)[0].token_ids) == 4
+        (pid,) = llm.engine.tp.worker_pids
+        kill_and_wait(pid)  # between two steps: the next step names it
+        with pytest.raises(RuntimeError, match=f"tensor-parallel worker 1 \\(pid {pid}\\) exited with code -9"):
+            llm.generate([[5, 6, 7]], params)
+        assert not llm.engine.has_unfinished_requests()
+    finally:
+        llm.engine.shutdown()
+
+
+def test_a_worker_dying_within_a_step_is_an_error(llama_dir, monkeypatch):
+    path = llama_dir
+    llm = make_llm(path, tensor_parallel_size=2)
+    try:
+        tp = llm.engine.tp
+        send_plan, num_steps = tp.send_plan, []
+
+        def send_then_kill(plan):  # the third step's plan reaches the worker, then the worker dies
+            send_plan(plan)
+            num_steps.append(1)
+            if len(num_steps) == 3:
+                kill_and_wait(tp.worker_pids[0])
+
+        monkeypatch.setattr(tp, "send_plan", send_then_kill)
+        with pytest.raises(RuntimeError):  # the driver's collective fails (gloo), within TIMEOUT_S at worst
+            llm.generate(random_prompts(1), SamplingParams(max_tokens=20, temperature=0.0, ignore_eos=True))
+        assert len(num_steps) == 3
+    finally:
+        llm.engine.shutdown()
+
+
+def test_bad_sizes_are_refused_before_any_worker_starts(llama_dir):
+    path = llama_dir  # 4 heads, 2 KV heads: 3 ranks cannot split them
+    with pytest.raises(ValueError, match="num_attention_heads=4"):
+        make_llm(path, tensor_parallel_size=3)
+    with pytest.raises(ValueError, match="tensor_parallel_size must be an integer >= 1"):
+        make_llm(path, tensor_parallel_size=0)
+
+
+def test_multimodal_checkpoints_are_refused(tmp_path):
+    path = make_llava_checkpoint(tmp_path / "llava")
+    with pytest.raises(ValueError, match="text-only checkpoints; LlavaForConditionalGeneration"):
+        make_llm(path, tensor_parallel_size=2)
+
+
+def test_the_service_flag_reaches_the_engine_config(llama_dir):
+    from service.config import load_config
+
+    config = load_config(["--model", str(llama_dir), "--tensor-parallel-size", "2"], environ={})
+    assert EngineConfig.from_options(str(llama_dir), **config.engine_options).tensor_parallel_size == 2

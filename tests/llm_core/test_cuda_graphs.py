@@ -1,0 +1,73 @@
+"""Decode CUDA graphs give the tokens that eager execution gives (CUDA only; skipped elsewhere).
+
+On the CPU the graph code path does not exist; this runs on the GPU machine
+(`python -m pytest tests/llm_core/test_cuda_graphs.py`).
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from llm_core import LLM, SamplingParams
+from llm_core.cuda_graphs import capture_sizes
+from tests.helpers.checkpoints import make_text_checkpoint
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+
+
+def test_capture_sizes_cover_every_batch_size():
+    for max_size in (1, 3, 8, 50, 256, 300):
+        sizes = capture_sizes(max_size)
+        assert sizes == sorted(set(sizes)) and sizes[0] == 1 and sizes[-1] == max_size
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    return {arch: make_text_checkpoint(tmp_path_factory.mktemp(arch), arch, seed=5) for arch in ("llama", "qwen3")}
+
+
+def _prompts(n: int, seed: int) -> list[list[int]]:
+    rng = random.Random(seed)
+    return [[rng.randrange(3, 400) for _ in range(rng.randrange(1, 60))] for _ in range(n)]
+
+
+@cuda
+@pytest.mark.parametrize("arch", ["llama", "qwen3"])
+@pytest.mark.parametrize("num_prompts", [1, 3, 13])  # 3 and 13 replay padded graphs (sizes 4 and 16)
+def test_graph_decode_equals_eager(checkpoints, arch, num_prompts):
+    prompts = _prompts(num_prompts, seed=num_prompts)
+    params = [SamplingParams(max_tokens=40 + 7 * i, temperature=0.0, ignore_eos=True) for i in range(num_prompts)]
+    seeded = [SamplingParams(max_tokens=30, temperature=1.0, seed=i, ignore_eos=True) for i in range(num_prompts)]
+    results = {}
+    # eager single steps; graphs single steps; graphs with 4 decode forwards per step (the default)
+    for eager, num_steps in ((True, 1), (False, 1), (False, None)):
+        llm = LLM(str(checkpoints[arch]), device="cuda", dtype="float32", max_model_len=256, max_num_seqs=16,
+                  block_size=16, enforce_eager=eager, num_scheduler_steps=num_steps)
+        assert (llm.engine.runner.graphs is None) == eager
+        results[eager, num_steps] = ([o.token_ids for o in llm.generate(prompts, params)],
+                                     [o.token_ids for o in llm.generate(prompts, seeded)])
+        del llm
+    assert results[False, 1] == results[True, 1]
+    assert results[False, None] == results[True, 1]
+
+
+@cuda
+@pytest.mark.parametrize("num_prompts", [1, 5])
+def test_speculative_verification_graphs_equal_eager(checkpoints, num_prompts):
+    """n-gram drafts of varying length (padded in the verification graph) verify to the tokens
+    that eager decoding without speculation produces."""
+    rng = random.Random(num_prompts)
+    prompts = [(p := [rng.randrange(3, 60) for _ in range(8)]) * 4 for _ in range(num_prompts)]  # repeats: drafts
+    params = [SamplingParams(max_tokens=30 + 5 * i, temperature=0.0, ignore_eos=True) for i in range(num_prompts)]
+    eager = LLM(str(checkpoints["llama"]), device="cuda", dtype="float32", max_model_len=256, max_num_seqs=8,
+                enforce_eager=True, num_scheduler_steps=1)
+    expected = [o.token_ids for o in eager.generate(prompts, params)]
+    del eager
+    spec = LLM(str(checkpoints["llama"]), device="cuda", dtype="float32", max_model_len=256, max_num_seqs=8,
+               speculative={"method": "ngram", "num_tokens": 3})
+    assert spec.engine.runner.verify_graphs is not None
+    assert [o.token_ids for o in spec.generate(prompts, params)] == expected
+    assert spec.engine.stats()["spec_num_draft_tokens"] > 0

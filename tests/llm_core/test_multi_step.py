@@ -1,0 +1,111 @@
+"""Multi-step decoding (num_scheduler_steps > 1) changes no output: greedy and seeded tokens,
+stops, lengths and cached-token counts equal single-step decoding, through preemption, and it
+stands aside for requests that need the host between tokens."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from llm_core import LLM, SamplingParams
+from tests.helpers.checkpoints import make_text_checkpoint
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return str(make_text_checkpoint(tmp_path_factory.mktemp("multistep"), "llama", seed=7))
+
+
+@pytest.fixture(scope="module")
+def single(checkpoint):
+    return LLM(checkpoint, device="cpu", max_model_len=192, num_scheduler_steps=1)
+
+
+def _prompts(n: int, seed: int) -> list[list[int]]:
+    rng = random.Random(seed)
+    return [[rng.randrange(3, 400) for _ in range(rng.randrange(1, 50))] for _ in range(n)]
+
+
+def _summary(outputs, cached: bool = False):
+    return [(o.token_ids, o.finish_reason, o.text) + ((o.num_cached_tokens,) if cached else ()) for o in outputs]
+
+
+def _count_steps(llm: LLM) -> list[int]:
+    calls = [0]
+    step = llm.engine.step
+
+    def counted():
+        calls[0] += 1
+        return step()
+    llm.engine.step = counted
+    return calls
+
+
+@pytest.mark.parametrize("num_steps", [2, 4, 7])
+def test_mixed_batch_equals_single_step(checkpoint, single, num_steps):
+    prompts = _prompts(8, seed=num_steps)
+    probe = single.generate(prompts[2:3], SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True))[0]
+    stop_token = probe.token_ids[5]  # a token greedy decoding reaches mid-run
+    params = [SamplingParams(max_tokens=40, temperature=0.0, ignore_eos=True),
+              SamplingParams(max_tokens=9, temperature=0.0, ignore_eos=True),  # ends inside a multi-step run
+              SamplingParams(max_tokens=40, temperature=0.0, ignore_eos=True, stop_token_ids=(stop_token,)),
+              SamplingParams(max_tokens=30, temperature=1.0, seed=11, ignore_eos=True),
+              SamplingParams(max_tokens=33, temperature=0.8, top_k=20, seed=3, ignore_eos=True),
+              SamplingParams(max_tokens=25, temperature=0.0, min_tokens=10),
+              SamplingParams(max_tokens=180, temperature=0.0, ignore_eos=True),  # runs into max_model_len
+              SamplingParams(max_tokens=1, temperature=0.0)]
+    multi = LLM(checkpoint, device="cpu", max_model_len=192, num_scheduler_steps=num_steps)
+    steps = _count_steps(multi)
+    expected = single.generate(prompts, params)
+    got = multi.generate(prompts, params)
+    assert _summary(got) == _summary(expected)
+    assert expected[2].finish_reason == "stop" and expected[6].finish_reason == "length"
+    longest = max(len(o.token_ids) for o in expected)
+    assert steps[0] < longest  # several tokens per engine step, so the multi-step path ran
+
+
+def test_stop_strings_and_prefix_cache_hits_match(checkpoint, single):
+    prompts = _prompts(4, seed=99)
+    text = single.generate(prompts[:1], SamplingParams(max_tokens=20, temperature=0.0, ignore_eos=True))[0].text
+    stop = text[len(text) // 2: len(text) // 2 + 3]
+    params = SamplingParams(max_tokens=20, temperature=0.0, ignore_eos=True, stop=[stop] if stop.strip() else None)
+    fresh = LLM(checkpoint, device="cpu", max_model_len=192, num_scheduler_steps=1)
+    multi = LLM(checkpoint, device="cpu", max_model_len=192, num_scheduler_steps=4)
+    for _ in range(2):  # the second round hits the prefix cache
+        got = multi.generate(prompts, params)
+        assert _summary(got, cached=True) == _summary(fresh.generate(prompts, params), cached=True)
+    assert all(o.num_cached_tokens > 0 for o in got if len(o.prompt_token_ids) > 16)
+
+
+def test_preemption_under_a_small_kv_pool(checkpoint, single):
+    # 12 usable blocks of 16 tokens for four requests growing past 60 tokens each.
+    block_bytes = 2 * 2 * 16 * 2 * 16 * 4  # k and v, layers, block_size, kv heads, head_dim, fp32
+    multi = LLM(checkpoint, device="cpu", max_model_len=192, num_scheduler_steps=5, block_size=16,
+                cpu_kv_cache_bytes=13 * block_bytes)
+    prompts = _prompts(4, seed=5)
+    params = SamplingParams(max_tokens=60, temperature=0.0, ignore_eos=True)
+    assert [o.token_ids for o in multi.generate(prompts, params)] == \
+        [o.token_ids for o in single.generate(prompts, params)]
+    assert multi.engine.stats()["num_preemptions"] > 0
+
+
+def test_requests_needing_the_host_between_tokens_run_single_steps(checkpoint, single):
+    prompts = _prompts(3, seed=8)
+    params = [SamplingParams(max_tokens=12, temperature=0.0, logprobs=2),
+              SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True),
+              SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True)]
+    multi = LLM(checkpoint, device="cpu", max_model_len=192, num_scheduler_steps=4)
+    steps = _count_steps(multi)
+    got = multi.generate(prompts, params)
+    expected = single.generate(prompts, params)
+    assert _summary(got) == _summary(expected)
+    assert got[0].logprobs == expected[0].logprobs
+    assert steps[0] >= 12  # one token per step while the logprobs request runs
+
+
+def test_option_is_validated():
+    from llm_core.config import SchedulerConfig
+    for bad in (0, 65, 2.0):
+        with pytest.raises(ValueError, match="num_scheduler_steps"):
+            SchedulerConfig(num_scheduler_steps=bad)
