@@ -20,6 +20,7 @@ from llm_core.config import EngineConfig
 from llm_core.distributed.executor import TensorParallelExecutor
 from llm_core.engine_telemetry import EngineTelemetry
 from llm_core.kv_memory import kv_budget_bytes, plan_num_blocks
+from llm_core.memory_profile import profile_peak_bytes, reset_peak
 from llm_core.model_runner import ModelRunner
 from llm_core.models.arch_config import ArchConfig, read_hf_config
 from llm_core.models.registry import build_model
@@ -75,6 +76,7 @@ class LLMEngine:
         # Tensor parallelism (size > 1): the workers of ranks 1.. start now and build their shards beside ours.
         self.tp = TensorParallelExecutor.start(config, self.arch, device=self.device, dtype=self.dtype,
                                                max_model_len=self.max_model_len)
+        reset_peak(self.device)  # an engine built before in this process may have left a higher peak
         start = time.perf_counter()
         model = build_model(model_cfg.model, self.arch, backend, dtype=self.dtype, device=self.device,
                             max_position=self.max_model_len, tp=self.tp.group)
@@ -87,7 +89,14 @@ class LLMEngine:
         self.speculative = SpeculativeConfig.from_dict(config.speculative)
         draft = self._load_draft_model(backend)
         cache = config.cache
-        budget = kv_budget_bytes(cache, self.device, self._peak_memory() + self._graph_memory(config))
+        # One profiling forward of the largest step (Triton attention: the torch backend is a
+        # reference that materializes whole score matrices; TP > 1: the workers would have to join).
+        profile = self.device.type == "cuda" and backend.name == "triton" and config.tensor_parallel_size == 1
+        peak = self._peak_memory() if not profile else max(self._peak_memory(), profile_peak_bytes(
+            model, self.tp.rank_arch, device=self.device, dtype=self.dtype, block_size=cache.block_size,
+            num_tokens=min(config.scheduler.max_num_batched_tokens, self.max_model_len),
+            num_logits=config.scheduler.max_num_seqs))
+        budget = kv_budget_bytes(cache, self.device, peak + self._graph_memory(config))
         budget = self.tp.agree_kv_budget(budget)  # the smallest over the ranks (this one's at size 1)
         if draft is not None:  # the draft's cache has a block for each of the target's (same block ids)
             budget = target_kv_budget(budget, self.tp.rank_arch, draft.arch, cache.block_size, self.dtype)

@@ -1,0 +1,48 @@
+"""The profiling forward that sizes the KV cache runs the largest step against a two-block cache."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from llm_core import LLM  # noqa: E402
+from llm_core.attention import get_attention_backend  # noqa: E402
+from llm_core.memory_profile import profile_peak_bytes  # noqa: E402
+from llm_core.models.arch_config import ArchConfig, read_hf_config  # noqa: E402
+from llm_core.models.registry import build_model  # noqa: E402
+from tests.helpers.checkpoints import make_text_checkpoint  # noqa: E402
+
+
+@pytest.mark.parametrize("backend_name", ["torch", "triton"])
+def test_profiling_forward_runs_the_largest_step(tmp_path, backend_name):
+    path = make_text_checkpoint(tmp_path, "qwen3", seed=2)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    arch = ArchConfig.from_dict(read_hf_config(str(path)))
+    model = build_model(str(path), arch, get_attention_backend(backend_name, device), dtype=torch.float32,
+                        device=device, max_position=256)
+    peak = profile_peak_bytes(model, arch, device=device, dtype=torch.float32, num_tokens=37, num_logits=5,
+                              block_size=16)
+    if device.type == "cuda":
+        weights = sum(p.numel() * p.element_size() for p in model.parameters())
+        assert peak > weights
+    else:
+        assert peak == 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the KV budget is measured on CUDA only")
+def test_an_engine_built_after_another_gets_the_same_kv_cache(tmp_path):
+    path = make_text_checkpoint(tmp_path, "llama", seed=2)
+    blocks = []
+    for _ in range(2):
+        # max_num_seqs * 1024 tokens exceeds what 30% of the GPU holds, so the budget decides
+        llm = LLM(str(path), device="cuda", dtype="float32", max_model_len=1024, max_num_seqs=100_000,
+                  gpu_memory_utilization=0.3, enforce_eager=True)
+        blocks.append(llm.engine.num_blocks)
+        del llm
+        torch.cuda.empty_cache()
+    assert blocks[1] >= 0.95 * blocks[0]
