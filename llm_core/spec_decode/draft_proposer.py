@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from llm_core.model_runner import ModelRunner
+from llm_core.multi_step import eager_decode_forward
 from llm_core.sampler import Sampler, prepare_sampling_batch
 from llm_core.scheduler_output import RequestUpdate, ScheduledRequest, SchedulerOutput
 from llm_core.spec_decode.draft_model import DraftModel
@@ -102,6 +103,50 @@ class DraftModelProposer:
         return entries, ks
 
     def _draft(self, proposing: list[ScheduledRequest], ks: list[int], logits: torch.Tensor) -> dict[str, Draft]:
+        constrained = self.structured is not None and any(self.structured.has_matcher(e.request_id) for e in proposing)
+        if not constrained and max(ks) > 1:
+            return self._draft_chained(proposing, ks, logits)
+        return self._draft_stepwise(proposing, ks, logits)
+
+    def _draft_chained(self, proposing: list[ScheduledRequest], ks: list[int], logits: torch.Tensor) -> dict[str, Draft]:
+        """Drafts without a grammar: every pass after the first feeds the tokens the previous pass
+        sampled on the device (CUDA graphs when they fit), and the host reads the drafts once at
+        the end, as multi-step decoding does (llm_core/multi_step.py). A request with fewer drafts
+        than the longest rides along in the later passes, storing nothing; its extra tokens are
+        dropped. Pass j of a request sits where the step-by-step loop puts it, so greedy and seeded
+        drafts are the same."""
+        runner, bs = self.runner, self.block_size
+        num_rows, max_k = len(proposing), max(ks)
+        rows = runner.block_table_host.rows_for([e.request_id for e in proposing], [e.block_ids for e in proposing])
+        newest = np.fromiter((e.start_position + e.num_tokens - 1 for e in proposing), dtype=np.int64, count=num_rows)
+        passes = np.arange(1, max_k)[:, None]  # [K-1, 1]
+        active = passes < np.asarray(ks)[None, :]  # [K-1, B]
+        positions = np.where(active, newest[None, :] + passes, newest[None, :])
+        table = runner.block_table_host.table
+        slots = np.where(active, table[rows[None, :], positions // bs].astype(np.int64) * bs + positions % bs, -1)
+        seq_lens = positions + 1
+        block_tables = runner.block_table_host.gather(rows, max(len(e.block_ids) for e in proposing))
+        size = runner.graphs.load(positions, slots, seq_lens, block_tables) if runner.graphs is not None else None
+        tokens, probs = self._sample(logits, proposing, 0)
+        all_tokens, all_probs = [tokens], [probs]
+        for j in range(1, max_k):
+            if size is not None:
+                logits = runner.graphs.replay(size, j - 1, num_rows, tokens)
+            else:
+                logits = eager_decode_forward(runner, tokens, positions[j - 1], slots[j - 1], seq_lens[j - 1],
+                                              block_tables)
+            tokens, probs = self._sample(to_vocab(logits, self.vocab_size), proposing, j)
+            all_tokens.append(tokens)
+            all_probs.append(probs)
+        drafts = torch.stack(all_tokens, dim=1).tolist()  # [B][K]: the one host sync
+        probs_all = torch.stack(all_probs, dim=1) if all_probs[0] is not None else None  # [B, K, V]
+        return {entry.request_id: Draft(tuple(drafts[r][:ks[r]]),
+                                        probs_all[r, :ks[r]] if probs_all is not None
+                                        and not entry.sampling_params.is_greedy else None)
+                for r, entry in enumerate(proposing)}
+
+    def _draft_stepwise(self, proposing: list[ScheduledRequest], ks: list[int], logits: torch.Tensor) -> dict[str, Draft]:
+        """Drafts pass by pass with a host round trip each: grammars need each draft on the host."""
         num_rows, max_k = len(proposing), max(ks)
         drafts: list[list[int]] = [[] for _ in proposing]
         probs_all: torch.Tensor | None = None  # [B, max_k, V] when some request samples
