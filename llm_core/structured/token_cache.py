@@ -9,7 +9,7 @@ mismatching files are treated as misses and overwritten.
 
 A build computes the start state's mask, and with `precompute_seconds` more masks ahead,
 breadth-first from the start (None: all of them). The default computes the rest on first use, on
-the step loop: a mask inside a free string costs up to ~20 ms with a 150k-token vocabulary, but
+the step loop: a mask inside a free string costs ~1-3 ms with a 150k-token vocabulary, but
 only the states a request reaches are computed. Computing all ahead costs ~5-10x the CPU time of
 one instance's masks and runs in the compile thread, which shares the GIL with the step loop
 (docs/structured-output.md, "Benchmark"); it suits warming a disk cache for known schemas.

@@ -2,8 +2,9 @@
 
 The mask of a DFA state allows token t iff t's bytes take the DFA from that state to a live state,
 plus the EOS ids iff the state is accepting. Masks are computed on first use with one vectorized
-trie walk and memoized; they depend only on (grammar, tokenizer), so one CompiledGrammar serves
-every request with that pair, from any thread (a race computes a mask twice, with equal results).
+trie walk (vocab_trie.TrieWalk, built once per CompiledGrammar) and memoized; they depend only on
+(grammar, tokenizer), so one CompiledGrammar serves every request with that pair, from any thread
+(a race computes a mask twice, with equal results).
 Bit layout: token t is bit t % 32 of int32 word t // 32, as `apply_token_bitmask` reads it.
 """
 
@@ -18,7 +19,7 @@ import numpy as np
 from .dfa import DEAD
 from .grammar import Grammar
 from .tokenizer_info import TokenizerInfo
-from .vocab_trie import VocabTrie
+from .vocab_trie import TrieWalk, VocabTrie
 
 _TRIES: dict[str, VocabTrie] = {}
 
@@ -59,6 +60,7 @@ class CompiledGrammar:
         self.eos_mask = pack_bits(eos, self.bitmask_width)
         self.eos_mask.flags.writeable = False
         self._token_bytes = tokenizer_info.token_bytes
+        self._walk: TrieWalk | None = None
 
     @property
     def num_states(self) -> int:
@@ -72,8 +74,10 @@ class CompiledGrammar:
         """[bitmask_width] int32 (read-only) of the tokens allowed next in `state`."""
         mask = self._masks.get(state)
         if mask is None:
+            if self._walk is None:
+                self._walk = TrieWalk(vocab_trie(self.tokenizer_info), self.dfa)
             allowed = np.zeros(self.tokenizer_info.vocab_size, dtype=bool)
-            allowed[:len(self._token_bytes)] = vocab_trie(self.tokenizer_info).allowed_tokens(self.dfa, state)
+            allowed[:len(self._token_bytes)] = self._walk.allowed_tokens(state)
             if self.dfa.is_accepting(state):
                 allowed |= self._eos_allowed
             mask = pack_bits(allowed, self.bitmask_width)

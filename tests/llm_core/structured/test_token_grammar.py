@@ -3,8 +3,8 @@ import pytest
 
 from llm_core.structured import CompiledGrammar, TokenizerInfo, compile_json_schema, compile_regex
 from llm_core.structured.dfa import DEAD
-from llm_core.structured.token_grammar import pack_bits
-from llm_core.structured.vocab_trie import VocabTrie
+from llm_core.structured.token_grammar import pack_bits, vocab_trie
+from llm_core.structured.vocab_trie import DEFAULT_DENSE_FRACTION, TrieWalk, VocabTrie
 
 from .helpers import allowed_ids
 
@@ -73,3 +73,36 @@ def test_trie_shares_prefixes_and_never_allows_byteless_tokens():
     assert trie.token_node[0] == trie.token_node[5]
     dfa = compile_regex("abc?").dfa
     assert trie.allowed_tokens(dfa, 0).tolist() == [True, True, False, True, False, True]
+
+
+@pytest.mark.parametrize("grammar", [
+    compile_json_schema({"type": "object", "properties": {
+        "name": {"type": "string"}, "tags": {"type": "array", "items": {"type": "string", "maxLength": 5}},
+        "when": {"type": "string", "format": "date-time"}, "n": {"type": "number", "minimum": -3.5}},
+        "required": ["name"]}),
+    compile_json_schema({"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "string"}},
+                         "additionalProperties": {"type": "integer"}}),
+    compile_json_schema(True),
+    compile_regex(r"(\w+ ){1,3}[A-Z]{2}-\d{3,5}|ünï(code)?"),
+], ids=["object", "free_strings", "any_value", "regex"])
+@pytest.mark.parametrize("dense_fraction", [0.0, DEFAULT_DENSE_FRACTION, 2.0],
+                         ids=["dense", "mixed", "sparse"])
+def test_trie_walk_agrees_with_stepping_each_token_on_random_states(grammar, dense_fraction, info):
+    # Reference: each token's bytes stepped through the DFA on their own (no trie, no numpy).
+    rng = np.random.default_rng(0)
+    walk = TrieWalk(vocab_trie(info), grammar.dfa)
+    states = {0, *rng.choice(grammar.num_states, size=min(25, grammar.num_states), replace=False).tolist()}
+    for state in sorted(states):
+        expected = [data is not None and grammar.dfa.step(state, data) != DEAD for data in info.token_bytes]
+        assert walk.allowed_tokens(state, dense_fraction).tolist() == expected, state
+
+
+def test_trie_walk_handles_duplicate_byteless_and_long_tokens():
+    tokens = (b"ab", b"a", None, b"abc", b"b", b"ab", b"x" * 40, b"\xc3", b"\xc3\xa9", b"", b"a" * 40)
+    trie = VocabTrie(tokens)
+    for pattern in ["abc?", "x*", "[a-z]*", "é?a*", "(ab)+"]:
+        dfa = compile_regex(pattern).dfa
+        for state in range(dfa.num_states):
+            expected = [bool(data) and dfa.step(state, data) != DEAD for data in tokens]
+            for dense_fraction in (0.0, DEFAULT_DENSE_FRACTION, 2.0):
+                assert TrieWalk(trie, dfa).allowed_tokens(state, dense_fraction).tolist() == expected
