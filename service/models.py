@@ -72,15 +72,14 @@ class ModelSet:
 
     def route(self, modalities: Iterable[str]) -> ServedModel:
         """The first model that takes every one of `modalities` (none: the default model);
-        ProtocolError unsupported_media when no single model takes them all."""
+        ProtocolError unsupported_media when no single model takes them all. A single model gets
+        every request, as without routing: uploads and its engine refuse what it cannot take."""
+        if len(self.models) == 1:
+            return self.default
         wanted = set(modalities)
         for model in self.models:
             if wanted <= set(model.media.modalities):
                 return model
-        if len(self.models) == 1:
-            takes = ", ".join(self.default.media.modalities) or "no media"
-            raise ProtocolError(UNSUPPORTED_MEDIA, f"this model cannot take {', '.join(sorted(wanted))} input "
-                                f"(it takes {takes})")
         served = "; ".join(f"{m.name}: {', '.join(m.media.modalities) or 'text'}" for m in self.models)
         raise ProtocolError(UNSUPPORTED_MEDIA, f"no served model takes {' and '.join(sorted(wanted))} in one "
                             f"request ({served}); send them in separate responses")

@@ -1,4 +1,4 @@
-"""Data pools, batches and model configs for tools/train_demo_model.py.
+"""Tokenizer, data pools, batches and the encoders' training probes for tools/train_demo_model.py.
 
 The media go through the engine's own decoding and preprocessing (encoders.media,
 encoders.preprocess) and the prompts through its tokenizer and chat template, so the model is
@@ -194,7 +194,8 @@ def make_batch(items: list[Item], prompter: Prompter, rng: np.random.Generator,
     for _ in range(num_text):
         questions = demo_prompts.QUESTIONS["text"]["hello"]
         question = questions[int(rng.integers(len(questions)))]
-        rows.append((prompter.prompt("text", question, True, 0), prompter.answer(demo_prompts.answer("text", "hello", {}))))
+        greeting = demo_prompts.answer("text", "hello", {})
+        rows.append((prompter.prompt("text", question, True, 0), prompter.answer(greeting)))
     length = max(len(p) + len(a) for p, a in rows)
     input_ids = torch.full((len(rows), length), prompter.pad_id)
     labels = torch.full((len(rows), length), IGNORE)

@@ -2,8 +2,9 @@
 
     .venv/bin/python -m tools.eval_demo_model --model models/demo --samples 20 --seed 1000
 
-For every kind of item and task, `samples` fresh items get the task's first question; the answer
-(greedy) must equal the templated one exactly. Prints and returns the accuracy per kind and task.
+For every kind of item and task, `samples` fresh items get the task's questions in turn; the
+answer (greedy unless --temperature) must equal the templated one exactly. Prints and returns the
+accuracy per kind and task.
 """
 
 from __future__ import annotations
@@ -30,11 +31,11 @@ def _make(kind: str, rng: np.random.Generator) -> demo_data.Sample:
     return {"image": demo_data.make_image, "video": demo_data.make_video, "audio": demo_data.make_audio}[kind](rng)
 
 
-def evaluate(model_root: str | Path, samples: int = 20, seed: int = 1000) -> dict:
+def evaluate(model_root: str | Path, samples: int = 20, seed: int = 1000, temperature: float = 0.0) -> dict:
     from llm_core import LLM, SamplingParams
 
     rng = np.random.default_rng(seed)
-    params = SamplingParams(max_tokens=48, temperature=0.0)
+    params = SamplingParams(max_tokens=48, temperature=temperature, seed=seed)
     results: dict = {}
     for name, kinds in (("vision", ("image", "video")), ("audio", ("audio",))):
         llm = LLM(str(Path(model_root) / name), device="cpu", dtype="float32", max_model_len=512)
@@ -62,8 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="models/demo")
     parser.add_argument("--samples", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1000)
+    parser.add_argument("--temperature", type=float, default=0.0)
     args = parser.parse_args(argv)
-    print(json.dumps(evaluate(args.model, args.samples, args.seed), indent=2))
+    print(json.dumps(evaluate(args.model, args.samples, args.seed, args.temperature), indent=2))
     return 0
 
 

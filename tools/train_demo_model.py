@@ -1,15 +1,17 @@
 """Train the demo models that `make serve` serves (docs/demo-model.md), from scratch, on the CPU.
 
-    .venv/bin/python -m tools.train_demo_model --out models/demo --seed 0
+    OMP_NUM_THREADS=1 .venv/bin/python -m tools.train_demo_model --out models/demo --seed 0
 
 Writes three checkpoints with one shared tokenizer:
-- vision/: LlavaForConditionalGeneration (SigLIP tower 48x48, 16 tokens per image or video frame,
+- vision/: LlavaForConditionalGeneration (SigLIP tower 64x64, 16 tokens per image or video frame,
   Llama text model): shapes, colours, positions in images; shape, colour, direction in videos;
 - audio/:  Qwen2AudioForConditionalGeneration (Whisper encoder over 2 s, Qwen2 text model): tones,
   chirps and beeps;
 - draft/:  a smaller LlamaForCausalLM trained on the same token sequences (media placeholders
   included), for speculative decoding of either model.
-Each step trains the target on one batch and the draft on the same token ids. At the end every
+Stages: the vision tower and projector alone, supervised by linear probes (demo_training.py);
+then the vision model and then the audio model on the answers, probes still on. Each step of
+those trains the target on one batch and the draft on the same token ids. At the end every
 checkpoint is evaluated through our own engine (llm_core.LLM) on freshly generated media, and a
 record (command, seed, time, losses, accuracy) is written to <out>/training.json.
 """
@@ -27,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tools import demo_data, demo_prompts
+from tools import demo_data
 from tools.demo_training import (AUDIO_SECONDS, IMAGE_SIZE, NUM_IMAGE_TOKENS, PATCH_SIZE, AudioProbe, Probed,
                                  Prompter, VisionProbe, audio_pool, make_batch, train_tokenizer, vision_pool)
 

@@ -13,7 +13,10 @@ const RATE = 16000;
 function drawShape(ctx, shape, color, cx, cy, r) {
   ctx.fillStyle = `rgb(${COLORS[color].join(",")})`;
   ctx.beginPath();
-  const poly = (points) => { points.forEach(([x, y], i) => (i ? ctx.lineTo(x, y) : ctx.moveTo(x, y))); ctx.closePath(); };
+  const poly = (points) => {
+    points.forEach(([x, y], i) => (i ? ctx.lineTo(x, y) : ctx.moveTo(x, y)));
+    ctx.closePath();
+  };
   if (shape === "circle") ctx.arc(cx, cy, r, 0, 2 * Math.PI);
   else if (shape === "square") ctx.rect(cx - 0.85 * r, cy - 0.85 * r, 1.7 * r, 1.7 * r);
   else if (shape === "triangle") poly([[cx, cy - r], [cx - 0.95 * r, cy + 0.7 * r], [cx + 0.95 * r, cy + 0.7 * r]]);
