@@ -269,7 +269,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per configuration (the fastest counts)")
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.85)
     parser.add_argument("--out", help="JSON path (default bench/results/spec_decode_<device>.json)")
+    parser.add_argument("--demo", metavar="DIR", help="the demo models (models/demo): their draft against each "
+                        "target on the trained media tasks (bench/spec_decode_demo.py) instead")
     args = parser.parse_args()
+    if args.demo:
+        from bench.spec_decode_demo import run_demo
+        batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+        rows = run_demo(args.demo, device=args.device, num_tokens=args.num_tokens, batch_sizes=batch_sizes)
+        out = Path(args.out or Path(__file__).parent / "results" / f"spec_decode_demo_{args.device}.json")
+        out.write_text(json.dumps({"device": args.device, "torch": torch.__version__, "models": args.demo,
+                                   "rows": rows}, indent=2))
+        return
     if args.draft and not args.target:
         parser.error("--draft goes with --target")
     args.batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
