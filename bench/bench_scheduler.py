@@ -3,8 +3,8 @@
     python -m bench.bench_scheduler [--num-requests 256] [--context 1024] [--steps 200] [--out F.json]
 
 Measures, per decode step of N running requests: scheduler.schedule(), update_from_output()
-(with prefix-cache bookkeeping) and the runner's input preparation (building the step's
-tensors on the CPU). The sum must stay well under a GPU decode step (a few ms) or the host
+(with prefix-cache bookkeeping) and the runner's input preparation (host arrays from the
+persistent block tables, then the step's tensors on the CPU). The sum must stay well under a GPU decode step (a few ms) or the host
 starves the GPU. Prints a table and writes JSON.
 """
 
@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from cache.kv_cache_manager import KVCacheManager
+from llm_core.block_table import BlockTableHost
 from llm_core.config import SchedulerConfig
 from llm_core.model_runner import ModelRunner
 from llm_core.request import Request
@@ -49,12 +50,13 @@ def main() -> None:
     sched.update_from_output(plan, {e.request_id: 1 for e in plan.requests})
     runner = ModelRunner.__new__(ModelRunner)  # input preparation only: no model, no KV tensors
     runner.block_size, runner.device = bs, torch.device("cpu")
+    runner.block_table_host = BlockTableHost(2 * n, blocks_per_seq)
     times = {"schedule": [], "update": [], "prepare_inputs": []}
     for step in range(args.steps):
         t0 = time.perf_counter()
         plan = sched.schedule()
         t1 = time.perf_counter()
-        runner.prepare_inputs(plan)
+        runner.to_device(runner.prepare_inputs(plan))  # host arrays, then the step's tensors
         t2 = time.perf_counter()
         sched.update_from_output(plan, {e.request_id: step % 1000 for e in plan.requests})
         t3 = time.perf_counter()
