@@ -21,7 +21,7 @@ from llm_core.distributed.executor import TensorParallelExecutor
 from llm_core.engine_telemetry import EngineTelemetry
 from llm_core.kv_memory import kv_budget_bytes, plan_num_blocks
 from llm_core.memory_profile import profile_peak_bytes, reset_peak
-from llm_core.model_runner import ModelRunner
+from llm_core.model_runner import MAX_VERIFY_GRAPH_BATCH, ModelRunner
 from llm_core.models.arch_config import ArchConfig, read_hf_config
 from llm_core.models.registry import build_model
 from llm_core.multi_step import PLACEHOLDER_TOKEN_ID
@@ -96,7 +96,7 @@ class LLMEngine:
             model, self.tp.rank_arch, device=self.device, dtype=self.dtype, block_size=cache.block_size,
             num_tokens=min(config.scheduler.max_num_batched_tokens, self.max_model_len),
             num_logits=config.scheduler.max_num_seqs))
-        budget = kv_budget_bytes(cache, self.device, peak + self._graph_memory(config))
+        budget = kv_budget_bytes(cache, self.device, peak + self._graph_memory(config, draft))
         budget = self.tp.agree_kv_budget(budget)  # the smallest over the ranks (this one's at size 1)
         if draft is not None:  # the draft's cache has a block for each of the target's (same block ids)
             budget = target_kv_budget(budget, self.tp.rank_arch, draft.arch, cache.block_size, self.dtype)
@@ -132,15 +132,23 @@ class LLMEngine:
             raise ValueError(f"max_model_len={requested} exceeds the model's max_position_embeddings={limit}")
         return requested or limit
 
-    def _graph_memory(self, config: EngineConfig) -> int:
-        """A bound on what the decode CUDA graphs' pool holds: logits and activations of the largest batch."""
+    def _graph_memory(self, config: EngineConfig, draft: DraftModel | None) -> int:
+        """A bound on what the CUDA graphs' pools hold: logits and MLP activations of the largest
+        batch of each graph set (decode; verification with k + 1 rows per sequence for up to 64
+        sequences; the draft model's decode graphs)."""
         if self.device.type != "cuda" or config.model.enforce_eager:
             return 0
-        rows = config.scheduler.max_num_seqs
-        if config.speculative is not None:  # verification graphs: k + 1 rows per sequence, up to 64 sequences
-            rows += 64 * (int(config.speculative.get("num_tokens", 4)) if str(config.speculative.get(
-                "num_tokens", 4)).isdigit() else 8 + 1)
-        return rows * (self.arch.vocab_size * 4 * 2 + self.arch.intermediate_size * 2 * 8) + (64 << 20)
+
+        def bound(arch: ArchConfig, rows: int) -> int:
+            return rows * (arch.vocab_size * 4 * 2 + arch.intermediate_size * 2 * 8)
+
+        max_seqs = config.scheduler.max_num_seqs
+        total = bound(self.arch, max_seqs) + (64 << 20)
+        if self.speculative is not None:
+            total += bound(self.arch, min(max_seqs, MAX_VERIFY_GRAPH_BATCH) * (self.speculative.num_tokens + 1))
+        if draft is not None:
+            total += bound(draft.arch, max_seqs)
+        return total
 
     def _load_draft_model(self, backend) -> DraftModel | None:
         if self.speculative is None or self.speculative.method != "draft":

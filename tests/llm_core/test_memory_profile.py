@@ -46,3 +46,27 @@ def test_an_engine_built_after_another_gets_the_same_kv_cache(tmp_path):
         del llm
         torch.cuda.empty_cache()
     assert blocks[1] >= 0.95 * blocks[0]
+
+
+def test_graph_memory_bound_counts_every_graph_set():
+    """The CUDA graphs' pool bound (computed on the CPU here: it reads only shapes and options)."""
+    from types import SimpleNamespace
+
+    from llm_core.config import EngineConfig
+    from llm_core.engine import LLMEngine
+    from llm_core.spec_decode import SpeculativeConfig
+
+    arch = SimpleNamespace(vocab_size=1000, intermediate_size=64)
+    draft = SimpleNamespace(arch=SimpleNamespace(vocab_size=1000, intermediate_size=32))
+    config = EngineConfig.from_options("unused", max_num_seqs=8)
+    engine = SimpleNamespace(device=torch.device("cuda"), arch=arch, speculative=None)
+    plain = LLMEngine._graph_memory(engine, config, None)
+    assert plain == 8 * (1000 * 8 + 64 * 16) + (64 << 20)
+    engine.speculative = SpeculativeConfig(num_tokens=3)
+    with_verify = LLMEngine._graph_memory(engine, config, None)
+    assert with_verify == plain + 8 * 4 * (1000 * 8 + 64 * 16)
+    assert LLMEngine._graph_memory(engine, config, draft) == with_verify + 8 * (1000 * 8 + 32 * 16)
+    eager = EngineConfig.from_options("unused", max_num_seqs=8, enforce_eager=True)
+    assert LLMEngine._graph_memory(engine, eager, draft) == 0
+    engine.device = torch.device("cpu")
+    assert LLMEngine._graph_memory(engine, config, draft) == 0
