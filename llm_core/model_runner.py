@@ -133,11 +133,10 @@ class ModelRunner:
         """draft_probs: a draft model's q [num_draft_tokens, V] per request, for rejection sampling.
         multi_step: the plan's drafts are placeholders (llm_core/multi_step.py): each request gets
         one decode forward per token instead of a verification."""
-        self.block_table_host.release(plan.finished_request_ids + plan.preempted_request_ids)
         if multi_step and is_multi_step_plan(plan.requests):
+            self.block_table_host.release(plan.finished_request_ids + plan.preempted_request_ids)
             return run_decode_steps(self, plan.requests), {}
-        inputs = self.prepare_inputs(plan)
-        logits = self._forward(plan, inputs)  # [R, V] fp32, R = len(inputs.logits_indices)
+        logits = self.forward_plan(plan)  # [R, V] fp32, R = rows that sample (one per draft too)
         sampling = [e for e in plan.requests if e.do_sample]
         if not sampling:
             return {}, {}
@@ -162,6 +161,14 @@ class ModelRunner:
                     kept[token] = row[token]
                     logprobs[entry.request_id] = kept
         return sampled, logprobs
+
+    @torch.inference_mode()
+    def forward_plan(self, plan: SchedulerOutput) -> torch.Tensor | None:
+        """The step's forward up to its logits: host state (block tables), inputs, model. Tensor-
+        parallel workers run exactly this (llm_core/distributed/worker.py), so every rank keeps
+        the same host state and joins the same collectives; only the driver samples."""
+        self.block_table_host.release(plan.finished_request_ids + plan.preempted_request_ids)
+        return self._forward(plan, self.prepare_inputs(plan))
 
     def _forward(self, plan: SchedulerOutput, inputs: StepInputs) -> torch.Tensor | None:
         """Logits of the sampled rows: a CUDA graph replay for decode-only text steps, eager otherwise."""

@@ -117,13 +117,10 @@ def run_worker(spec: WorkerSpec, conn: Connection) -> None:
         execute_plan(runner, plan)
 
 
-@torch.inference_mode()
 def execute_plan(runner: ModelRunner, plan) -> None:
-    """The driver's ModelRunner.execute up to its logits (the same host state, the same forward
-    and collectives); the logits stay with the driver, which samples."""
-    runner.block_table_host.release(plan.finished_request_ids + plan.preempted_request_ids)
-    inputs = runner.prepare_inputs(plan)
-    runner._forward(plan, inputs)
+    """The driver's ModelRunner.execute up to its logits (ModelRunner.forward_plan: the same host
+    state, the same forward and collectives); the logits stay with the driver, which samples."""
+    runner.forward_plan(plan)
 
 
 if __name__ == "__main__":
