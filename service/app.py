@@ -75,7 +75,7 @@ async def healthz(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
-    return Response(await gateway.telemetry.metrics.render(gateway.engine), media_type=CONTENT_TYPE_LATEST)
+    return Response(await gateway.telemetry.metrics.render(gateway.models.engines), media_type=CONTENT_TYPE_LATEST)
 
 
 async def index(request: Request) -> Response:

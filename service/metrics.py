@@ -63,15 +63,43 @@ class Metrics:
         self.engine = EngineCollector()
         r.register(self.engine)
 
-    async def render(self, engine) -> bytes:
-        """The exposition text, with the engine's stats fetched now (bounded wait)."""
+    async def render(self, engines) -> bytes:
+        """The exposition text, with the engines' stats fetched now (bounded wait). Several served
+        models (one engine each) report their sum: blocks, requests and counters add up,
+        histograms merge; the engine is up only while every engine runs."""
+        engines = list(engines) if isinstance(engines, (list, tuple)) else [engines]
+        results = await asyncio.gather(*(self._stats(engine) for engine in engines))
+        self.engine.stats = None if any(r is None for r in results) else merge_engine_stats(results)
+        return generate_latest(self.registry)
+
+    @staticmethod
+    async def _stats(engine) -> dict[str, Any] | None:
         try:
-            stats = await asyncio.wait_for(engine.stats(), STATS_TIMEOUT_S) if engine.is_running else None
+            return await asyncio.wait_for(engine.stats(), STATS_TIMEOUT_S) if engine.is_running else None
         except Exception as exc:  # the engine died or is stuck: its metrics say so
             logger.warning("engine stats for /metrics failed: %s", exc)
-            stats = None
-        self.engine.stats = stats
-        return generate_latest(self.registry)
+            return None
+
+
+def merge_engine_stats(all_stats: list[dict[str, Any]]) -> dict[str, Any]:
+    """One engine's stats, or the sum of several: numbers add, histogram snapshots with the same
+    bounds merge, KV usage is recomputed from the summed blocks; anything else is dropped."""
+    if len(all_stats) == 1:
+        return all_stats[0]
+    merged: dict[str, Any] = {}
+    for key in set().union(*all_stats):
+        values = [stats[key] for stats in all_stats if key in stats]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            merged[key] = sum(values)
+        elif all(isinstance(v, dict) and "bounds" in v for v in values) and \
+                all(list(v["bounds"]) == list(values[0]["bounds"]) for v in values):
+            merged[key] = {"bounds": list(values[0]["bounds"]), "sum": sum(v["sum"] for v in values),
+                           "count": sum(v.get("count", 0) for v in values),
+                           "counts": [sum(c) for c in zip(*(v["counts"] for v in values))]}
+    merged.pop("kv_usage", None)
+    if merged.get("kv_num_blocks"):
+        merged["kv_usage"] = 1 - merged.get("kv_num_free_blocks", 0) / merged["kv_num_blocks"]
+    return merged
 
 
 class EngineCollector:

@@ -79,3 +79,19 @@ def test_metrics_parse_and_move_with_requests(server):
     assert grew("tributary_grammar_compile_time_seconds_count") == 1
     assert grew("tributary_prefix_cache_queries_total") > 0
     assert value(after, "tributary_num_requests_running") == 0 and value(after, "tributary_num_requests_waiting") == 0
+
+
+def test_several_engines_report_their_sum():
+    from service.metrics import merge_engine_stats
+
+    vision = {"num_running": 2, "kv_num_blocks": 100, "kv_num_free_blocks": 60, "kv_usage": 0.4, "num_steps": 7,
+              "queue_time_s": {"bounds": [0.1, 1.0], "counts": [1, 2, 0], "sum": 1.5, "count": 3},
+              "spec_num_accepted_per_position": [1, 2], "embedding_cache_hits": 4}
+    audio = {"num_running": 1, "kv_num_blocks": 300, "kv_num_free_blocks": 300, "kv_usage": 0.0, "num_steps": 5,
+             "queue_time_s": {"bounds": [0.1, 1.0], "counts": [0, 1, 1], "sum": 2.5, "count": 2}}
+    merged = merge_engine_stats([vision, audio])
+    assert merged["num_running"] == 3 and merged["num_steps"] == 12 and merged["embedding_cache_hits"] == 4
+    assert merged["kv_num_blocks"] == 400 and merged["kv_usage"] == 1 - 360 / 400
+    assert merged["queue_time_s"] == {"bounds": [0.1, 1.0], "counts": [1, 3, 1], "sum": 4.0, "count": 5}
+    assert "spec_num_accepted_per_position" not in merged  # lists do not add up
+    assert merge_engine_stats([vision]) is vision
