@@ -30,6 +30,7 @@ from pathlib import Path
 import msgpack
 from websockets.asyncio.client import connect
 
+from bench.machine import cpu_name
 from llm_core.outputs import CompletionDelta
 
 MESSAGES = [{"role": "user", "content": "go"}]
@@ -187,7 +188,7 @@ def main() -> None:
     model_dir = tempfile.mkdtemp(prefix="bench-gateway-")
     Path(model_dir, "config.json").write_text(json.dumps({"model_type": "llama"}))
     connections = [int(c) for c in args.connections.split(",")]
-    result = {"machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()},
+    result = {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()},
               "tokens_per_connection": args.tokens, "step_ms": args.step_ms, "throughput": {}, "latency": {}}
     runs = [("baseline", run_baseline, (18931,), "ws://127.0.0.1:18931", True, True),
             ("gateway", run_gateway, (18932, model_dir, args.step_ms / 1e3), "ws://127.0.0.1:18932/v1/stream",
@@ -229,16 +230,6 @@ def print_table(result: dict) -> None:
           f"{gate['p99_ms']:.3f} |")
     print(f"| added by the gateway and engine client | {gate['p50_ms'] - base['p50_ms']:.3f} | "
           f"{gate['p99_ms'] - base['p99_ms']:.3f} |")
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 if __name__ == "__main__":

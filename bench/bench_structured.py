@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.machine import cpu_name
 from bench.qwen_vocab import ENDOFTEXT_ID, LOGITS_WIDTH, build_tokenizer, check_against_tiktoken, load_ranks
 from bench.structured_corpus import REALISTIC_CASES, load_cases
 from bench.structured_engines import ENGINES, VARIANTS, describe_settings, engine_version, make_engine
@@ -192,12 +193,7 @@ def print_case_table(report: dict, cases) -> None:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    return f"{cpu_name()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
 
 
 def make_engines(args, info: TokenizerInfo, report: dict) -> dict:

@@ -34,6 +34,8 @@ from pathlib import Path
 import msgpack
 from websockets.asyncio.client import connect
 
+from bench.machine import cpu_name
+
 DEMO_DIR = Path(".cache/demo-model")
 ENGINE_OPTIONS = {"device": "cpu", "max_model_len": 512}
 
@@ -231,7 +233,7 @@ def main() -> None:
         for process in processes:
             process.kill()
             process.join(10)
-    result = {"machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()},
+    result = {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()},
               "model": "demo (tiny random Llama, CPU)", "sessions": args.sessions, "seconds_per_round": args.seconds,
               "tokens_per_request": args.tokens, "rounds": rounds,
               "median": {mode: {key: statistics.median(r[key] for r in runs)
@@ -274,16 +276,6 @@ def print_table(result: dict) -> None:
     print("|---|---|---|")
     for mode, label in (("off", "tracing off (metrics only)"), ("on", "tracing on: 5 spans, 1 event")):
         print(f"| {label} | {work[mode]['work_us_per_response']:.0f} | {work[mode]['export_us_per_response']:.0f} |")
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 if __name__ == "__main__":
