@@ -34,25 +34,36 @@ def is_multi_step_plan(entries: Sequence[ScheduledRequest]) -> bool:
     return bool(entries) and all(e.do_sample and e.num_tokens == e.num_draft_tokens + 1 for e in entries)
 
 
+def plan_decode_forwards(runner, entries: Sequence[ScheduledRequest], first_positions: np.ndarray,
+                         num_forwards_each: np.ndarray):
+    """Where a run of chained decode forwards reads and writes: request b feeds position
+    first_positions[b] + j in forward j < num_forwards_each[b]. Returns positions, slot_mapping
+    and seq_lens [K, B] (K = the most forwards) and block_tables [B, n].
+
+    A row past its own forwards re-reads its last position that has keys (the one before its
+    first, when it has none) and stores nothing: it reads only keys that exist and indexes no
+    block past its allocation; the caller drops its tokens."""
+    bs = runner.block_size
+    rows = runner.block_table_host.rows_for([e.request_id for e in entries], [e.block_ids for e in entries])
+    table = runner.block_table_host.table
+    num_forwards = int(num_forwards_each.max())
+    forward = np.arange(num_forwards)[:, None]  # [K, 1]
+    active = forward < num_forwards_each[None, :]  # [K, B]
+    last = first_positions + num_forwards_each - 1  # [B]
+    positions = np.where(active, first_positions[None, :] + forward, last[None, :])
+    slots = np.where(active, table[rows[None, :], positions // bs].astype(np.int64) * bs + positions % bs, -1)
+    block_tables = runner.block_table_host.gather(rows, max(len(e.block_ids) for e in entries))
+    return positions, slots, positions + 1, block_tables
+
+
 def run_decode_steps(runner, entries: Sequence[ScheduledRequest]) -> dict[str, list[int]]:
     """Runs max(num_draft_tokens) + 1 decode forwards; request b takes part in its first
     num_draft_tokens_b + 1 of them. Returns {request_id: its sampled tokens in order}."""
-    bs = runner.block_size
     num_seqs = len(entries)
     num_steps_each = np.fromiter((e.num_draft_tokens + 1 for e in entries), dtype=np.int64, count=num_seqs)
     num_steps = int(num_steps_each.max())
-    rows = runner.block_table_host.rows_for([e.request_id for e in entries], [e.block_ids for e in entries])
-    table = runner.block_table_host.table
     starts = np.fromiter((e.start_position for e in entries), dtype=np.int64, count=num_seqs)
-    positions = starts[None, :] + np.arange(num_steps)[:, None]  # [K, B]
-    active = np.arange(num_steps)[:, None] < num_steps_each[None, :]  # [K, B]
-    # A row past its own steps re-reads its last real position and stores nothing, so it reads
-    # only keys that exist and indexes no table past its allocation; its tokens are dropped.
-    positions = np.where(active, positions, starts[None, :])
-    slots = np.where(active, table[rows[None, :], positions // bs].astype(np.int64) * bs + positions % bs, -1)
-    seq_lens = positions + 1
-    max_blocks = max(len(e.block_ids) for e in entries)
-    block_tables = runner.block_table_host.gather(rows, max_blocks)
+    positions, slots, seq_lens, block_tables = plan_decode_forwards(runner, entries, starts, num_steps_each)
     first_ids = np.fromiter((e.token_ids[0] for e in entries), dtype=np.int64, count=num_seqs)
     params = [e.sampling_params for e in entries]
     outputs = [e.num_output_tokens for e in entries]

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from llm_core.model_runner import ModelRunner
-from llm_core.multi_step import eager_decode_forward
+from llm_core.multi_step import eager_decode_forward, plan_decode_forwards
 from llm_core.sampler import Sampler, prepare_sampling_batch
 from llm_core.scheduler_output import RequestUpdate, ScheduledRequest, SchedulerOutput
 from llm_core.spec_decode.draft_model import DraftModel
@@ -115,17 +115,12 @@ class DraftModelProposer:
         than the longest rides along in the later passes, storing nothing; its extra tokens are
         dropped. Pass j of a request sits where the step-by-step loop puts it, so greedy and seeded
         drafts are the same."""
-        runner, bs = self.runner, self.block_size
+        runner = self.runner
         num_rows, max_k = len(proposing), max(ks)
-        rows = runner.block_table_host.rows_for([e.request_id for e in proposing], [e.block_ids for e in proposing])
+        # pass j >= 1 of request r feeds its draft j - 1 at its newest position + j
         newest = np.fromiter((e.start_position + e.num_tokens - 1 for e in proposing), dtype=np.int64, count=num_rows)
-        passes = np.arange(1, max_k)[:, None]  # [K-1, 1]
-        active = passes < np.asarray(ks)[None, :]  # [K-1, B]
-        positions = np.where(active, newest[None, :] + passes, newest[None, :])
-        table = runner.block_table_host.table
-        slots = np.where(active, table[rows[None, :], positions // bs].astype(np.int64) * bs + positions % bs, -1)
-        seq_lens = positions + 1
-        block_tables = runner.block_table_host.gather(rows, max(len(e.block_ids) for e in proposing))
+        positions, slots, seq_lens, block_tables = plan_decode_forwards(runner, proposing, newest + 1,
+                                                                        np.asarray(ks, dtype=np.int64) - 1)
         size = runner.graphs.load(positions, slots, seq_lens, block_tables) if runner.graphs is not None else None
         tokens, probs = self._sample(logits, proposing, 0)
         all_tokens, all_probs = [tokens], [probs]

@@ -10,14 +10,7 @@ import pytest
 
 from llm_core import LLM, SamplingParams
 from tests.helpers.checkpoints import make_text_checkpoint
-
-PROMPTS = ["the cat sat on the mat. the cat sat on the mat. the cat",
-           "one two three one two three one two",
-           "abc abc abc abc abc",
-           "a completely different prompt with few repeats"]
-SCHEMA = {"type": "object", "properties": {"shape": {"enum": ["circle", "square", "triangle"]},
-                                           "count": {"type": "integer", "minimum": 0, "maximum": 20}},
-          "required": ["shape", "count"], "additionalProperties": False}
+from tests.helpers.spec_prompts import PROMPTS, SCHEMA
 
 
 @pytest.fixture(scope="module")

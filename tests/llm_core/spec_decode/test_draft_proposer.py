@@ -14,15 +14,8 @@ import torch
 from llm_core import LLM, SamplingParams
 from llm_core.spec_decode.draft_proposer import to_vocab
 from tests.helpers.checkpoints import make_text_checkpoint
+from tests.helpers.spec_prompts import PROMPTS, SCHEMA
 from tests.llm_core.spec_decode.draft_checkpoints import noisy_copy, small_draft
-
-PROMPTS = ["the cat sat on the mat. the cat sat on the mat. the cat",
-           "one two three one two three one two",
-           "abc abc abc abc abc",
-           "a completely different prompt with few repeats"]
-SCHEMA = {"type": "object", "properties": {"shape": {"enum": ["circle", "square", "triangle"]},
-                                           "count": {"type": "integer", "minimum": 0, "maximum": 20}},
-          "required": ["shape", "count"], "additionalProperties": False}
 
 
 @pytest.fixture(scope="module")
