@@ -150,7 +150,8 @@ def text_prompts(task: str, batch: int) -> list[str]:
 def generate(llm: LLM, prompts, max_tokens: int, repeats: int = 1):
     """Outputs and tokens/s of the fastest of `repeats` runs (after a warm-up at this batch size)."""
     params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
-    llm.generate(prompts, SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True))
+    # Warm-up long enough for every kernel variant a step meets (Triton compiles on first use)
+    llm.generate(prompts, SamplingParams(max_tokens=min(max_tokens, 32), temperature=0.0, ignore_eos=True))
     best = 0.0
     for _ in range(repeats):
         _sync()

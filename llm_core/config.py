@@ -33,6 +33,12 @@ class SchedulerConfig:
     # elsewhere. Larger amortizes the host's work per step; a new request waits at most this
     # many forwards to start.
     num_scheduler_steps: int | None = None
+    # Async output processing (vLLM's name): after a multi-step step, its detokenization, stop
+    # strings and deltas wait for the next multi-step step and run on the host while that step's
+    # forwards run on the GPU, so the host's output work never leaves the GPU idle. Deltas come
+    # one engine step later; a stop string ends its request a step later (the tokens computed
+    # past it are dropped, never emitted).
+    disable_async_output_proc: bool = False
 
     def __post_init__(self) -> None:
         if self.num_scheduler_steps is not None and (type(self.num_scheduler_steps) is not int

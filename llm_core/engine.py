@@ -24,7 +24,7 @@ from llm_core.memory_profile import profile_peak_bytes, reset_peak
 from llm_core.model_runner import MAX_VERIFY_GRAPH_BATCH, ModelRunner
 from llm_core.models.arch_config import ArchConfig, read_hf_config
 from llm_core.models.registry import build_model
-from llm_core.multi_step import PLACEHOLDER_TOKEN_ID
+from llm_core.multi_step import PLACEHOLDER_TOKEN_ID, is_multi_step_plan
 from llm_core.multimodal import load_multimodal
 from llm_core.output_processor import OutputProcessor
 from llm_core.profiler import StepProfiler
@@ -33,7 +33,7 @@ from llm_core.prompts import Prompt, render_prompt
 from llm_core.request import Request, RequestStatus
 from llm_core.sampling_params import SamplingParams
 from llm_core.scheduler import Scheduler
-from llm_core.scheduler_output import RequestUpdate
+from llm_core.scheduler_output import RequestUpdate, SchedulerOutput
 from llm_core.spec_decode import SpeculativeConfig
 from llm_core.spec_decode.draft_model import DraftModel, load_draft_model, target_kv_budget
 from llm_core.spec_decode.draft_proposer import DraftModelProposer
@@ -118,6 +118,9 @@ class LLMEngine:
         self.output_processor = OutputProcessor(self.tokenizer, self.scheduler)
         steps = config.scheduler.num_scheduler_steps
         self.num_scheduler_steps = steps if steps is not None else (4 if self.device.type == "cuda" else 1)
+        # Updates of the last multi-step step, processed (detokenized) during the next one's
+        # forwards (async output processing; SchedulerConfig.disable_async_output_proc).
+        self._pending_updates: list[RequestUpdate] = []
         self.telemetry = EngineTelemetry(self.scheduler, self.kv_cache_manager,
                                          self.multimodal.embedder if self.multimodal is not None else None)
         if config.profiler.profile_steps:  # a Chrome trace of the next N steps (llm_core/profiler.py)
@@ -135,7 +138,7 @@ class LLMEngine:
     def _graph_memory(self, config: EngineConfig, draft: DraftModel | None) -> int:
         """A bound on what the CUDA graphs' pools hold: logits and MLP activations of the largest
         batch of each graph set (decode; verification with k + 1 rows per sequence for up to 64
-        sequences; the draft model's decode graphs)."""
+        sequences; the draft model's decode graphs and its first-pass graphs of k + 2 rows)."""
         if self.device.type != "cuda" or config.model.enforce_eager:
             return 0
 
@@ -146,8 +149,9 @@ class LLMEngine:
         total = bound(self.arch, max_seqs) + (64 << 20)
         if self.speculative is not None:
             total += bound(self.arch, min(max_seqs, MAX_VERIFY_GRAPH_BATCH) * (self.speculative.num_tokens + 1))
-        if draft is not None:
+        if draft is not None:  # its decode graphs and its first pass's graphs of k + 2 rows per sequence
             total += bound(draft.arch, max_seqs)
+            total += bound(draft.arch, min(max_seqs, MAX_VERIFY_GRAPH_BATCH) * (self.speculative.num_tokens + 2))
         return total
 
     def _load_draft_model(self, backend) -> DraftModel | None:
@@ -168,7 +172,8 @@ class LLMEngine:
                                           num_blocks=self.num_blocks, block_size=config.cache.block_size,
                                           max_model_len=self.max_model_len, max_num_seqs=config.scheduler.max_num_seqs,
                                           seed=config.model.seed, structured=self.structured,
-                                          use_cuda_graphs=not config.model.enforce_eager)
+                                          use_cuda_graphs=not config.model.enforce_eager,
+                                          num_tokens=self.speculative.num_tokens)
         return Speculator(self.speculative, structured=self.structured, max_model_len=self.max_model_len,
                           draft=proposer)
 
@@ -230,6 +235,9 @@ class LLMEngine:
         return request
 
     def abort_request(self, request_ids: list[str]) -> None:
+        if self._pending_updates:
+            aborted = set(request_ids)
+            self._pending_updates = [u for u in self._pending_updates if u.request_id not in aborted]
         self.scheduler.abort_requests(request_ids)
         self.telemetry.forget(request_ids)
         for request_id in request_ids:
@@ -248,12 +256,14 @@ class LLMEngine:
 
     def has_unfinished_requests(self) -> bool:
         """Whether step() has work: requests, or uploaded video frames waiting for the encoder."""
-        return (self.scheduler.has_unfinished_requests() or bool(self._waiting_for_grammar)
+        return (self.scheduler.has_unfinished_requests() or bool(self._waiting_for_grammar) or bool(self._pending_updates)
                 or (self.multimodal is not None and self.multimodal.items.num_pending_frames > 0))
 
     def step(self) -> list[CompletionDelta]:
         failed = self._admit_compiled()
         multi_step = self._give_multi_step_placeholders()
+        # The last multi-step step's outputs first (their stop strings end requests before this plan).
+        earlier = self._process_pending_updates() if not multi_step else []
         plan = self.scheduler.schedule()
         if multi_step:
             for request in self.scheduler.running:  # those the step left out start the next one clean
@@ -265,9 +275,12 @@ class LLMEngine:
             if self._waiting_for_grammar and not failed:
                 time.sleep(0.001)  # nothing else to do while a grammar compiles
             self._release([d.request_id for d in failed])
-            return failed
+            return earlier + failed
         self.telemetry.on_schedule(plan)
         self.tp.send_plan(plan)  # tensor-parallel workers run the same plan (no-op at size 1)
+        if multi_step and not self.config.scheduler.disable_async_output_proc and is_multi_step_plan(plan.requests):
+            self._release([d.request_id for d in failed])
+            return failed + self._multi_step_async(plan)  # (earlier is empty: a multi-step step)
         draft_probs = self.speculator.take_draft_probs(plan) if self.speculator is not None else None
         sampled, logprobs = self.runner.execute(plan, draft_probs, multi_step=multi_step)
         for request_id, token_ids in sampled.items():
@@ -282,6 +295,28 @@ class LLMEngine:
         self._release([d.request_id for d in deltas if d.finished])
         if self.speculator is not None:  # acceptance statistics, then the next step's drafts
             self.speculator.after_step(plan, updates, self.scheduler.running)
+        return earlier + deltas
+
+    def _multi_step_async(self, plan: SchedulerOutput) -> list[CompletionDelta]:
+        """A multi-step plan (no grammar, logprobs or speculation in it) with async output
+        processing: queue its forwards, process the last multi-step step's updates while they
+        run, then apply this step's tokens and keep their updates for the next step."""
+        pending = self.runner.launch_multi_step(plan)
+        deltas = self._process_pending_updates()  # on the host while the GPU runs the forwards
+        updates = self.scheduler.update_from_output(plan, pending.wait())
+        # placeholders are not speculation: no draft statistics
+        self._pending_updates = [dataclasses.replace(u, num_draft_tokens=0, num_accepted_draft_tokens=0)
+                                 for u in updates]
+        return deltas
+
+    def _process_pending_updates(self) -> list[CompletionDelta]:
+        """Deltas of the kept updates (detokenized, stop strings applied: a request that a stop
+        string ends is finished in the scheduler now, its later tokens never emitted)."""
+        if not self._pending_updates:
+            return []
+        updates, self._pending_updates = self._pending_updates, []
+        deltas = self.telemetry.on_outputs(updates, self.output_processor.process(updates))
+        self._release([d.request_id for d in deltas if d.finished])
         return deltas
 
     def _give_multi_step_placeholders(self) -> bool:

@@ -11,11 +11,12 @@ import torch
 from llm_core.attention.metadata import AttentionMetadata
 from llm_core.block_table import BlockTableHost
 from llm_core.cuda_graphs import DecodeGraphs
-from llm_core.multi_step import is_multi_step_plan, run_decode_steps
+from llm_core.multi_step import PendingTokens, is_multi_step_plan, launch_decode_steps
 from llm_core.models.arch_config import ArchConfig
 from llm_core.sampler import Sampler, compute_logprobs, prepare_sampling_batch
 from llm_core.scheduler_output import SchedulerOutput
 from llm_core.spec_decode.sampling import row_positions, sample_with_drafts
+from llm_core.transfer import to_device
 
 
 MAX_VERIFY_GRAPH_BATCH = 64  # verification graphs up to this many sequences; larger batches verify eagerly
@@ -102,7 +103,7 @@ class ModelRunner:
         dev = self.device
 
         def put(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
-            return torch.from_numpy(array).to(dev, dtype=dtype, non_blocking=True)
+            return to_device(array, dev, dtype)
 
         seq_lens = inputs.seq_lens
         meta = AttentionMetadata(
@@ -117,7 +118,7 @@ class ModelRunner:
         )
         input_ids = put(inputs.input_ids, torch.int64)  # [T]
         positions = put(inputs.positions, torch.int64)  # [T]
-        logits_indices = torch.tensor(inputs.logits_indices, dtype=torch.int64).to(dev, non_blocking=True)  # [S]
+        logits_indices = to_device(inputs.logits_indices, dev, torch.int64)  # [S]
         return input_ids, positions, meta, logits_indices
 
     def prepare_inputs_embeds(self, plan: SchedulerOutput, input_ids: torch.Tensor) -> torch.Tensor | None:
@@ -134,8 +135,7 @@ class ModelRunner:
         multi_step: the plan's drafts are placeholders (llm_core/multi_step.py): each request gets
         one decode forward per token instead of a verification."""
         if multi_step and is_multi_step_plan(plan.requests):
-            self.block_table_host.release(plan.finished_request_ids + plan.preempted_request_ids)
-            return run_decode_steps(self, plan.requests), {}
+            return self.launch_multi_step(plan).wait(), {}
         logits = self.forward_plan(plan)  # [R, V] fp32, R = rows that sample (one per draft too)
         sampling = [e for e in plan.requests if e.do_sample]
         if not sampling:
@@ -163,20 +163,31 @@ class ModelRunner:
         return sampled, logprobs
 
     @torch.inference_mode()
+    def launch_multi_step(self, plan: SchedulerOutput) -> PendingTokens:
+        """A multi-step plan's decode forwards queued on the device; wait() on the result gives
+        execute()'s first map. The plan must be one (is_multi_step_plan)."""
+        if not is_multi_step_plan(plan.requests):
+            raise ValueError("launch_multi_step needs a plan where every request decodes with placeholders")
+        self.block_table_host.release(plan.finished_request_ids + plan.preempted_request_ids)
+        return launch_decode_steps(self, plan.requests)
+
+    @torch.inference_mode()
     def forward_plan(self, plan: SchedulerOutput) -> torch.Tensor | None:
         """The step's forward up to its logits: host state (block tables), inputs, model. Tensor-
         parallel workers run exactly this (llm_core/distributed/worker.py), so every rank keeps
         the same host state and joins the same collectives; only the driver samples."""
         self.block_table_host.release(plan.finished_request_ids + plan.preempted_request_ids)
-        return self._forward(plan, self.prepare_inputs(plan))
+        return self.forward_inputs(plan, self.prepare_inputs(plan))
 
-    def _forward(self, plan: SchedulerOutput, inputs: StepInputs) -> torch.Tensor | None:
-        """Logits of the sampled rows: a CUDA graph replay for decode-only text steps, eager otherwise."""
+    def forward_inputs(self, plan: SchedulerOutput, inputs: StepInputs) -> torch.Tensor | None:
+        """Logits [R, V] of the plan's logits rows (inputs.logits_indices), None when there are
+        none: a CUDA graph replay for text steps of short queries (decode: one token each;
+        verification and other steps of at most q tokens each: the q-row graphs), eager otherwise."""
         inputs_embeds = None
         if self.embedder is not None:  # encodes this step's media; None when no row is a media row
             inputs_embeds = self.prepare_inputs_embeds(plan, torch.from_numpy(inputs.input_ids).to(self.device))
         if self.verify_graphs is not None and inputs_embeds is None and inputs.max_query_len > 1:
-            logits = self._verify_with_graphs(plan, inputs)
+            logits = self._short_queries_with_graphs(plan, inputs)
             if logits is not None:
                 return logits
         if (self.graphs is not None and inputs_embeds is None and inputs.max_query_len == 1
@@ -191,13 +202,14 @@ class ModelRunner:
             return None
         return self.model.compute_logits(hidden.index_select(0, logits_indices))
 
-    def _verify_with_graphs(self, plan: SchedulerOutput, inputs: StepInputs) -> torch.Tensor | None:
-        """Logits of a step where every request verifies its drafts (one real token + d <= k
-        drafts), from the verification graph: each request padded to k + 1 rows that store
+    def _short_queries_with_graphs(self, plan: SchedulerOutput, inputs: StepInputs) -> torch.Tensor | None:
+        """Logits of a step where every request runs at most q tokens (a verification: one real
+        token + d <= k drafts; a draft model's first pass over the tokens its target kept; a last
+        short prefill chunk), from the q-row graphs: each request padded to q rows that store
         nothing, sit at its last real position for the rotary table and are dropped after."""
         entries, graphs = plan.requests, self.verify_graphs
         q = graphs.q
-        if not all(e.do_sample and e.num_tokens == e.num_draft_tokens + 1 <= q for e in entries):
+        if not inputs.logits_indices or any(e.num_tokens > q for e in entries):
             return None
         num_seqs, bs = len(entries), self.block_size
         lens = inputs.query_start_loc[1:] - inputs.query_start_loc[:-1]  # [B] real rows each
@@ -213,8 +225,9 @@ class ModelRunner:
                             self.block_table_host.gather(inputs.rows, inputs.max_blocks))
         if logits is None:
             return None
-        rows = torch.from_numpy(np.flatnonzero(real.reshape(-1))).to(self.device, non_blocking=True)
-        return logits.index_select(0, rows)  # [sum(d + 1), V]
+        padded_row = np.flatnonzero(real.reshape(-1))  # [T] each real token's row in the padded layout
+        rows = to_device(padded_row[inputs.logits_indices], self.device)
+        return logits.index_select(0, rows)  # [R, V]
 
     def _mask_early_stop(self, logits: torch.Tensor, rows) -> None:
         """Below min_tokens, EOS and stop token ids cannot be sampled. rows: (entry, output position)."""

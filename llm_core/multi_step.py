@@ -24,6 +24,7 @@ import torch
 from llm_core.attention.metadata import AttentionMetadata
 from llm_core.sampler import prepare_sampling_batch, seeded_rows
 from llm_core.scheduler_output import ScheduledRequest
+from llm_core.transfer import to_device
 
 # Placeholder draft token: never fed to the model (the runner feeds sampled tokens instead).
 PLACEHOLDER_TOKEN_ID = 0
@@ -56,9 +57,33 @@ def plan_decode_forwards(runner, entries: Sequence[ScheduledRequest], first_posi
     return positions, slots, positions + 1, block_tables
 
 
-def run_decode_steps(runner, entries: Sequence[ScheduledRequest]) -> dict[str, list[int]]:
-    """Runs max(num_draft_tokens) + 1 decode forwards; request b takes part in its first
-    num_draft_tokens_b + 1 of them. Returns {request_id: its sampled tokens in order}."""
+class PendingTokens:
+    """The tokens of decode forwards queued on the device: wait() -> {request_id: tokens in
+    order}. The copy to the host is queued behind the forwards, so the host may do other work
+    (the last step's detokenization) until it waits."""
+
+    def __init__(self, entries: Sequence[ScheduledRequest], num_steps_each: np.ndarray, tokens: torch.Tensor) -> None:
+        self._entries, self._num_steps_each = entries, num_steps_each
+        self._event = None
+        if tokens.is_cuda:
+            self._host = torch.empty(tokens.shape, dtype=tokens.dtype, pin_memory=True)
+            self._host.copy_(tokens, non_blocking=True)
+            self._event = torch.cuda.Event()
+            self._event.record()
+        else:
+            self._host = tokens
+
+    def wait(self) -> dict[str, list[int]]:
+        if self._event is not None:
+            self._event.synchronize()
+        sampled = self._host.tolist()  # [K][B]
+        return {e.request_id: [sampled[step][b] for step in range(int(self._num_steps_each[b]))]
+                for b, e in enumerate(self._entries)}
+
+
+def launch_decode_steps(runner, entries: Sequence[ScheduledRequest]) -> PendingTokens:
+    """Queues max(num_draft_tokens) + 1 decode forwards; request b takes part in its first
+    num_draft_tokens_b + 1 of them. wait() on the result: {request_id: its sampled tokens in order}."""
     num_seqs = len(entries)
     num_steps_each = np.fromiter((e.num_draft_tokens + 1 for e in entries), dtype=np.int64, count=num_seqs)
     num_steps = int(num_steps_each.max())
@@ -83,9 +108,7 @@ def run_decode_steps(runner, entries: Sequence[ScheduledRequest]) -> dict[str, l
             batch, seeded_rows=seeded_rows(params, [n + step for n in outputs]))
         input_ids = runner.sampler.sample(logits, step_batch)  # [B] on the device: the next forward's input
         tokens.append(input_ids)
-    sampled = torch.stack(tokens).tolist()  # [K][B]: the one host sync
-    return {e.request_id: [sampled[step][b] for step in range(int(num_steps_each[b]))]
-            for b, e in enumerate(entries)}
+    return PendingTokens(entries, num_steps_each, torch.stack(tokens))  # waiting on it: the one host sync
 
 
 def eager_decode_forward(runner, input_ids: np.ndarray | torch.Tensor, positions: np.ndarray, slots: np.ndarray,
@@ -95,7 +118,7 @@ def eager_decode_forward(runner, input_ids: np.ndarray | torch.Tensor, positions
     num_seqs = len(positions)
 
     def put(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
-        return torch.from_numpy(array).to(dev, dtype=dtype, non_blocking=True)
+        return to_device(array, dev, dtype)
 
     meta = AttentionMetadata(
         slot_mapping=put(slots, torch.int64), query_start_loc=put(np.arange(num_seqs + 1), torch.int32),

@@ -13,9 +13,11 @@ from llm_core.tokenizer import Tokenizer
 class OutputProcessor:
     """One incremental detokenizer per live request.
 
-    A stop string found in the text finishes the request in the scheduler in the same step
-    (so no token past it is ever computed); the streamed text never contains it (unless
-    include_stop_str_in_output) because the detokenizer holds back possible stop prefixes.
+    A stop string found in the text finishes the request in the scheduler when its update is
+    processed: in the same step, or with async output processing (after a multi-step step) during
+    the next one, whose tokens for it are then dropped; no token past it is ever emitted. The
+    streamed text never contains it (unless include_stop_str_in_output) because the detokenizer
+    holds back possible stop prefixes.
     """
 
     def __init__(self, tokenizer: Tokenizer, scheduler: Scheduler) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from llm_core.sampling_params import SamplingParams
+from llm_core.transfer import argmax_rows, to_device
 
 _SEED_MIX = 0x9E3779B97F4A7C15
 _UNIFORM_MIX = 0x2545F4914F6CDD1D
@@ -41,12 +42,11 @@ def prepare_sampling_batch(params: list[SamplingParams], num_output_tokens: list
     top_k = [p.top_k if 0 < p.top_k < vocab_size else vocab_size for p in params]
     seeded = seeded_rows(params, num_output_tokens)
     logprobs = [p.logprobs for p in params if p.logprobs is not None]
-    # Two host-to-device copies that do not wait for the GPU (a tensor built on the device from
-    # a list would synchronize the stream once per field).
-    floats = torch.tensor([[1.0 if g else p.temperature for p, g in zip(params, greedy)],
-                           [p.top_p for p in params], [p.min_p for p in params]], dtype=torch.float32)
-    ints = torch.tensor([top_k, greedy], dtype=torch.int64)
-    floats, ints = floats.to(device, non_blocking=True), ints.to(device, non_blocking=True)
+    # Two host-to-device copies that do not wait for the GPU (pinned staging; a tensor built on
+    # the device from a list would synchronize the stream once per field).
+    floats = to_device([[1.0 if g else p.temperature for p, g in zip(params, greedy)],
+                        [p.top_p for p in params], [p.min_p for p in params]], device, torch.float32)
+    ints = to_device([top_k, greedy], device, torch.int64)
     return SamplingBatch(
         temperature=floats[0],
         top_k=ints[0],
@@ -81,11 +81,11 @@ class Sampler:
         self.generator.manual_seed(seed)
 
     def sample(self, logits: torch.Tensor, batch: SamplingBatch) -> torch.Tensor:
-        greedy_tokens = logits.argmax(dim=-1)
+        greedy_tokens = argmax_rows(logits)
         if batch.all_greedy:
             return greedy_tokens
         probs = self.compute_probs(logits, batch)
-        random_tokens = (probs / self.draw_noise(probs, batch)).argmax(dim=-1)
+        random_tokens = argmax_rows(probs / self.draw_noise(probs, batch))
         return torch.where(batch.is_greedy, greedy_tokens, random_tokens)
 
     def compute_probs(self, logits: torch.Tensor, batch: SamplingBatch) -> torch.Tensor:

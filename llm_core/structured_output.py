@@ -18,6 +18,7 @@ from llm_core.sampling_params import SamplingParams
 from llm_core.structured import (GrammarCompiler, GrammarMatcher, GrammarSpec, TokenizerInfo,
                                  allocate_token_bitmask, apply_token_bitmask, compile_for_tokenizer)
 from llm_core.tokenizer import Tokenizer
+from llm_core.transfer import to_device
 
 
 class StructuredOutputManager:
@@ -101,7 +102,7 @@ class StructuredOutputManager:
             if num_valid != len(drafts[i]):
                 raise RuntimeError(f"request {request_ids[i]!r}: a draft token breaks its grammar")
             rows.extend(range(starts[i], starts[i + 1]))
-        apply_token_bitmask(logits, bitmask.to(logits.device, non_blocking=True), rows)
+        apply_token_bitmask(logits, to_device(bitmask, logits.device), rows)
 
     def num_valid_draft_tokens(self, request_id: str, draft_token_ids: Sequence[int]) -> int:
         """How many leading draft tokens the request's grammar accepts (all without a grammar);
@@ -141,7 +142,7 @@ class StructuredOutputManager:
             bitmask[i] = torch.from_numpy(mask)
             rows.append(i)
         if rows:
-            apply_token_bitmask(logits, bitmask.to(logits.device, non_blocking=True), rows)
+            apply_token_bitmask(logits, to_device(bitmask, logits.device), rows)
         return live
 
     def accept(self, request_id: str, token_id: int) -> bool:

@@ -115,6 +115,8 @@ GROUPS: dict[str, tuple[Option, ...]] = {
         _e("--num-scheduler-steps", "num_scheduler_steps", int, "decode forwards per engine step when every "
            "request just decodes (default: 4 on CUDA, 1 on the CPU)"),
         _e("--enforce-eager", "enforce_eager", parse_bool, "no CUDA graphs", is_bool=True),
+        _e("--disable-async-output-proc", "disable_async_output_proc", parse_bool,
+           "detokenize each multi-step step before the next one starts, not while it runs", is_bool=True),
         _e("--speculative-config", "speculative", parse_json_map, "speculative decoding as JSON, e.g. "
            '\'{"method": "ngram", "num_tokens": 4}\'', metavar="JSON"),
         _e("--tensor-parallel-size", "tensor_parallel_size", int, "GPUs per model"),

@@ -36,6 +36,7 @@ from llm_core.multi_step import eager_decode_forward, plan_decode_forwards
 from llm_core.sampler import Sampler, prepare_sampling_batch
 from llm_core.scheduler_output import RequestUpdate, ScheduledRequest, SchedulerOutput
 from llm_core.spec_decode.draft_model import DraftModel
+from llm_core.transfer import argmax_rows
 
 # Seeded requests draw the draft's noise from (seed ^ this, position): a stream apart from the
 # target's noise and uniforms at the same position, which verification needs independent.
@@ -53,11 +54,15 @@ class DraftModelProposer:
 
     def __init__(self, draft: DraftModel, *, vocab_size: int, device: torch.device, dtype: torch.dtype,
                  num_blocks: int, block_size: int, max_model_len: int, max_num_seqs: int, seed: int = 0,
-                 structured=None, use_cuda_graphs: bool = False) -> None:
-        # A ModelRunner of its own: the draft's model, its KV tensors, input preparation, CUDA graphs.
+                 structured=None, use_cuda_graphs: bool = False, num_tokens: int = 0) -> None:
+        # A ModelRunner of its own: the draft's model, its KV tensors, input preparation, CUDA
+        # graphs: decode graphs for the chained passes, and (num_tokens = k > 0) graphs of k + 2
+        # rows per request for the first pass, which runs the tokens the target kept (the last
+        # real token and up to k accepted drafts) and the newest.
         self.runner = ModelRunner(draft.model, draft.arch, device=device, dtype=dtype, num_blocks=num_blocks,
                                   block_size=block_size, seed=seed, max_num_seqs=max_num_seqs,
-                                  max_model_len=max_model_len, use_cuda_graphs=use_cuda_graphs)
+                                  max_model_len=max_model_len, use_cuda_graphs=use_cuda_graphs,
+                                  num_verify_tokens=num_tokens + 1 if num_tokens else 0)
         self.sampler = Sampler(device, seed ^ _DRAFT_SEED_MIX)
         self.device = device
         self.block_size = block_size
@@ -77,7 +82,7 @@ class DraftModelProposer:
             return {}
         logits = self._logits(SchedulerOutput(tuple(first), sum(e.num_tokens for e in first)))  # [B, V]
         proposing = [e for e in first if e.do_sample]
-        if not proposing:
+        if logits is None or not proposing:
             return {}
         return self._draft(proposing, ks, logits)
 
@@ -182,22 +187,16 @@ class DraftModelProposer:
         return dataclasses.replace(first, token_ids=(token_id,),
                                    start_position=first.start_position + first.num_tokens - 1 + j)
 
-    def _logits(self, plan: SchedulerOutput) -> torch.Tensor:
+    def _logits(self, plan: SchedulerOutput) -> torch.Tensor | None:
         """Forward the draft over `plan`: fp32 logits [R, V] in the target's vocabulary, one row per
-        sampling entry. Decode-only passes replay the runner's CUDA graphs when it has them."""
+        sampling entry (None when no entry samples). Steps of short queries replay the runner's
+        CUDA graphs when it has them (ModelRunner.forward_inputs)."""
         runner = self.runner
         inputs = runner.prepare_inputs(plan)
         if self.draft_vocab_size < self.vocab_size:  # ids the draft has no embedding for (padding rows)
             inputs = inputs._replace(input_ids=np.where(inputs.input_ids < self.draft_vocab_size, inputs.input_ids, 0))
-        logits = None
-        if runner.graphs is not None and inputs.max_query_len == 1 and len(inputs.logits_indices) == len(plan.requests):
-            logits = runner.graphs.run(inputs.input_ids, inputs.positions, inputs.slot_mapping, inputs.seq_lens,
-                                       runner.block_table_host.gather(inputs.rows, inputs.max_blocks))
-        if logits is None:
-            ids, positions, meta, logits_indices = runner.to_device(inputs)
-            hidden = runner.model(ids, positions, runner.kv_caches, meta)
-            logits = runner.model.compute_logits(hidden.index_select(0, logits_indices))  # [R, V_draft]
-        return to_vocab(logits, self.vocab_size)
+        logits = runner.forward_inputs(plan, inputs)  # [R, V_draft]
+        return None if logits is None else to_vocab(logits, self.vocab_size)
 
     def _sample(self, logits: torch.Tensor, entries: Sequence[ScheduledRequest],
                 j: int) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -205,13 +204,13 @@ class DraftModelProposer:
         at output position num_output_tokens + j of its request."""
         batch = prepare_sampling_batch([e.sampling_params for e in entries], [e.num_output_tokens + j for e in entries],
                                        logits.shape[-1], logits.device)
-        greedy = logits.argmax(dim=-1)
+        greedy = argmax_rows(logits)
         if batch.all_greedy:
             return greedy, None
         probs = self.sampler.compute_probs(logits, batch)
         seeded = tuple((row, seed ^ _DRAFT_SEED_MIX) for row, seed in batch.seeded_rows)
         noise = self.sampler.draw_noise(probs, dataclasses.replace(batch, seeded_rows=seeded))
-        return torch.where(batch.is_greedy, greedy, (probs / noise).argmax(dim=-1)), probs
+        return torch.where(batch.is_greedy, greedy, argmax_rows(probs / noise)), probs
 
 
 def to_vocab(logits: torch.Tensor, vocab_size: int) -> torch.Tensor:

@@ -71,3 +71,35 @@ def test_speculative_verification_graphs_equal_eager(checkpoints, num_prompts):
     assert spec.engine.runner.verify_graphs is not None
     assert [o.token_ids for o in spec.generate(prompts, params)] == expected
     assert spec.engine.stats()["spec_num_draft_tokens"] > 0
+
+
+@cuda
+@pytest.mark.parametrize("num_prompts", [1, 6])
+def test_draft_model_graphs_equal_eager(checkpoints, tmp_path, num_prompts):
+    """A draft model's first pass (the kept tokens and the newest, up to k + 2 rows per request)
+    and its chained passes replay its graphs, and greedy outputs equal eager decoding without
+    speculation (fp32)."""
+    draft = make_text_checkpoint(tmp_path / "draft", "llama", seed=6)
+    rng = random.Random(num_prompts)
+    prompts = [(p := [rng.randrange(3, 60) for _ in range(8)]) * 3 for _ in range(num_prompts)]
+    params = [SamplingParams(max_tokens=30 + 5 * i, temperature=0.0, ignore_eos=True) for i in range(num_prompts)]
+    eager = LLM(str(checkpoints["llama"]), device="cuda", dtype="float32", max_model_len=256, max_num_seqs=8,
+                enforce_eager=True, num_scheduler_steps=1)
+    expected = [o.token_ids for o in eager.generate(prompts, params)]
+    del eager
+    spec = LLM(str(checkpoints["llama"]), device="cuda", dtype="float32", max_model_len=256, max_num_seqs=8,
+               speculative={"method": "draft", "model": str(draft), "num_tokens": 3})
+    runner = spec.engine.speculator.draft.runner
+    assert runner.verify_graphs is not None and runner.verify_graphs.q == 5
+    replays = {"first pass": 0}
+    run = runner.verify_graphs.run
+
+    def counting_run(*args):
+        logits = run(*args)
+        replays["first pass"] += logits is not None
+        return logits
+
+    runner.verify_graphs.run = counting_run
+    assert [o.token_ids for o in spec.generate(prompts, params)] == expected
+    assert spec.engine.stats()["spec_num_draft_tokens"] > 0
+    assert replays["first pass"] > 0

@@ -65,7 +65,8 @@ def test_graph_memory_bound_counts_every_graph_set():
     engine.speculative = SpeculativeConfig(num_tokens=3)
     with_verify = LLMEngine._graph_memory(engine, config, None)
     assert with_verify == plain + 8 * 4 * (1000 * 8 + 64 * 16)
-    assert LLMEngine._graph_memory(engine, config, draft) == with_verify + 8 * (1000 * 8 + 32 * 16)
+    # the draft's decode graphs (8 rows) and its first pass's graphs (k + 2 = 5 rows per sequence)
+    assert LLMEngine._graph_memory(engine, config, draft) == with_verify + (8 + 8 * 5) * (1000 * 8 + 32 * 16)
     eager = EngineConfig.from_options("unused", max_num_seqs=8, enforce_eager=True)
     assert LLMEngine._graph_memory(engine, eager, draft) == 0
     engine.device = torch.device("cpu")

@@ -109,3 +109,75 @@ def test_option_is_validated():
     for bad in (0, 65, 2.0):
         with pytest.raises(ValueError, match="num_scheduler_steps"):
             SchedulerConfig(num_scheduler_steps=bad)
+
+
+# Async output processing: a multi-step step's updates are detokenized during the next one.
+def test_outputs_equal_with_async_output_processing_off(checkpoint, single):
+    prompts = _prompts(6, seed=21)
+    text = single.generate(prompts[:1], SamplingParams(max_tokens=24, temperature=0.0, ignore_eos=True))[0].text
+    stop = text[len(text) // 2: len(text) // 2 + 3]
+    params = [SamplingParams(max_tokens=24, temperature=0.0, ignore_eos=True, stop=[stop] if stop.strip() else None),
+              SamplingParams(max_tokens=7, temperature=0.0, ignore_eos=True),
+              SamplingParams(max_tokens=30, temperature=1.0, seed=4, ignore_eos=True),
+              SamplingParams(max_tokens=25, temperature=0.0, min_tokens=10),
+              SamplingParams(max_tokens=180, temperature=0.0, ignore_eos=True),
+              SamplingParams(max_tokens=13, temperature=0.0, ignore_eos=True)]
+    expected = _summary(single.generate(prompts, params))
+    for disabled in (False, True):
+        llm = LLM(checkpoint, device="cpu", max_model_len=192, num_scheduler_steps=4,
+                  disable_async_output_proc=disabled)
+        assert _summary(llm.generate(prompts, params)) == expected
+        assert llm.engine.kv_cache_manager.num_free_blocks == llm.engine.num_blocks - 1  # every block back
+
+
+def _run_engine(engine, prompts, params) -> tuple[list[list], dict[str, list[int]]]:
+    """Steps until done; returns the request ids of each step's deltas and each request's tokens."""
+    ids = [engine.add_request({"prompt_token_ids": p}, params) for p in prompts]
+    per_step, tokens = [], {i: [] for i in ids}
+    for _ in range(500):
+        if not engine.has_unfinished_requests():
+            break
+        deltas = engine.step()
+        per_step.append([d.request_id for d in deltas])
+        for d in deltas:
+            tokens[d.request_id] += d.new_token_ids
+    assert not engine.has_unfinished_requests()
+    return per_step, tokens
+
+
+def test_deltas_of_a_multi_step_step_come_with_the_next_step(checkpoint):
+    params = SamplingParams(max_tokens=21, temperature=0.0, ignore_eos=True)
+    prompts = _prompts(3, seed=31)
+    deferred = LLM(checkpoint, device="cpu", max_model_len=192, num_scheduler_steps=4).engine
+    direct = LLM(checkpoint, device="cpu", max_model_len=192, num_scheduler_steps=4,
+                 disable_async_output_proc=True).engine
+    steps_deferred, tokens_deferred = _run_engine(deferred, prompts, params)
+    steps_direct, tokens_direct = _run_engine(direct, prompts, params)
+    assert list(tokens_deferred.values()) == list(tokens_direct.values())
+    assert all(len(t) == 21 for t in tokens_deferred.values())
+    # The first multi-step step returns nothing (its deltas wait); the last step returns the rest
+    # while the scheduler is already empty; one more step in all.
+    first_multi = next(i for i, ids in enumerate(steps_direct) if i > 0 and ids)  # after the prefill step
+    assert steps_deferred[first_multi] == [] and steps_direct[first_multi]
+    assert len(steps_deferred) == len(steps_direct) + 1
+    assert [sorted(ids) for ids in steps_deferred[first_multi + 1:]] == \
+        [sorted(ids) for ids in steps_direct[first_multi:]]
+
+
+def test_abort_drops_a_request_s_kept_updates(checkpoint):
+    engine = LLM(checkpoint, device="cpu", max_model_len=192, num_scheduler_steps=4).engine
+    params = SamplingParams(max_tokens=30, temperature=0.0, ignore_eos=True)
+    a, b = (engine.add_request({"prompt_token_ids": p}, params) for p in _prompts(2, seed=41))
+    received = {a: [], b: []}
+    for _ in range(3):  # prefill, then multi-step steps whose updates are kept
+        for d in engine.step():
+            received[d.request_id] += d.new_token_ids
+    assert engine._pending_updates and {u.request_id for u in engine._pending_updates} == {a, b}
+    engine.abort_request([a])
+    after_abort = len(received[a])
+    while engine.has_unfinished_requests():
+        for d in engine.step():
+            received[d.request_id] += d.new_token_ids
+    assert len(received[a]) == after_abort  # nothing of a after its abort
+    assert len(received[b]) == 30
+    assert engine.kv_cache_manager.num_free_blocks == engine.num_blocks - 1
