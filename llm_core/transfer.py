@@ -9,6 +9,8 @@ queued like a kernel.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -39,20 +41,27 @@ def argmax_rows(x: torch.Tensor) -> torch.Tensor:
     """x.argmax(dim=-1) of [R, V], ties to the lowest index like torch.argmax; NaN wins as there.
 
     torch gives each row of a reduction one thread block, so one row of 128k logits takes an
-    H100 ~50 us; few long rows are cut into chunks of 1024 reduced in parallel (chunk maxima,
-    then the first chunk holding the row's maximum)."""
+    H100 ~50 us; few long rows are cut into chunks of 512..1024 reduced in parallel (chunk
+    maxima, then the first chunk holding the row's maximum)."""
     rows, width = x.shape
     if x.device.type != "cuda" or rows > _MAX_SPLIT_ROWS or width < 4 * _CHUNK:
         return x.argmax(dim=-1)
     return chunked_argmax(x)
 
 
+@functools.lru_cache(maxsize=64)
+def _chunk_width(width: int) -> int:
+    """A divisor of `width` in [_CHUNK / 2, _CHUNK] (no padding copy), else _CHUNK."""
+    return next((c for c in range(_CHUNK, _CHUNK // 2 - 1, -1) if width % c == 0), _CHUNK)
+
+
 def chunked_argmax(x: torch.Tensor) -> torch.Tensor:
     """argmax_rows' chunked reduction, on any device (the tests run it on the CPU)."""
     rows, width = x.shape
-    pad = (-width) % _CHUNK
+    chunk_width = _chunk_width(width)
+    pad = (-width) % chunk_width
     if pad:
         x = torch.nn.functional.pad(x, (0, pad), value=float("-inf"))
-    values, within = x.view(rows, -1, _CHUNK).max(dim=-1)  # [R, C] each chunk's max, first index
+    values, within = x.reshape(rows, -1, chunk_width).max(dim=-1)  # [R, C] each chunk's max, first index
     chunk = values.argmax(dim=-1, keepdim=True)  # [R, 1] first chunk holding the row's max
-    return (chunk * _CHUNK + within.gather(1, chunk)).squeeze(1)
+    return (chunk * chunk_width + within.gather(1, chunk)).squeeze(1)
