@@ -135,7 +135,8 @@ def greedy_agreement(model_dir: Path, args, dtype: torch.dtype, prompts) -> floa
 def make_llm(model_dir: Path, args, dtype: torch.dtype, **options) -> LLM:
     return LLM(str(model_dir), device=args.device, dtype=str(dtype).removeprefix("torch."),
                max_model_len=2 * args.max_len + 64, max_num_seqs=256, max_num_batched_tokens=args.max_num_batched_tokens,
-               num_scheduler_steps=getattr(args, "num_scheduler_steps", None), **options)
+               num_scheduler_steps=getattr(args, "num_scheduler_steps", None),
+               skinny_gemv=getattr(args, "skinny_gemv", False), **options)
 
 
 def main() -> None:
@@ -149,6 +150,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--skip-hf", action="store_true", help="no transformers baselines")
     parser.add_argument("--skip-agreement", action="store_true", help="no graphs-vs-eager token comparison")
+    parser.add_argument("--skinny-gemv", action="store_true", help="our engine with the Triton GEMV kernel")
     parser.add_argument("--num-scheduler-steps", type=int, help="our engine's decode forwards per step "
                         "(default: the engine's, 4 on CUDA)")
     args = parser.parse_args()
@@ -174,7 +176,8 @@ def main() -> None:
     agreement = float("nan") if args.skip_agreement else greedy_agreement(model_dir, args, dtype, prompts[:16])
     result = {
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "torch": torch.__version__,
-        "shape": args.shape, "copy_bandwidth_gbs": bandwidth / 1e9, "weight_streaming_limit_tok_s": limit,
+        "shape": args.shape, "skinny_gemv": args.skinny_gemv, "num_scheduler_steps": args.num_scheduler_steps,
+        "copy_bandwidth_gbs": bandwidth / 1e9, "weight_streaming_limit_tok_s": limit,
         "batch1_tok_s": b1, "batch1_fraction_of_limit": b1 / limit, "batch1_eager_tok_s": b1_eager,
         "engine_startup_s_with_graph_capture": startup_s, "graph_vs_eager_greedy_agreement": agreement,
         "workload": {"num_requests": args.num_requests, "max_len": args.max_len},

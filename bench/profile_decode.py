@@ -123,6 +123,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--num-scheduler-steps", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--out", default="profile_decode.json")
+    parser.add_argument("--skinny-gemv", action="store_true", help="the Triton GEMV kernel (the engine's option)")
     parser.add_argument("--disable-async-output-proc", action="store_true",
                         help="detokenize each step before the next (the engine's option)")
     args = parser.parse_args()
@@ -132,7 +133,8 @@ def main() -> None:
     results = []
     for num_steps in args.num_scheduler_steps:
         llm = LLM(str(model_dir), device="cuda", dtype="bfloat16", max_model_len=2048, max_num_seqs=max(args.batch),
-                  num_scheduler_steps=num_steps, disable_async_output_proc=args.disable_async_output_proc)
+                  num_scheduler_steps=num_steps, disable_async_output_proc=args.disable_async_output_proc,
+                  skinny_gemv=args.skinny_gemv)
         for b in args.batch:
             results.append({"num_scheduler_steps": num_steps, **profile_batch(llm, b, args.steps)})
         del llm

@@ -67,6 +67,9 @@ class ModelConfig:
     seed: int = 0
     attention_backend: str = "auto"  # auto | torch | triton
     enforce_eager: bool = False
+    # Linear layers of at most 8 input rows (decode at small batch) on the Triton GEMV kernel
+    # (llm_core/layers/kernels/gemv.py) instead of cuBLAS: CUDA with Triton attention only.
+    skinny_gemv: bool = False
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:

@@ -24,6 +24,7 @@ from llm_core.memory_profile import profile_peak_bytes, reset_peak
 from llm_core.model_runner import MAX_VERIFY_GRAPH_BATCH, ModelRunner
 from llm_core.models.arch_config import ArchConfig, read_hf_config
 from llm_core.models.registry import build_model
+from llm_core.distributed.layers import enable_skinny_kernels
 from llm_core.multi_step import PLACEHOLDER_TOKEN_ID, is_multi_step_plan
 from llm_core.multimodal import load_multimodal
 from llm_core.output_processor import OutputProcessor
@@ -82,6 +83,8 @@ class LLMEngine:
                             max_position=self.max_model_len, tp=self.tp.group)
         logger.info("loaded %s (%s, %s) in %.1fs", self.arch.architecture, self.dtype, self.device,
                     time.perf_counter() - start)
+        if model_cfg.skinny_gemv and self.device.type == "cuda" and backend.name == "triton":
+            enable_skinny_kernels(model)  # before the graphs are captured
         # Media (LLaVA, Qwen2-Audio): the encoders load before the KV budget is planned. None: text only.
         self.multimodal = load_multimodal(model_cfg.model, self.tokenizer, config.multimodal, device=self.device,
                                           dtype=self.dtype)

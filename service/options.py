@@ -115,6 +115,8 @@ GROUPS: dict[str, tuple[Option, ...]] = {
         _e("--num-scheduler-steps", "num_scheduler_steps", int, "decode forwards per engine step when every "
            "request just decodes (default: 4 on CUDA, 1 on the CPU)"),
         _e("--enforce-eager", "enforce_eager", parse_bool, "no CUDA graphs", is_bool=True),
+        _e("--skinny-gemv", "skinny_gemv", parse_bool, "Triton GEMV kernel for linears of <= 8 rows (CUDA)",
+           is_bool=True),
         _e("--disable-async-output-proc", "disable_async_output_proc", parse_bool,
            "detokenize each multi-step step before the next one starts, not while it runs", is_bool=True),
         _e("--speculative-config", "speculative", parse_json_map, "speculative decoding as JSON, e.g. "

@@ -11,12 +11,19 @@
 At tensor-parallel size 1 each layer is exactly nn.Linear / nn.Embedding: the same parameters,
 the same single kernel call, no communication.
 
+Skinny GEMMs: a linear layer with `use_skinny_kernel` set (off by default; see
+enable_skinny_kernels) multiplies a 2-D input of at most MAX_SKINNY_ROWS rows (decode) with the
+Triton kernel of llm_core/layers/kernels/gemv.py instead of F.linear, on CUDA (or on CPU under
+TRITON_INTERPRET=1). Triton is imported only then, so CPU installs without it still work.
+
 Loading: `narrow_checkpoint(param_name, tensor, shard)` returns this rank's part of a checkpoint
 tensor (the loader copies it in); the merged layers' `shard_slice(shard)` names the rows of
 their parameter that a checkpoint tensor (q, k, v; gate, up) fills.
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +35,16 @@ from llm_core.distributed.sharding import kv_head_start, num_rank_kv_heads, num_
 
 def _parameter(*shape: int, dtype=None, device=None) -> nn.Parameter:
     return nn.Parameter(torch.empty(*shape, dtype=dtype, device=device), requires_grad=False)
+
+
+def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, use_skinny_kernel: bool) -> torch.Tensor:
+    """F.linear, or skinny_linear where use_skinny_kernel is set and the kernel takes x."""
+    if (use_skinny_kernel and x.dim() == 2 and x.stride(-1) == 1
+            and (x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1")):
+        from llm_core.layers.kernels.gemv import MAX_SKINNY_ROWS, skinny_linear
+        if x.shape[0] <= MAX_SKINNY_ROWS:
+            return skinny_linear(x, weight, bias)
+    return F.linear(x, weight, bias)
 
 
 class ColumnParallelLinear(nn.Module):
@@ -43,9 +60,10 @@ class ColumnParallelLinear(nn.Module):
         self.in_features, self.out_features = in_features, out_features // tp.size
         self.weight = _parameter(self.out_features, in_features, dtype=dtype, device=device)
         self.bias = _parameter(self.out_features, dtype=dtype, device=device) if bias else None
+        self.use_skinny_kernel = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight, self.bias)
+        return _linear(x, self.weight, self.bias, self.use_skinny_kernel)
 
     def narrow_checkpoint(self, param_name: str, tensor: torch.Tensor, shard=None) -> torch.Tensor:
         start, end = self.tp.partition(tensor.shape[0])
@@ -115,11 +133,12 @@ class RowParallelLinear(nn.Module):
         self.in_features, self.out_features = in_features // tp.size, out_features
         self.weight = _parameter(out_features, self.in_features, dtype=dtype, device=device)
         self.bias = _parameter(out_features, dtype=dtype, device=device) if bias else None
+        self.use_skinny_kernel = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.tp.size == 1:
-            return F.linear(x, self.weight, self.bias)
-        y = self.tp.all_reduce(F.linear(x, self.weight))
+            return _linear(x, self.weight, self.bias, self.use_skinny_kernel)
+        y = self.tp.all_reduce(_linear(x, self.weight, None, self.use_skinny_kernel))
         return y if self.bias is None else y + self.bias
 
     def narrow_checkpoint(self, param_name: str, tensor: torch.Tensor, shard=None) -> torch.Tensor:
@@ -127,6 +146,15 @@ class RowParallelLinear(nn.Module):
             return tensor
         start, end = self.tp.partition(tensor.shape[1])
         return tensor[:, start:end]
+
+
+def enable_skinny_kernels(model: nn.Module, enabled: bool = True) -> int:
+    """Sets use_skinny_kernel on every ColumnParallelLinear and RowParallelLinear in model; returns
+    how many. (The LM head, applied through vocab_parallel_logits, keeps F.linear.)"""
+    layers = [m for m in model.modules() if isinstance(m, (ColumnParallelLinear, RowParallelLinear))]
+    for layer in layers:
+        layer.use_skinny_kernel = enabled
+    return len(layers)
 
 
 class VocabParallelEmbedding(nn.Module):

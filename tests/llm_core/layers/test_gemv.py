@@ -1,0 +1,204 @@
+"""The skinny GEMM kernel (llm_core/layers/kernels/gemv.py) against F.linear on fresh random inputs,
+and the linear layers that dispatch to it.
+
+Without CUDA they run in the Triton interpreter on CPU tensors (tiny sizes: it is slow); the tests
+marked cuda run real model shapes and a CUDA-graph replay on a GPU.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from llm_core.distributed.group import TensorParallelGroup  # noqa: E402
+from llm_core.distributed.layers import (  # noqa: E402
+    ColumnParallelLinear, QKVParallelLinear, RowParallelLinear, enable_skinny_kernels,
+)
+from llm_core.layers.kernels import gemv  # noqa: E402
+from llm_core.layers.kernels.gemv import MAX_SKINNY_ROWS, choose_config, skinny_linear  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+# Forced configurations: one program per column block over all of K (blocks that divide neither
+# N = 40 nor K = 72), and K split three ways in steps of 16 (the partials and the reduce kernel;
+# pipelined, so that x reaches one or two rows through shared memory rather than per element).
+CONFIGS = {"no split": {"block_n": 32, "block_k": 128, "split_k": 1, "num_stages": 1},
+           "split 3": {"block_n": 16, "block_k": 16, "split_k": 3, "num_stages": 2}}
+
+
+@pytest.fixture
+def gen() -> torch.Generator:
+    seed = random.randrange(2**31)
+    print(f"gemv test seed: {seed}")
+    return torch.Generator().manual_seed(seed)
+
+
+def randn(gen, *shape, dtype=torch.float32, scale=1.0, device=DEVICE):
+    return (torch.randn(*shape, generator=gen) * scale).to(dtype=dtype, device=device)
+
+
+def assert_close(actual, expected, dtype):
+    # bf16: an output rounding apart (the interpreter truncates fp32 -> bf16 where torch rounds)
+    tol = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 2e-2, "rtol": 1.6e-2}
+    torch.testing.assert_close(actual, expected, **tol)
+
+
+def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    return ((actual.float() - expected.float()).norm() / expected.float().norm()).item()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("config", list(CONFIGS))
+@pytest.mark.parametrize("num_rows", [1, 3, 8])
+@pytest.mark.parametrize("n,k", [(40, 72), (64, 128)])
+def test_matches_f_linear(gen, dtype, config, num_rows, n, k):
+    x = randn(gen, num_rows, k, dtype=dtype)
+    weight = randn(gen, n, k, dtype=dtype, scale=k ** -0.5)
+    bias = randn(gen, n, dtype=dtype)
+    out = skinny_linear(x, weight, config=CONFIGS[config])
+    assert out.shape == (num_rows, n) and out.dtype == dtype
+    assert_close(out, F.linear(x, weight), dtype)
+    assert_close(skinny_linear(x, weight, bias, config=CONFIGS[config]), F.linear(x, weight, bias), dtype)
+
+
+@pytest.mark.parametrize("num_rows", [1, 5])
+def test_default_config_matches_f_linear(gen, num_rows):
+    x, weight, bias = randn(gen, num_rows, 96), randn(gen, 48, 96, scale=0.1), randn(gen, 48)
+    assert_close(skinny_linear(x, weight, bias), F.linear(x, weight, bias), torch.float32)
+
+
+def test_reads_strided_rows(gen):
+    wide = randn(gen, 6, 100)
+    weight, bias = randn(gen, 24, 72, scale=0.1), randn(gen, 24)
+    for x in (wide[:, 8:80], wide[::2, :72]):  # rows 100 and 200 apart
+        assert not x.is_contiguous()
+        for config in CONFIGS.values():
+            assert_close(skinny_linear(x, weight, bias, config=config), F.linear(x, weight, bias), torch.float32)
+
+
+def test_rejects_what_it_cannot_do(gen):
+    weight = randn(gen, 16, 32)
+    with pytest.raises(ValueError, match="at most 8 rows"):
+        skinny_linear(randn(gen, MAX_SKINNY_ROWS + 1, 32), weight)
+    with pytest.raises(ValueError, match="x \\[M, K\\]"):
+        skinny_linear(randn(gen, 2, 16), weight)
+    with pytest.raises(ValueError, match="contiguous last dims"):
+        skinny_linear(randn(gen, 32, 2).t(), weight)
+    with pytest.raises(ValueError, match="needs one of"):
+        skinny_linear(randn(gen, 2, 32, dtype=torch.bfloat16), weight)
+    with pytest.raises(ValueError, match="bias"):
+        skinny_linear(randn(gen, 2, 32), weight, randn(gen, 8))
+    assert skinny_linear(randn(gen, 0, 32), weight).shape == (0, 16)
+
+
+@pytest.mark.parametrize("m,n,k,num_sms", [
+    (1, 3072, 2048, 132), (1, 2048, 2048, 132), (1, 2048, 8192, 132), (1, 16384, 2048, 132),
+    (1, 128256, 2048, 132), (8, 2048, 8192, 132), (4, 4096, 14336, 132), (3, 40, 72, 8), (1, 8, 16, 132),
+])
+def test_config_fills_the_device_without_empty_splits(m, n, k, num_sms):
+    cfg = choose_config(m, n, k, num_sms)
+    block_n, block_k, split_k = cfg["block_n"], cfg["block_k"], cfg["split_k"]
+    assert block_n & (block_n - 1) == 0 and block_k & (block_k - 1) == 0
+    num_blocks_n, num_steps_k = -(-n // block_n), -(-k // block_k)
+    steps_per_split = -(-num_steps_k // split_k)
+    assert 1 <= split_k <= gemv.MAX_SPLIT_K and (split_k - 1) * steps_per_split < num_steps_k  # none empty
+    if num_blocks_n >= gemv.MIN_PROGRAMS_PER_SM * num_sms:
+        assert split_k == 1  # enough columns: no partials, no second kernel
+    elif num_steps_k >= gemv.MAX_SPLIT_K:
+        assert num_blocks_n * split_k >= gemv.PROGRAMS_PER_SM * num_sms // 2
+    assert cfg == choose_config(m, n, k, num_sms)  # a function of its arguments only
+
+
+def spy_on_kernel(monkeypatch) -> list[int]:
+    calls = []
+
+    def counting(x, weight, bias=None, **kw):
+        calls.append(x.shape[0])
+        return skinny_linear(x, weight, bias, **kw)
+    monkeypatch.setattr(gemv, "skinny_linear", counting)
+    return calls
+
+
+class DoubleGroup(TensorParallelGroup):
+    """Rank 0 of two whose other rank holds the same partial product: all_reduce doubles."""
+
+    def __init__(self) -> None:
+        super().__init__(0, 2)
+
+    def all_reduce(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mul_(2)
+
+
+@pytest.mark.parametrize("tp", [TensorParallelGroup(), DoubleGroup()], ids=["tp1", "tp2"])
+def test_layers_give_the_same_output_with_the_kernel(gen, monkeypatch, tp):
+    calls = spy_on_kernel(monkeypatch)
+    column = ColumnParallelLinear(48, 96, bias=True, tp=tp, device=DEVICE)
+    row = RowParallelLinear(64, 48, bias=True, tp=tp, device=DEVICE)  # takes a strided part of column's output
+    for layer in (column, row):
+        assert layer.use_skinny_kernel is False
+        for param in layer.parameters():
+            param.copy_(randn(gen, *param.shape, scale=0.1))
+    for num_rows in (1, 3, 8, 12):
+        x = randn(gen, num_rows, 48)
+        column.use_skinny_kernel = row.use_skinny_kernel = False
+        expected_mid = column(x)
+        expected = row(expected_mid[:, :row.in_features])
+        column.use_skinny_kernel = row.use_skinny_kernel = True
+        mid = column(x)
+        assert_close(mid, expected_mid, torch.float32)
+        assert_close(row(mid[:, :row.in_features]), expected, torch.float32)
+    assert calls == [1, 1, 3, 3, 8, 8]  # 12 rows: F.linear
+    column(randn(gen, 2, 3, 48))  # 3-D input: F.linear
+    assert len(calls) == 6
+
+
+def test_enable_skinny_kernels_sets_every_parallel_linear():
+    model = nn.ModuleDict({
+        "qkv": QKVParallelLinear(32, 8, 4, 2, bias=False), "o": RowParallelLinear(32, 32, bias=False),
+        "mlp": nn.Sequential(ColumnParallelLinear(32, 64, bias=False), RowParallelLinear(64, 32, bias=False)),
+        "plain": nn.Linear(32, 32),
+    })
+    assert enable_skinny_kernels(model) == 4
+    assert model["qkv"].use_skinny_kernel and model["mlp"][1].use_skinny_kernel
+    assert enable_skinny_kernels(model, enabled=False) == 4
+    assert not any(getattr(m, "use_skinny_kernel", False) for m in model.modules())
+
+
+@needs_cuda
+@pytest.mark.parametrize("num_rows", [1, 4])
+@pytest.mark.parametrize("n,k", [(3072, 2048), (2048, 8192), (128256, 2048)])
+def test_real_shapes_on_cuda(gen, num_rows, n, k):
+    x = randn(gen, num_rows, k, dtype=torch.bfloat16)
+    weight = randn(gen, n, k, dtype=torch.bfloat16, scale=0.02)
+    bias = randn(gen, n, dtype=torch.bfloat16, scale=0.1)
+    assert rel_err(skinny_linear(x, weight), F.linear(x, weight)) < 1e-2
+    assert rel_err(skinny_linear(x, weight, bias), F.linear(x, weight, bias)) < 1e-2
+
+
+@needs_cuda
+@pytest.mark.parametrize("n,k", [(2048, 2048), (16384, 2048)])  # split K, and not
+def test_cuda_graph_replays_with_new_inputs(gen, n, k):
+    x = randn(gen, 2, k, dtype=torch.bfloat16)
+    weight = randn(gen, n, k, dtype=torch.bfloat16, scale=0.02)
+    bias = randn(gen, n, dtype=torch.bfloat16, scale=0.1)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        skinny_linear(x, weight, bias)  # compile outside the capture
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = skinny_linear(x, weight, bias)
+    for _ in range(2):
+        x.copy_(randn(gen, 2, k, dtype=torch.bfloat16))
+        graph.replay()
+        torch.cuda.synchronize()
+        assert rel_err(out, F.linear(x, weight, bias)) < 1e-2
