@@ -18,13 +18,13 @@ from cache.kv_cache_manager import KVCacheManager
 from llm_core.attention import get_attention_backend
 from llm_core.config import EngineConfig
 from llm_core.distributed.executor import TensorParallelExecutor
+from llm_core.distributed.layers import enable_skinny_kernels
 from llm_core.engine_telemetry import EngineTelemetry
 from llm_core.kv_memory import kv_budget_bytes, plan_num_blocks
 from llm_core.memory_profile import profile_peak_bytes, reset_peak
 from llm_core.model_runner import MAX_VERIFY_GRAPH_BATCH, ModelRunner
 from llm_core.models.arch_config import ArchConfig, read_hf_config
 from llm_core.models.registry import build_model
-from llm_core.distributed.layers import enable_skinny_kernels
 from llm_core.multi_step import PLACEHOLDER_TOKEN_ID, is_multi_step_plan
 from llm_core.multimodal import load_multimodal
 from llm_core.output_processor import OutputProcessor
@@ -258,8 +258,9 @@ class LLMEngine:
             self.speculator.free(request_ids)
 
     def has_unfinished_requests(self) -> bool:
-        """Whether step() has work: requests, or uploaded video frames waiting for the encoder."""
-        return (self.scheduler.has_unfinished_requests() or bool(self._waiting_for_grammar) or bool(self._pending_updates)
+        """Whether step() has work: requests, kept outputs, or uploaded video frames waiting for the encoder."""
+        return (self.scheduler.has_unfinished_requests() or bool(self._waiting_for_grammar)
+                or bool(self._pending_updates)  # deltas of the last multi-step step not yet returned
                 or (self.multimodal is not None and self.multimodal.items.num_pending_frames > 0))
 
     def step(self) -> list[CompletionDelta]:
