@@ -54,18 +54,25 @@ def test_graph_decode_equals_eager(checkpoints, arch, num_prompts):
     assert results[False, None] == results[True, 1]
 
 
+def _repeating_prompts_eager(checkpoint, num_prompts: int, repeats: int):
+    """Prompts that repeat a random 8-token run (so drafts get accepted), greedy params of
+    varying lengths, and the tokens eager decoding without speculation gives them (fp32)."""
+    rng = random.Random(num_prompts)
+    prompts = [[rng.randrange(3, 60) for _ in range(8)] * repeats for _ in range(num_prompts)]
+    params = [SamplingParams(max_tokens=30 + 5 * i, temperature=0.0, ignore_eos=True) for i in range(num_prompts)]
+    eager = LLM(str(checkpoint), device="cuda", dtype="float32", max_model_len=256, max_num_seqs=8,
+                enforce_eager=True, num_scheduler_steps=1)
+    expected = [o.token_ids for o in eager.generate(prompts, params)]
+    del eager
+    return prompts, params, expected
+
+
 @cuda
 @pytest.mark.parametrize("num_prompts", [1, 5])
 def test_speculative_verification_graphs_equal_eager(checkpoints, num_prompts):
     """n-gram drafts of varying length (padded in the verification graph) verify to the tokens
     that eager decoding without speculation produces."""
-    rng = random.Random(num_prompts)
-    prompts = [(p := [rng.randrange(3, 60) for _ in range(8)]) * 4 for _ in range(num_prompts)]  # repeats: drafts
-    params = [SamplingParams(max_tokens=30 + 5 * i, temperature=0.0, ignore_eos=True) for i in range(num_prompts)]
-    eager = LLM(str(checkpoints["llama"]), device="cuda", dtype="float32", max_model_len=256, max_num_seqs=8,
-                enforce_eager=True, num_scheduler_steps=1)
-    expected = [o.token_ids for o in eager.generate(prompts, params)]
-    del eager
+    prompts, params, expected = _repeating_prompts_eager(checkpoints["llama"], num_prompts, repeats=4)
     spec = LLM(str(checkpoints["llama"]), device="cuda", dtype="float32", max_model_len=256, max_num_seqs=8,
                speculative={"method": "ngram", "num_tokens": 3})
     assert spec.engine.runner.verify_graphs is not None
@@ -80,13 +87,7 @@ def test_draft_model_graphs_equal_eager(checkpoints, tmp_path, num_prompts):
     and its chained passes replay its graphs, and greedy outputs equal eager decoding without
     speculation (fp32)."""
     draft = make_text_checkpoint(tmp_path / "draft", "llama", seed=6)
-    rng = random.Random(num_prompts)
-    prompts = [(p := [rng.randrange(3, 60) for _ in range(8)]) * 3 for _ in range(num_prompts)]
-    params = [SamplingParams(max_tokens=30 + 5 * i, temperature=0.0, ignore_eos=True) for i in range(num_prompts)]
-    eager = LLM(str(checkpoints["llama"]), device="cuda", dtype="float32", max_model_len=256, max_num_seqs=8,
-                enforce_eager=True, num_scheduler_steps=1)
-    expected = [o.token_ids for o in eager.generate(prompts, params)]
-    del eager
+    prompts, params, expected = _repeating_prompts_eager(checkpoints["llama"], num_prompts, repeats=3)
     spec = LLM(str(checkpoints["llama"]), device="cuda", dtype="float32", max_model_len=256, max_num_seqs=8,
                speculative={"method": "draft", "model": str(draft), "num_tokens": 3})
     runner = spec.engine.speculator.draft.runner
