@@ -267,7 +267,9 @@ def main() -> None:
     parser.add_argument("--num-tokens", type=int, default=4, help="k, draft tokens per step")
     parser.add_argument("--max-tokens", type=int, default=128, help="output tokens per request")
     parser.add_argument("--max-model-len", type=int, default=1024)
-    parser.add_argument("--repeats", type=int, default=1, help="timed runs per configuration (the fastest counts)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="timed runs per configuration (the fastest counts; one run of 128 tokens is "
+                             "dominated by one-time costs such as Triton compiles of variants first met in it)")
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.85)
     parser.add_argument("--out", help="JSON path (default bench/results/spec_decode_<device>.json)")
     parser.add_argument("--demo", metavar="DIR", help="the demo models (models/demo): their draft against each "
