@@ -1,6 +1,6 @@
 """Host cost of one engine step's bookkeeping with N running requests, without a model.
 
-    python -m bench.bench_scheduler [--num-requests 256] [--context 1024] [--steps 200] [--out F.json]
+    python -m bench.bench_scheduler [--num-requests 256] [--context 1024] [--steps 200] [--tokens-per-step 4] [--out F.json]
 
 Measures, per decode step of N running requests: scheduler.schedule(), update_from_output()
 (with prefix-cache bookkeeping) and the runner's input preparation (host arrays from the
@@ -23,6 +23,7 @@ from cache.kv_cache_manager import KVCacheManager
 from llm_core.block_table import BlockTableHost
 from llm_core.config import SchedulerConfig
 from llm_core.model_runner import ModelRunner
+from llm_core.multi_step import PLACEHOLDER_TOKEN_ID
 from llm_core.request import Request
 from llm_core.sampling_params import SamplingParams
 from llm_core.scheduler import Scheduler
@@ -34,17 +35,20 @@ def main() -> None:
     parser.add_argument("--context", type=int, default=1024)
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--block-size", type=int, default=16)
+    parser.add_argument("--tokens-per-step", type=int, default=1,
+                        help="tokens each request gets per step (k > 1: multi-step decoding's k - 1 placeholders)")
     parser.add_argument("--out", default="bench_scheduler.json")
     args = parser.parse_args()
-    bs, n = args.block_size, args.num_requests
-    blocks_per_seq = (args.context + args.steps) // bs + 2
+    bs, n, k = args.block_size, args.num_requests, args.tokens_per_step
+    num_outputs = args.steps * k
+    blocks_per_seq = (args.context + num_outputs) // bs + 2
     kv = KVCacheManager(n * blocks_per_seq + 1, bs, True)
     sched = Scheduler(SchedulerConfig(max_num_seqs=n, max_num_batched_tokens=1 << 20), kv,
-                      max_model_len=args.context + args.steps + 8, block_size=bs)
+                      max_model_len=args.context + num_outputs + 8, block_size=bs)
     rng = random.Random(0)
     for i in range(n):
         prompt = [rng.randrange(1000) for _ in range(args.context)]
-        sched.add_request(Request(f"r{i}", prompt, SamplingParams(max_tokens=args.steps + 4, ignore_eos=True),
+        sched.add_request(Request(f"r{i}", prompt, SamplingParams(max_tokens=num_outputs + 4, ignore_eos=True),
                                   block_size=bs))
     plan = sched.schedule()  # the prefill step
     sched.update_from_output(plan, {e.request_id: 1 for e in plan.requests})
@@ -53,12 +57,16 @@ def main() -> None:
     runner.block_table_host = BlockTableHost(2 * n, blocks_per_seq)
     times = {"schedule": [], "update": [], "prepare_inputs": []}
     for step in range(args.steps):
+        if k > 1:  # as the engine gives them for multi-step decoding
+            for request in sched.running:
+                request.spec_token_ids = [PLACEHOLDER_TOKEN_ID] * (k - 1)
         t0 = time.perf_counter()
         plan = sched.schedule()
         t1 = time.perf_counter()
         runner.to_device(runner.prepare_inputs(plan))  # host arrays, then the step's tensors
         t2 = time.perf_counter()
-        sched.update_from_output(plan, {e.request_id: step % 1000 for e in plan.requests})
+        sched.update_from_output(plan, {e.request_id: [step % 1000] * k if k > 1 else step % 1000
+                                        for e in plan.requests})
         t3 = time.perf_counter()
         assert len(plan.requests) == n
         times["schedule"].append(t1 - t0)
@@ -70,7 +78,8 @@ def main() -> None:
     result["total_median_ms"] = total
     result["config"] = vars(args)
     Path(args.out).write_text(json.dumps(result, indent=2))
-    print(f"{n} running requests, context {args.context}, block size {bs} (CPU, median of {args.steps} steps)")
+    print(f"{n} running requests, context {args.context}, block size {bs}, {k} token(s) per request per step "
+          f"(CPU, median of {args.steps} steps)")
     for k in times:
         print(f"  {k:<16} {result[k]['median_ms']:8.3f} ms   p99 {result[k]['p99_ms']:8.3f} ms")
     print(f"  {'total':<16} {total:8.3f} ms")

@@ -102,7 +102,10 @@ class Request:
         return FINISH_REASONS.get(self.status)
 
     def append_output_token(self, token_id: int) -> None:
-        self.all_token_ids.append(token_id)
+        self.append_output_tokens((token_id,))
+
+    def append_output_tokens(self, token_ids: Sequence[int]) -> None:
+        self.all_token_ids.extend(token_ids)
         self._update_block_hashes()
 
     def _update_block_hashes(self) -> None:

@@ -280,28 +280,32 @@ class Scheduler:
         return updates
 
     def _append_tokens(self, request: Request, token_ids: Sequence[int]) -> tuple[tuple[int, ...], RequestStatus | None]:
-        """Append until one finishes the request. Each appended token but the last was an accepted
-        draft whose KV this step computed, so it also counts as computed."""
-        for i, token_id in enumerate(token_ids):
-            if i > 0:
-                request.num_computed_tokens += 1
-            request.append_output_token(token_id)
-            status = self._check_stop(request, token_id)
-            if status is not None:
-                return tuple(token_ids[:i + 1]), status
-        return tuple(token_ids), None
-
-    def _check_stop(self, request: Request, token_id: int) -> RequestStatus | None:
+        """Append until one finishes the request (checked token by token, in one pass: the
+        length limits give the last token that may come; only requests with stop tokens look
+        at each token). Each appended token but the last was an accepted draft whose KV this
+        step computed, so it also counts as computed."""
         params = request.sampling_params
-        if request.num_output_tokens >= params.min_tokens:
-            if not params.ignore_eos and token_id in request.eos_token_ids:
-                return RequestStatus.FINISHED_STOPPED
-            if token_id in params.stop_token_ids:
-                request.stop_reason = token_id
-                return RequestStatus.FINISHED_STOPPED
-        if request.num_output_tokens >= params.max_tokens or request.num_tokens >= self.max_model_len:
-            return RequestStatus.FINISHED_LENGTH
-        return None
+        num_outputs = request.num_output_tokens
+        end, status = len(token_ids), None
+        # token i (0-based) is output number num_outputs + i + 1 and makes num_tokens + i + 1 tokens
+        room = min(params.max_tokens - num_outputs, self.max_model_len - request.num_tokens)
+        if room <= end:
+            end, status = max(room, 1), RequestStatus.FINISHED_LENGTH
+        eos = request.eos_token_ids if not params.ignore_eos else ()
+        if eos or params.stop_token_ids:
+            for i in range(max(params.min_tokens - num_outputs - 1, 0), end):  # below min_tokens: no stop
+                token_id = token_ids[i]
+                if token_id in eos:
+                    end, status = i + 1, RequestStatus.FINISHED_STOPPED
+                    break
+                if token_id in params.stop_token_ids:
+                    request.stop_reason = token_id
+                    end, status = i + 1, RequestStatus.FINISHED_STOPPED
+                    break
+        appended = tuple(token_ids[:end])
+        request.num_computed_tokens += end - 1
+        request.append_output_tokens(appended)
+        return appended, status
 
     def _free(self, request: Request, status: RequestStatus) -> None:
         request.status = status

@@ -279,3 +279,47 @@ def test_rejects_prompt_too_long_and_duplicate_ids():
     sched.add_request(make_request("b", 4))
     with pytest.raises(ValueError, match="already in use"):
         sched.add_request(make_request("b", 4))
+
+
+def _reference_append(request: Request, token_ids, max_model_len: int):
+    """The stop rules token by token, as documented: after each token, below min_tokens nothing
+    stops; EOS (unless ignore_eos), then a stop token id, then max_tokens / max_model_len."""
+    params = request.sampling_params
+    num_outputs, num_tokens = request.num_output_tokens, request.num_tokens
+    for i, token_id in enumerate(token_ids):
+        outputs = num_outputs + i + 1
+        if outputs >= params.min_tokens:
+            if not params.ignore_eos and token_id == EOS:
+                return tuple(token_ids[:i + 1]), RequestStatus.FINISHED_STOPPED, None
+            if token_id in params.stop_token_ids:
+                return tuple(token_ids[:i + 1]), RequestStatus.FINISHED_STOPPED, token_id
+        if outputs >= params.max_tokens or num_tokens + i + 1 >= max_model_len:
+            return tuple(token_ids[:i + 1]), RequestStatus.FINISHED_LENGTH, None
+    return tuple(token_ids), None, None
+
+
+def test_append_tokens_matches_the_token_by_token_rules():
+    """Several tokens at once (accepted drafts, multi-step runs) stop exactly where the
+    token-by-token rules stop, on fresh random cases."""
+    import random
+
+    rng = random.Random()
+    seed = rng.randrange(2**31)
+    rng.seed(seed)
+    for case in range(400):
+        sched = make_scheduler(max_model_len=rng.randrange(8, 24))
+        prompt_len = rng.randrange(1, 7)
+        request = make_request("r", prompt_len, max_tokens=rng.randrange(1, 12), min_tokens=rng.choice([0, 0, 2, 5]),
+                               ignore_eos=rng.random() < 0.3,
+                               stop_token_ids=tuple(rng.sample(range(3, 9), rng.randrange(0, 3))))
+        request.all_token_ids.extend(rng.randrange(2, 9) for _ in range(rng.randrange(0, 4)))  # earlier outputs
+        request.num_computed_tokens = request.num_tokens - 1
+        tokens = [rng.randrange(2, 9) for _ in range(rng.randrange(1, 6))]
+        expected_tokens, expected_status, expected_reason = _reference_append(request, tokens, sched.max_model_len)
+        computed_before, total_before = request.num_computed_tokens, request.num_tokens
+        appended, status = sched._append_tokens(request, tokens)
+        context = f"seed {seed} case {case}: {request.sampling_params} tokens {tokens}"
+        assert (appended, status) == (expected_tokens, expected_status), context
+        assert request.stop_reason == expected_reason, context
+        assert request.num_tokens == total_before + len(appended), context
+        assert request.num_computed_tokens == computed_before + len(appended) - 1, context
