@@ -177,3 +177,29 @@ def test_killing_the_engine_process_ends_every_stream_and_restart_works(loop, cl
     assert not was_running
     assert all("exited with code -9" in e for e in errors), errors
     assert after_restart == expected(offline, PROMPTS[1:2], GREEDY)
+
+
+def test_multi_step_with_async_output_processing_streams_equal_the_offline_run(checkpoint, offline):
+    """4 decode forwards per step with their outputs processed during the next step (as on
+    CUDA): every stream, one ended by a stop string, equals the single-step offline run; an
+    abort mid-stream frees every block."""
+    text = offline.generate(PROMPTS[:1], GREEDY)[0].text
+    stop = text[len(text) // 2: len(text) // 2 + 2]
+    params = [SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True, stop=[stop] if stop.strip() else None),
+              GREEDY, SEEDED, GREEDY]
+    options = {**ENGINE_OPTIONS, "max_num_seqs": 4, "num_scheduler_steps": 4}
+
+    async def main():
+        async with AsyncEngineClient(EngineConfig.from_options(checkpoint, **options), mode="thread") as c:
+            streams = await stream_all(c, requests_for("m", params))
+            long = c.generate(EngineRequest("long", PROMPTS[1], SamplingParams(max_tokens=500, ignore_eos=True)))
+            await anext(long)
+            await anext(long)  # a delta of a multi-step step: the engine runs them now
+            await c.abort("long")
+            rest = [delta async for delta in long]
+            return streams, rest, await c.stats()
+
+    streams, rest, idle = asyncio.run(asyncio.wait_for(main(), HANG_GUARD_S))
+    assert streams == expected(offline, PROMPTS, params)
+    assert rest[-1].finish_reason == "abort"
+    assert (idle["num_running"], idle["num_waiting"], idle["kv_usage"]) == (0, 0, 0.0)
