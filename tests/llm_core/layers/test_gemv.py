@@ -110,11 +110,23 @@ def test_config_fills_the_device_without_empty_splits(m, n, k, num_sms):
     num_blocks_n, num_steps_k = -(-n // block_n), -(-k // block_k)
     steps_per_split = -(-num_steps_k // split_k)
     assert 1 <= split_k <= gemv.MAX_SPLIT_K and (split_k - 1) * steps_per_split < num_steps_k  # none empty
-    if num_blocks_n >= gemv.MIN_PROGRAMS_PER_SM * num_sms:
+    if m == 1:  # the H100 sweep's rule
+        assert block_n == gemv.ONE_ROW_BLOCK_N
+        assert (split_k > 1) == (num_blocks_n < gemv.ONE_ROW_SPLIT_BELOW * num_sms and num_steps_k > 1)
+    elif num_blocks_n >= gemv.MIN_PROGRAMS_PER_SM * num_sms:
         assert split_k == 1  # enough columns: no partials, no second kernel
     elif num_steps_k >= gemv.MAX_SPLIT_K:
         assert num_blocks_n * split_k >= gemv.PROGRAMS_PER_SM * num_sms // 2
     assert cfg == choose_config(m, n, k, num_sms)  # a function of its arguments only
+
+
+@pytest.mark.parametrize("n,k,split_k", [  # the sweep's best split at one row on the H100 (132 SMs)
+    (3072, 2048, 4), (2048, 2048, 4), (16384, 2048, 1), (2048, 8192, 4),  # Llama-3.2-1B qkv, o, gate_up, down
+    (6144, 4096, 1), (4096, 4096, 4), (28672, 4096, 1), (4096, 14336, 4),  # Llama-3.1-8B
+])
+def test_one_row_config_is_the_sweep_s_winner(n, k, split_k):
+    assert choose_config(1, n, k, 132) == {"block_n": 8, "block_k": 256, "split_k": split_k, "num_warps": 4,
+                                           "num_stages": 1}
 
 
 def spy_on_kernel(monkeypatch) -> list[int]:
