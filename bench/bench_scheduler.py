@@ -11,6 +11,7 @@ starves the GPU. Prints a table and writes JSON.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import statistics
@@ -24,9 +25,11 @@ from llm_core.block_table import BlockTableHost
 from llm_core.config import SchedulerConfig
 from llm_core.model_runner import ModelRunner
 from llm_core.multi_step import PLACEHOLDER_TOKEN_ID
+from llm_core.output_processor import OutputProcessor
 from llm_core.request import Request
 from llm_core.sampling_params import SamplingParams
 from llm_core.scheduler import Scheduler
+from llm_core.tokenizer import Tokenizer
 
 
 def main() -> None:
@@ -35,6 +38,9 @@ def main() -> None:
     parser.add_argument("--context", type=int, default=1024)
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--block-size", type=int, default=16)
+    parser.add_argument("--detokenize", metavar="MODEL_DIR", nargs="?", const="models/demo/vision",
+                        help="also time the output processor (detokenization, deltas) with this checkpoint's "
+                             "tokenizer (default: the demo model's)")
     parser.add_argument("--tokens-per-step", type=int, default=1,
                         help="tokens each request gets per step (k > 1: multi-step decoding's k - 1 placeholders)")
     parser.add_argument("--out", default="bench_scheduler.json")
@@ -56,6 +62,13 @@ def main() -> None:
     runner.block_size, runner.device = bs, torch.device("cpu")
     runner.block_table_host = BlockTableHost(2 * n, blocks_per_seq)
     times = {"schedule": [], "update": [], "prepare_inputs": []}
+    outputs = None
+    if args.detokenize:
+        outputs = OutputProcessor(Tokenizer.from_dir(args.detokenize), sched)
+        for request in sched.running:
+            outputs.add_request(request.request_id, request.prompt_token_ids, request.sampling_params)
+        times["detokenize + deltas"] = []
+        vocab = min(1000, outputs.tokenizer.vocab_size)
     for step in range(args.steps):
         if k > 1:  # as the engine gives them for multi-step decoding
             for request in sched.running:
@@ -65,9 +78,15 @@ def main() -> None:
         t1 = time.perf_counter()
         runner.to_device(runner.prepare_inputs(plan))  # host arrays, then the step's tensors
         t2 = time.perf_counter()
-        sched.update_from_output(plan, {e.request_id: [step % 1000] * k if k > 1 else step % 1000
-                                        for e in plan.requests})
+        updates = sched.update_from_output(plan, {e.request_id: [(step * k + j) % 1000 for j in range(k)]
+                                                  if k > 1 else step % 1000 for e in plan.requests})
         t3 = time.perf_counter()
+        if outputs is not None:
+            # ids the tokenizer has (the scheduler took any id)
+            updates = [dataclasses.replace(u, new_token_ids=tuple(t % vocab for t in u.new_token_ids)) for u in updates]
+            start = time.perf_counter()
+            outputs.process(updates)
+            times["detokenize + deltas"].append(time.perf_counter() - start)
         assert len(plan.requests) == n
         times["schedule"].append(t1 - t0)
         times["prepare_inputs"].append(t2 - t1)
@@ -81,8 +100,8 @@ def main() -> None:
     print(f"{n} running requests, context {args.context}, block size {bs}, {k} token(s) per request per step "
           f"(CPU, median of {args.steps} steps)")
     for k in times:
-        print(f"  {k:<16} {result[k]['median_ms']:8.3f} ms   p99 {result[k]['p99_ms']:8.3f} ms")
-    print(f"  {'total':<16} {total:8.3f} ms")
+        print(f"  {k:<20} {result[k]['median_ms']:8.3f} ms   p99 {result[k]['p99_ms']:8.3f} ms")
+    print(f"  {'total':<20} {total:8.3f} ms")
 
 
 if __name__ == "__main__":

@@ -37,11 +37,14 @@ class OutputProcessor:
             if detok is None:
                 continue
             text, new_token_ids = "", update.new_token_ids
-            for i, token_id in enumerate(update.new_token_ids):  # several when drafts were accepted
-                text += detok.add_tokens((token_id,))
-                if detok.is_stopped:  # no token past a stop string
-                    new_token_ids = new_token_ids[:i + 1]
-                    break
+            if not detok.stop:  # several tokens (accepted drafts, multi-step) decode as one window
+                text = detok.add_tokens(new_token_ids)
+            else:
+                for i, token_id in enumerate(new_token_ids):  # token by token: none past a stop string
+                    text += detok.add_tokens((token_id,))
+                    if detok.is_stopped:
+                        new_token_ids = new_token_ids[:i + 1]
+                        break
             finish_reason, stop_reason = update.finish_reason, update.stop_reason
             if detok.is_stopped:
                 if finish_reason is None:
