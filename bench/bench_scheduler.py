@@ -4,7 +4,8 @@
 
 Measures, per decode step of N running requests: scheduler.schedule(), update_from_output()
 (with prefix-cache bookkeeping) and the runner's input preparation (host arrays from the
-persistent block tables, then the step's tensors on the CPU). The sum must stay well under a GPU decode step (a few ms) or the host
+persistent block tables, then the step's tensors on the CPU); with --detokenize also the output
+processor (incremental detokenization, stop strings, deltas) with a real tokenizer. The sum must stay well under a GPU decode step (a few ms) or the host
 starves the GPU. Prints a table and writes JSON.
 """
 
@@ -99,8 +100,8 @@ def main() -> None:
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(f"{n} running requests, context {args.context}, block size {bs}, {k} token(s) per request per step "
           f"(CPU, median of {args.steps} steps)")
-    for k in times:
-        print(f"  {k:<20} {result[k]['median_ms']:8.3f} ms   p99 {result[k]['p99_ms']:8.3f} ms")
+    for name in times:
+        print(f"  {name:<20} {result[name]['median_ms']:8.3f} ms   p99 {result[name]['p99_ms']:8.3f} ms")
     print(f"  {'total':<20} {total:8.3f} ms")
 
 
