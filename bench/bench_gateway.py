@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import functools
 import json
-import multiprocessing
 import os
 import platform
 import statistics
@@ -30,6 +29,7 @@ from pathlib import Path
 import msgpack
 from websockets.asyncio.client import connect
 
+from bench.loopback import start_process, wait_open
 from bench.machine import cpu_name
 from llm_core.outputs import CompletionDelta
 
@@ -45,7 +45,8 @@ class PacedEngine:
         self.step_s = step_s
         self.requests: dict[str, list[int]] = {}  # id -> [max_tokens, generated]
 
-    def add_request(self, prompt, params, *, request_id=None, priority=0, arrival_time=None) -> str:
+    def add_request(self, prompt, params, *, request_id=None, priority=0, arrival_time=None,
+                    traceparent=None) -> str:
         self.requests[request_id] = [params.max_tokens, 0]
         return request_id
 
@@ -158,25 +159,6 @@ async def latency(url: str, pings: int, gateway: bool) -> dict:
     return {"p50_ms": 1e3 * statistics.median(samples), "p99_ms": 1e3 * samples[int(0.99 * (len(samples) - 1))]}
 
 
-def start(target, *args) -> multiprocessing.Process:
-    # Not a daemon: the gateway starts its engine process itself.
-    process = multiprocessing.get_context("spawn").Process(target=target, args=args)
-    process.start()
-    return process
-
-
-async def wait_open(url: str, timeout_s: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            async with connect(url, proxy=None, open_timeout=5):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.2)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--connections", default="1,16,64,256")
@@ -195,7 +177,7 @@ def main() -> None:
              True, False),
             ("gateway", run_gateway, (18933, model_dir, 0.0), "ws://127.0.0.1:18933/v1/stream", False, True)]
     for name, target, target_args, url, measure_throughput, measure_latency in runs:
-        process = start(target, *target_args)
+        process = start_process(target, *target_args)
         gateway = name == "gateway"
         try:
             asyncio.run(wait_open(url))

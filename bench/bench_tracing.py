@@ -39,6 +39,7 @@ from pathlib import Path
 import msgpack
 from websockets.asyncio.client import connect
 
+from bench.loopback import start_process, wait_open
 from bench.machine import cpu_name
 
 
@@ -203,24 +204,6 @@ def span_work(endpoint: str | None, num_responses: int = 300, reps: int = 7) -> 
             "export_us_per_response": 1e6 * best_export / num_responses}
 
 
-async def wait_open(url: str, timeout_s: float = 300.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            async with connect(url, proxy=None, open_timeout=5):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.2)
-
-
-def start(target, *args) -> multiprocessing.Process:
-    process = multiprocessing.get_context("spawn").Process(target=target, args=args)  # not a daemon: it spawns
-    process.start()
-    return process
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sessions", type=int, default=8)
@@ -259,11 +242,11 @@ def main() -> None:
     num_spans = multiprocessing.get_context("spawn").Value("q", 0)
     receiver_url = f"http://127.0.0.1:{args.port}/v1/traces"
     urls = {"off": f"ws://127.0.0.1:{args.port + 1}/v1/stream", "on": f"ws://127.0.0.1:{args.port + 2}/v1/stream"}
-    processes = [start(run_receiver, args.port, num_spans),
-                 start(run_gateway, args.port + 1, str(model_dir), None, engines[0])]
+    processes = [start_process(run_receiver, args.port, num_spans),
+                 start_process(run_gateway, args.port + 1, str(model_dir), None, engines[0])]
     if args.device == "cuda":
         asyncio.run(wait_open(urls["off"], timeout_s=600))
-    processes.append(start(run_gateway, args.port + 2, str(model_dir), receiver_url, engines[1]))
+    processes.append(start_process(run_gateway, args.port + 2, str(model_dir), receiver_url, engines[1]))
     rounds: dict[str, list[dict]] = {"off": [], "on": []}
     run_round = in_turn if args.device == "cuda" else both
     try:

@@ -29,13 +29,22 @@ from llm_core.multi_step import PendingTokens
 _wait = PendingTokens.wait
 
 
-def _timed(table: dict, name: str, fn):
+def sync(device: torch.device | None) -> None:
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(table: dict, name: str, fn, device: torch.device | None = None):
+    """fn wrapped to add its wall time to table[name]; with a device, synchronized before and
+    after, so that the call owns its GPU time."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        sync(device)
         start = time.perf_counter()
         try:
             return fn(*args, **kwargs)
         finally:
+            sync(device)
             table[name] += time.perf_counter() - start
     return wrapper
 
@@ -58,10 +67,10 @@ def profile_batch(llm: LLM, batch: int, num_steps: int) -> dict:
                              (scheduler, "update_from_output", "scheduler update"),
                              (engine.output_processor, "process", "detokenize + outputs")]:
         originals[(obj, name)] = getattr(obj, name)
-        setattr(obj, name, _timed(phases, label, getattr(obj, name)))
+        setattr(obj, name, timed(phases, label, getattr(obj, name)))
     # With async output processing the multi-step path waits here for its tokens (the GPU's time
     # less what the host overlapped with it).
-    PendingTokens.wait = _timed(phases, "wait for tokens", _wait)
+    PendingTokens.wait = timed(phases, "wait for tokens", _wait)
     tokens_before = sum(r.num_output_tokens for r in scheduler.running)
     torch.cuda.synchronize()
     start = time.perf_counter()

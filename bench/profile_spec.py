@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import functools
 import json
 import tempfile
 import time
@@ -22,29 +21,9 @@ from pathlib import Path
 
 import torch
 
+from bench.profile_decode import sync, timed
 from bench.shapes import write_random_llama
 from llm_core import LLM, SamplingParams
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(table: dict, name: str, fn, device: torch.device | None):
-    """fn wrapped to add its wall time to table[name] (after a device sync when device is given)."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        if device is not None:
-            _sync(device)
-        start = time.perf_counter()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            if device is not None:
-                _sync(device)
-            table[name] += time.perf_counter() - start
-    return wrapper
 
 
 def _steps(llm: LLM, prompts: list[list[int]], num_steps: int, max_tokens: int) -> tuple[int, int]:
@@ -74,10 +53,10 @@ def profile_batch(llm: LLM, batch: int, num_steps: int, prompt_len: int) -> dict
     prompts = [[(7 * i + j) % 1000 + 3 for j in range(prompt_len)] for i in range(batch)]
     max_tokens = num_steps * 8 + 64
     _steps(llm, prompts, 4, max_tokens)  # warm-up
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     steps, tokens = _steps(llm, prompts, num_steps, max_tokens)
-    _sync(device)
+    sync(device)
     wall = time.perf_counter() - start  # includes the prefill steps
     # Phases, each followed by a device synchronize.
     phases: dict[str, float] = collections.defaultdict(float)
@@ -85,7 +64,7 @@ def profile_batch(llm: LLM, batch: int, num_steps: int, prompt_len: int) -> dict
 
     def wrap(obj, attr, name):
         originals.append((obj, attr, getattr(obj, attr)))
-        setattr(obj, attr, _timed(phases, name, getattr(obj, attr), device))
+        setattr(obj, attr, timed(phases, name, getattr(obj, attr), device))
 
     wrap(engine, "step", "step (total)")
     wrap(engine.scheduler, "schedule", "schedule")

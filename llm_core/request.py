@@ -101,9 +101,6 @@ class Request:
     def finish_reason(self) -> str | None:
         return FINISH_REASONS.get(self.status)
 
-    def append_output_token(self, token_id: int) -> None:
-        self.append_output_tokens((token_id,))
-
     def append_output_tokens(self, token_ids: Sequence[int]) -> None:
         self.all_token_ids.extend(token_ids)
         self._update_block_hashes()

@@ -3,14 +3,12 @@ sampling stays batch-invariant, constrained outputs stay valid, preemption compo
 
 from __future__ import annotations
 
-import json
 
-import jsonschema
 import pytest
 
 from llm_core import LLM, SamplingParams
 from tests.helpers.checkpoints import make_text_checkpoint
-from tests.helpers.spec_prompts import PROMPTS, SCHEMA
+from tests.helpers.spec_prompts import PROMPTS, run_json_schema
 
 
 @pytest.fixture(scope="module")
@@ -77,15 +75,7 @@ def test_seeded_sampling_is_batch_invariant(checkpoint):
 
 def test_json_schema_with_speculation_is_valid(checkpoint):
     llm = speculative_llm(checkpoint, 4)
-    rf = {"type": "json_schema", "json_schema": {"schema": SCHEMA}}
-    params = [SamplingParams(max_tokens=80, temperature=t, seed=s, response_format=rf)
-              for s in range(8) for t in (0.0, 1.0)]
-    outputs = llm.generate([f"json {i} json {i}" for i in range(len(params))], params)
-    assert sum(o.finish_reason == "stop" for o in outputs) >= len(outputs) // 2
-    for out in outputs:
-        assert out.error is None
-        if out.finish_reason == "stop":
-            jsonschema.validate(json.loads(out.text), SCHEMA)
+    run_json_schema(llm, seeds=8)
     assert llm.engine.stats()["spec_num_draft_tokens"] > 0
 
 

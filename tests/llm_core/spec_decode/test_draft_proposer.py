@@ -4,17 +4,15 @@ prefill, constrained outputs stay valid, a foreign tokenizer is refused."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import jsonschema
 import pytest
 import torch
 
 from llm_core import LLM, SamplingParams
 from llm_core.spec_decode.draft_proposer import to_vocab
 from tests.helpers.checkpoints import make_text_checkpoint
-from tests.helpers.spec_prompts import PROMPTS, SCHEMA
+from tests.helpers.spec_prompts import PROMPTS, run_json_schema
 from tests.llm_core.spec_decode.draft_checkpoints import noisy_copy, small_draft
 
 
@@ -105,15 +103,7 @@ def test_draft_kv_follows_preemption_prefix_cache_and_chunked_prefill(checkpoint
 
 def test_json_schema_with_draft_is_valid(checkpoints):
     llm = draft_llm(checkpoints, "noisy", 4)
-    rf = {"type": "json_schema", "json_schema": {"schema": SCHEMA}}
-    params = [SamplingParams(max_tokens=80, temperature=t, seed=s, response_format=rf)
-              for s in range(6) for t in (0.0, 1.0)]
-    outputs = llm.generate([f"json {i} json {i}" for i in range(len(params))], params)
-    assert sum(o.finish_reason == "stop" for o in outputs) >= len(outputs) // 2
-    for out in outputs:
-        assert out.error is None
-        if out.finish_reason == "stop":
-            jsonschema.validate(json.loads(out.text), SCHEMA)
+    run_json_schema(llm, seeds=6)
     stats = llm.engine.stats()
     assert stats["spec_num_accepted_draft_tokens"] > 0
 
