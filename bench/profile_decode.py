@@ -83,6 +83,7 @@ def profile_batch(llm: LLM, batch: int, num_steps: int) -> dict:
         delattr(obj, name)  # back to the class's method
     PendingTokens.wait = _wait
     graph_ms = float("nan")
+    graph_kernels: list[dict] = []
     graphs = runner.graphs
     if graphs is not None and batch <= graphs.max_batch_size:
         size = next(s for s in graphs.sizes if s >= batch)
@@ -96,33 +97,40 @@ def profile_batch(llm: LLM, batch: int, num_steps: int) -> dict:
         end_ev.record()
         torch.cuda.synchronize()
         graph_ms = start_ev.elapsed_time(end_ev) / 50
+        graph_kernels = kernel_table(lambda: graph.replay(), 10)
     engine.abort_request([r.request_id for r in list(scheduler.running) + list(scheduler.waiting)])
     while engine.has_unfinished_requests():
         engine.step()
     result = {"batch": batch, "step_ms": wall * 1e3, "graph_replay_ms": graph_ms,
               "tokens_per_step": tokens_per_step, "ms_per_token_step": wall * 1e3 / tokens_per_step,
-              "host_ms": {k: v / num_steps * 1e3 for k, v in phases.items()}}
+              "host_ms": {k: v / num_steps * 1e3 for k, v in phases.items()}, "graph_kernels": graph_kernels}
     return result
 
 
-def eager_kernel_table(model_dir: Path, dtype: str, top: int = 15) -> list[dict]:
-    llm = LLM(str(model_dir), device="cuda", dtype=dtype, max_model_len=2048, max_num_seqs=8, enforce_eager=True)
-    engine = llm.engine
-    engine.add_request([5] * 64, SamplingParams(max_tokens=10_000, ignore_eos=True))
-    for _ in range(8):
-        engine.step()
+def kernel_table(fn, reps: int, top: int = 15) -> list[dict]:
+    """GPU kernels of reps calls of fn (torch.profiler; inside CUDA graph replays too), by total time."""
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(10):
-            engine.step()
+        for _ in range(reps):
+            fn()
         torch.cuda.synchronize()
     rows = []
     for event in prof.key_averages():
         if event.device_type.name == "CUDA" and getattr(event, "device_time_total", 0) > 0:
-            rows.append({"kernel": event.key[:80], "calls_per_step": event.count / 10,
-                         "us_per_step": event.device_time_total / 10})
+            rows.append({"kernel": event.key[:80], "calls_per_step": event.count / reps,
+                         "us_per_step": event.device_time_total / reps})
     rows.sort(key=lambda r: -r["us_per_step"])
     return rows[:top]
+
+
+def eager_kernel_table(model_dir: Path, dtype: str, skinny_gemv: bool = False, top: int = 15) -> list[dict]:
+    llm = LLM(str(model_dir), device="cuda", dtype=dtype, max_model_len=2048, max_num_seqs=8, enforce_eager=True,
+              num_scheduler_steps=1, skinny_gemv=skinny_gemv)
+    engine = llm.engine
+    engine.add_request([5] * 64, SamplingParams(max_tokens=10_000, ignore_eos=True))
+    for _ in range(8):
+        engine.step()
+    return kernel_table(engine.step, 10, top)
 
 
 def main() -> None:
@@ -148,7 +156,7 @@ def main() -> None:
             results.append({"num_scheduler_steps": num_steps, **profile_batch(llm, b, args.steps)})
         del llm
         torch.cuda.empty_cache()
-    kernels = eager_kernel_table(model_dir, "bfloat16")
+    kernels = eager_kernel_table(model_dir, "bfloat16", args.skinny_gemv)
     Path(args.out).write_text(json.dumps({"shape": args.shape, "device": torch.cuda.get_device_name(),
                                           "async_output_proc": not args.disable_async_output_proc,
                                           "limit_tok_s": limit, "batches": results, "eager_kernels_b1": kernels},
@@ -167,6 +175,13 @@ def main() -> None:
     print(f"\neager batch-1 decode kernels (per step):\n{'us':>8} {'calls':>6}  kernel")
     for k in kernels:
         print(f"{k['us_per_step']:>8.1f} {k['calls_per_step']:>6.0f}  {k['kernel']}")
+    for r in results:
+        if r["graph_kernels"]:
+            total = sum(k["us_per_step"] for k in r["graph_kernels"])
+            print(f"\nkernels of one graph replay, batch {r['batch']} ({r['num_scheduler_steps']} steps/engine step; "
+                  f"replay {r['graph_replay_ms'] * 1e3:.0f} us, top kernels {total:.0f} us):")
+            for k in r["graph_kernels"]:
+                print(f"{k['us_per_step']:>8.1f} {k['calls_per_step']:>6.0f}  {k['kernel']}")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ At tensor-parallel size 1 each layer is exactly nn.Linear / nn.Embedding: the sa
 the same single kernel call, no communication.
 
 Skinny GEMMs: a linear layer with `use_skinny_kernel` set (off by default; see
-enable_skinny_kernels) multiplies a 2-D input of at most MAX_SKINNY_ROWS rows (decode) with the
+enable_skinny_kernels) multiplies a 2-D input of at most DISPATCH_MAX_ROWS rows (decode) with the
 Triton kernel of llm_core/layers/kernels/gemv.py instead of F.linear, on CUDA (or on CPU under
 TRITON_INTERPRET=1). Triton is imported only then, so CPU installs without it still work.
 
@@ -41,8 +41,8 @@ def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, us
     """F.linear, or skinny_linear where use_skinny_kernel is set and the kernel takes x."""
     if (use_skinny_kernel and x.dim() == 2 and x.stride(-1) == 1
             and (x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1")):
-        from llm_core.layers.kernels.gemv import MAX_SKINNY_ROWS, skinny_linear
-        if x.shape[0] <= MAX_SKINNY_ROWS:
+        from llm_core.layers.kernels.gemv import DISPATCH_MAX_ROWS, skinny_linear
+        if x.shape[0] <= DISPATCH_MAX_ROWS:
             return skinny_linear(x, weight, bias)
     return F.linear(x, weight, bias)
 
@@ -149,11 +149,15 @@ class RowParallelLinear(nn.Module):
 
 
 def enable_skinny_kernels(model: nn.Module, enabled: bool = True) -> int:
-    """Sets use_skinny_kernel on every ColumnParallelLinear and RowParallelLinear in model; returns
-    how many. (The LM head, applied through vocab_parallel_logits, keeps F.linear.)"""
+    """Sets use_skinny_kernel on every ColumnParallelLinear and RowParallelLinear in model, and
+    `fused_decode` on every module that has it (the Llama family's fused decode path); returns how
+    many linears. (The LM head, applied through vocab_parallel_logits, keeps F.linear.)"""
     layers = [m for m in model.modules() if isinstance(m, (ColumnParallelLinear, RowParallelLinear))]
     for layer in layers:
         layer.use_skinny_kernel = enabled
+    for module in model.modules():
+        if hasattr(module, "fused_decode"):
+            module.fused_decode = enabled
     return len(layers)
 
 

@@ -3,6 +3,14 @@
 Differences between the four are flags of ArchConfig: Qwen2 has biases on q/k/v, Qwen3
 normalizes q and k per head before the rotary embedding. q/k/v and gate/up are each one
 merged projection; the loader fills their slices from the checkpoint's separate tensors.
+
+Fused decode (`fused_decode`, set with the skinny GEMV kernels: enable_skinny_kernels): a step of
+at most FUSED_DECODE_MAX_ROWS tokens, one per sequence, runs each layer as five kernels launched
+with programmatic dependent launch (llm_core/layers/kernels/pdl.py): q/k/v GEMV with the input
+RMSNorm in its prologue; rotary + KV store; decode attention (+ its split reduce); o GEMV adding
+the residual and summing the new stream's squares; gate/up GEMV with the post-attention RMSNorm
+in its prologue; down GEMV with SiLU-and-mul in its prologue, adding the residual. Each rounds
+where the unfused layers round. Not for tensor parallelism or q/k norms (Qwen3).
 """
 
 from __future__ import annotations
@@ -22,6 +30,10 @@ from llm_core.layers.rotary import RotaryEmbedding
 from llm_core.models.arch_config import ArchConfig
 
 KVCache = tuple[torch.Tensor, torch.Tensor]
+
+# Steps of up to this many tokens take the fused decode path (where it is on): its GEMVs lose to
+# cuBLAS from two rows (gemv.DISPATCH_MAX_ROWS).
+FUSED_DECODE_MAX_ROWS = 1
 
 
 def uses_triton_kernels(backend) -> bool:
@@ -120,6 +132,9 @@ class LlamaForCausalLM(nn.Module):
         self.layers = nn.ModuleList(DecoderLayer(cfg, backend, self.rotary, tp, **factory)
                                     for _ in range(cfg.num_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, use_triton=fused, **factory)
+        # The fused decode path (module docstring): off until enable_skinny_kernels turns it on.
+        self.fused_decode = False
+        self._fused_capable = fused and tp.size == 1 and not cfg.qk_norm
         if cfg.tie_word_embeddings:
             self.lm_head = None
         else:
@@ -129,11 +144,47 @@ class LlamaForCausalLM(nn.Module):
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, kv_caches: list[KVCache],
                 meta: AttentionMetadata, inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
         x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
+        if (self.fused_decode and self._fused_capable and meta.is_decode_only
+                and x.shape[0] <= FUSED_DECODE_MAX_ROWS and x.stride(-1) == 1):
+            return self._fused_decode_forward(positions, x, kv_caches, meta)
         residual = None
         for layer, kv_cache in zip(self.layers, kv_caches):
             x, residual = layer(positions, x, residual, kv_cache, meta)
         x, _ = self.norm(x, residual)
         return x
+
+    def _fused_decode_forward(self, positions: torch.Tensor, x: torch.Tensor, kv_caches: list[KVCache],
+                              meta: AttentionMetadata) -> torch.Tensor:
+        """forward() of a decode step of few tokens on the fused kernels (module docstring)."""
+        from llm_core.attention.kernels import decode_attention
+        from llm_core.attention.kernels.rotary_store import rotary_store
+        from llm_core.layers.kernels.gemv import NormInput, skinny_linear
+        from llm_core.layers.kernels.rms_norm import rms_norm
+
+        num_tokens = x.shape[0]
+        num_real_tokens = meta.query_start_loc_cpu[-1]
+        first = self.layers[0].input_layernorm
+        h, sumsq = x.contiguous(), None  # the residual stream and its row sums of squares
+        normed = rms_norm(h, first.weight, first.eps)  # the first layer's input norm (no sumsq yet)
+        for layer, (k_cache, v_cache) in zip(self.layers, kv_caches):
+            attn, mlp = layer.self_attn, layer.mlp
+            if sumsq is None:
+                qkv = skinny_linear(normed, attn.qkv_proj.weight, attn.qkv_proj.bias)
+            else:
+                ln = layer.input_layernorm
+                qkv = skinny_linear(h, attn.qkv_proj.weight, attn.qkv_proj.bias, norm=NormInput(ln.weight, sumsq, ln.eps))
+            q = rotary_store(qkv, positions, self.rotary.cos_sin, meta.slot_mapping, k_cache, v_cache, attn.num_heads)
+            out = torch.empty_like(q)  # [T, H, D]
+            if num_real_tokens < num_tokens:
+                out[num_real_tokens:].zero_()
+            decode_attention(q, k_cache, v_cache, meta, attn.scale, out=out, sliding_window=attn.sliding_window)
+            h, sumsq = skinny_linear(out.view(num_tokens, attn.q_size), attn.o_proj.weight, attn.o_proj.bias,
+                                     residual=h)
+            ln = layer.post_attention_layernorm
+            gate_up = skinny_linear(h, mlp.gate_up_proj.weight, mlp.gate_up_proj.bias,
+                                    norm=NormInput(ln.weight, sumsq, ln.eps))
+            h, sumsq = skinny_linear(gate_up, mlp.down_proj.weight, mlp.down_proj.bias, silu_mul=True, residual=h)
+        return rms_norm(h, self.norm.weight, self.norm.eps)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden [S, hidden_size] -> fp32 logits [S, vocab_size] (on tensor-parallel ranks > 0: the

@@ -19,13 +19,20 @@ barrier in the loop).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import torch
 import triton
 import triton.language as tl
 
+from llm_core.layers.kernels.counters import GRID_SLOT, arrival_counters
+from llm_core.layers.kernels.pdl import pdl_launch_args
+
 MAX_SKINNY_ROWS = 8
+# Linear layers (distributed/layers.py) dispatch here only up to this many rows: on the H100 the
+# kernel wins at one row and loses from two (bench_gemv, 1B decode step: 1.08x at M = 1, 0.80x at M = 2).
+DISPATCH_MAX_ROWS = 1
 # Split K until there are about PROGRAMS_PER_SM programs per SM, when there are fewer than MIN_PROGRAMS_PER_SM.
 PROGRAMS_PER_SM = 4
 MIN_PROGRAMS_PER_SM = 2
@@ -33,7 +40,9 @@ MAX_SPLIT_K = 16
 # Weight elements one program loads per step (16 KiB of bf16), and products of one step (BLOCK_M * tile).
 TILE_ELEMENTS = 8192
 STEP_PRODUCTS = 16384
-REDUCE_BLOCK = 256
+# Split-K launches count arrivals per column block (counters.py): at most this many column blocks.
+MAX_COLUMN_BLOCKS = GRID_SLOT
+SUMSQ_BLOCK = 128
 # One row (batch-1 decode), from the H100 sweep: 8 columns of 256 K-steps per program; split K in
 # ONE_ROW_SPLIT_K when the column blocks are fewer than ONE_ROW_SPLIT_BELOW per SM (the 1B q/k/v,
 # o and down projections, the 8B o and down), else not (gate/up, the 8B q/k/v). 5-13% faster per
@@ -45,15 +54,100 @@ DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 @triton.jit
+def _load_x(x_ptrs, k0, x_ok, offs_k, norm_w_ptr, rstd, K,
+            PROLOGUE: tl.constexpr, EVEN_K: tl.constexpr, X_SHAPE_N: tl.constexpr):
+    # The [BLOCK_M, 1 or BLOCK_N, BLOCK_K] slice of the layer's input at K offset k0, rounded as
+    # the unfused layers round (RMSNorm: normalized row, then times the weight, each to x's dtype;
+    # SiLU-and-mul: silu(gate) to x's dtype, then times up).
+    ok = x_ok
+    if not EVEN_K:
+        ok = ok & ((k0 + offs_k) < K)[None, None, :]
+    x = tl.load(x_ptrs + k0, mask=ok, other=0.0)
+    if PROLOGUE == 1:  # RMSNorm of the residual stream x, rstd [BLOCK_M, 1, 1] from its sum of squares
+        w_ptrs = norm_w_ptr + k0 + offs_k[None, None, :]
+        if X_SHAPE_N > 1:
+            w_ptrs += tl.zeros([1, X_SHAPE_N, 1], dtype=tl.int32)
+        if EVEN_K:
+            w = tl.load(w_ptrs)
+        else:
+            w = tl.load(w_ptrs, mask=((k0 + offs_k) < K)[None, None, :], other=0.0)
+        normed = (x.to(tl.float32) * rstd).to(x.dtype).to(tl.float32)
+        x = (normed * w.to(tl.float32)).to(x.dtype)
+    elif PROLOGUE == 2:  # x is [M, 2K]: gate, then up
+        up = tl.load(x_ptrs + K + k0, mask=ok, other=0.0)
+        gate = x.to(tl.float32)
+        act = (gate / (1.0 + tl.exp(-gate))).to(x.dtype).to(tl.float32)
+        x = (act * up.to(tl.float32)).to(x.dtype)
+    return x
+
+
+@triton.jit
+def _load_w(w_ptrs, k0, offs_k, K, EVEN_K: tl.constexpr):
+    if EVEN_K:
+        return tl.load(w_ptrs + k0, eviction_policy="evict_first")
+    return tl.load(w_ptrs + k0, mask=((k0 + offs_k) < K)[None, None, :], other=0.0, eviction_policy="evict_first")
+
+
+@triton.jit
+def _mac(acc, w, x, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, VEC: tl.constexpr):
+    # [1, BLOCK_N, BLOCK_K] * [BLOCK_M, 1, BLOCK_K]: the tile serves every row. Each thread sums
+    # its own VEC-element runs of K here; the sum across threads waits for the loop's end.
+    prod = w.to(tl.float32) * x.to(tl.float32)
+    return acc + tl.sum(tl.reshape(prod, [BLOCK_M, BLOCK_N, BLOCK_K // VEC, VEC]), axis=3)
+
+
+@triton.jit
+def _finish(acc, pid_n, offs_m, offs_n, M, N, bias_ptr, out_ptr, stride_om, residual_ptr, stride_rm,
+            sumsq_part_ptr, sumsq_out_ptr, counters_ptr,
+            HAS_BIAS: tl.constexpr, RESIDUAL: tl.constexpr, BLOCK_M: tl.constexpr, SUMSQ_BLOCK: tl.constexpr,
+            GRID_SLOT: tl.constexpr):
+    # acc [BLOCK_M, BLOCK_N] fp32: the whole sums of columns offs_n. Stores y = acc + bias in out's
+    # dtype; with RESIDUAL, h = y + residual instead (rounded as the fused add + RMSNorm rounds) and
+    # the row sums of squares of h: per column block into sumsq_part [M, blocks], and the program
+    # that finishes last adds them up in order (deterministic) into sumsq_out [M].
+    m_ok = offs_m < M
+    n_ok = offs_n < N
+    mask = m_ok[:, None] & n_ok[None, :]
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+    y = acc.to(out_ptr.dtype.element_ty)
+    out_ptrs = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :]
+    if RESIDUAL:
+        r = tl.load(residual_ptr + offs_m[:, None] * stride_rm + offs_n[None, :], mask=mask, other=0.0)
+        h = (y.to(tl.float32) + r.to(tl.float32)).to(out_ptr.dtype.element_ty)
+        tl.store(out_ptrs, h, mask=mask)
+        hf = tl.where(mask, h.to(tl.float32), 0.0)
+        num_blocks = tl.num_programs(0)
+        tl.store(sumsq_part_ptr + offs_m * num_blocks + pid_n, tl.sum(hf * hf, axis=1), mask=m_ok)
+        # acq_rel: this block's stores are visible to whichever program sees the last count
+        done = tl.atomic_add(counters_ptr + GRID_SLOT, 1, sem="acq_rel")
+        if done == num_blocks - 1:
+            total = tl.zeros([BLOCK_M], dtype=tl.float32)
+            for start in range(0, num_blocks, SUMSQ_BLOCK):
+                offs_b = start + tl.arange(0, SUMSQ_BLOCK)
+                part = tl.load(sumsq_part_ptr + offs_m[:, None] * num_blocks + offs_b[None, :],
+                               mask=m_ok[:, None] & (offs_b < num_blocks)[None, :], other=0.0, cache_modifier=".cg")
+                total += tl.sum(part, axis=1)
+            tl.store(sumsq_out_ptr + offs_m, total, mask=m_ok)
+            tl.atomic_xchg(counters_ptr + GRID_SLOT, 0)  # ready for the next launch
+    else:
+        tl.store(out_ptrs, y, mask=mask)
+
+
+@triton.jit
 def skinny_linear_kernel(
-    x_ptr, weight_ptr, bias_ptr, out_ptr, M, N, K, k_per_split,
-    stride_xm, stride_wn, stride_om, stride_os,
+    x_ptr, weight_ptr, bias_ptr, out_ptr, norm_w_ptr, sumsq_in_ptr, residual_ptr, sumsq_part_ptr, sumsq_out_ptr,
+    workspace_ptr, counters_ptr, M, N, K, k_per_split, eps,
+    stride_xm, stride_wn, stride_om, stride_rm,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, VEC: tl.constexpr,
     EVEN_K: tl.constexpr, HAS_BIAS: tl.constexpr, IS_SPLIT: tl.constexpr, NUM_STAGES: tl.constexpr,
-    X_PER_ELEMENT: tl.constexpr,
+    X_SHAPE_N: tl.constexpr, PROLOGUE: tl.constexpr, RESIDUAL: tl.constexpr, USE_PDL: tl.constexpr,
+    SUMSQ_BLOCK: tl.constexpr, GRID_SLOT: tl.constexpr,
 ):
     # Program (column block, K split): columns [pid_n * BLOCK_N, +BLOCK_N) of every row over
     # K range [pid_k * k_per_split, +k_per_split). k_per_split is a multiple of BLOCK_K.
+    if USE_PDL:
+        tl.extra.cuda.gdc_launch_dependents()
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     offs_m = tl.arange(0, BLOCK_M)
@@ -61,56 +155,64 @@ def skinny_linear_kernel(
     offs_k = tl.arange(0, BLOCK_K)
     # Columns past N re-read weight row N - 1, so that weight loads need no row mask; never stored.
     rows = tl.minimum(offs_n, N - 1).to(tl.int64)
-    # 3-D pointers, so that the product [BLOCK_M, BLOCK_N, BLOCK_K] takes the weight load's layout
-    # (x is loaded first: where two loads' layouts meet, Triton keeps the later load's).
     w_ptrs = weight_ptr + rows[None, :, None] * stride_wn + offs_k[None, None, :]  # [1, BLOCK_N, BLOCK_K]
     x_ptrs = x_ptr + offs_m[:, None, None].to(tl.int64) * stride_xm + offs_k[None, None, :]  # [BLOCK_M, 1, BLOCK_K]
-    if X_PER_ELEMENT:
+    if X_SHAPE_N > 1:
         # Every thread loads the x of its own weight elements ([BLOCK_M, BLOCK_N, BLOCK_K], from L1)
         # instead of the tile of x going through shared memory to every warp, with barriers.
-        x_ptrs += tl.zeros([1, BLOCK_N, 1], dtype=tl.int32)
-    m_ok = (offs_m < M)[:, None, None]
+        x_ptrs += tl.zeros([1, X_SHAPE_N, 1], dtype=tl.int32)
+    x_ok = (offs_m < M)[:, None, None]
     k_start = pid_k * k_per_split
     k_end = tl.minimum(k_start + k_per_split, K)
+    k_last = k_start + (k_end - k_start - 1) // BLOCK_K * BLOCK_K
+    # The first two weight tiles need nothing from the kernel before: they are in flight during the
+    # wait (on the 1B model's small projections that is all of a program's weight). With one tile,
+    # the second load repeats the first (an L1/L2 hit) and is not used.
+    num_tiles = (k_last - k_start) // BLOCK_K + 1
+    w0 = _load_w(w_ptrs, k_start, offs_k, K, EVEN_K)
+    w1 = _load_w(w_ptrs, tl.minimum(k_start + BLOCK_K, k_last), offs_k, K, EVEN_K)
+    if USE_PDL:
+        tl.extra.cuda.gdc_wait()
+    rstd = tl.zeros([BLOCK_M, 1, 1], dtype=tl.float32)
+    if PROLOGUE == 1:
+        sumsq = tl.load(sumsq_in_ptr + offs_m, mask=offs_m < M, other=0.0)
+        rstd = tl.rsqrt(sumsq / K + eps)[:, None, None]
     acc = tl.zeros([BLOCK_M, BLOCK_N, BLOCK_K // VEC], dtype=tl.float32)
-    # Triton software-pipelines the loads of a loop without tl.dot only when the loop names its stages.
-    for k0 in tl.range(k_start, k_end, BLOCK_K, num_stages=NUM_STAGES):
-        if EVEN_K:
-            x = tl.load(x_ptrs + k0, mask=m_ok, other=0.0)
-            w = tl.load(w_ptrs + k0, eviction_policy="evict_first")
-        else:
-            k_ok = ((k0 + offs_k) < K)[None, None, :]
-            x = tl.load(x_ptrs + k0, mask=m_ok & k_ok, other=0.0)
-            w = tl.load(w_ptrs + k0, mask=k_ok, other=0.0, eviction_policy="evict_first")
-        # [1, BLOCK_N, BLOCK_K] * [BLOCK_M, 1, BLOCK_K]: the tile serves every row. Each thread sums
-        # its own VEC-element runs of K here; the sum across threads waits for the loop's end.
-        prod = w.to(tl.float32) * x.to(tl.float32)
-        acc += tl.sum(tl.reshape(prod, [BLOCK_M, BLOCK_N, BLOCK_K // VEC, VEC]), axis=3)
+    # Each step loads the tile two ahead before using the current one (three tiles in flight).
+    for i in tl.range(0, num_tiles - 2, num_stages=NUM_STAGES):
+        k0 = k_start + i * BLOCK_K
+        w2 = _load_w(w_ptrs, k0 + 2 * BLOCK_K, offs_k, K, EVEN_K)
+        x = _load_x(x_ptrs, k0, x_ok, offs_k, norm_w_ptr, rstd, K, PROLOGUE, EVEN_K, X_SHAPE_N)
+        acc = _mac(acc, w0, x, BLOCK_M, BLOCK_N, BLOCK_K, VEC)
+        w0 = w1
+        w1 = w2
+    # The last two tiles (or the only one).
+    x = _load_x(x_ptrs, tl.maximum(k_last - BLOCK_K, k_start), x_ok, offs_k, norm_w_ptr, rstd, K, PROLOGUE, EVEN_K,
+                X_SHAPE_N)
+    acc = _mac(acc, w0, x, BLOCK_M, BLOCK_N, BLOCK_K, VEC)
+    if num_tiles > 1:
+        x = _load_x(x_ptrs, k_last, x_ok, offs_k, norm_w_ptr, rstd, K, PROLOGUE, EVEN_K, X_SHAPE_N)
+        acc = _mac(acc, w1, x, BLOCK_M, BLOCK_N, BLOCK_K, VEC)
     acc = tl.sum(acc, axis=2)  # [BLOCK_M, BLOCK_N]
-    offs_m = offs_m[:, None]
-    n_ok = offs_n < N
-    mask = (offs_m < M) & n_ok[None, :]
-    if IS_SPLIT:  # out_ptr is the fp32 workspace [SPLIT_K, M, N]
-        tl.store(out_ptr + pid_k * stride_os + offs_m * stride_om + offs_n[None, :], acc, mask=mask)
+    if IS_SPLIT:
+        # Partial sums to workspace [SPLIT_K, M, N]; the split that finishes a column block last
+        # adds the splits in order and finishes it (no second kernel).
+        part_ptrs = workspace_ptr + offs_m[:, None] * N + offs_n[None, :]
+        tile_ok = (offs_m < M)[:, None] & (offs_n < N)[None, :]
+        tl.store(part_ptrs + pid_k * M * N, acc, mask=tile_ok)
+        num_splits = tl.num_programs(1)
+        done = tl.atomic_add(counters_ptr + pid_n, 1, sem="acq_rel")
+        if done == num_splits - 1:
+            total = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+            for s in range(0, num_splits):
+                total += tl.load(part_ptrs + s * M * N, mask=tile_ok, other=0.0, cache_modifier=".cg")
+            tl.atomic_xchg(counters_ptr + pid_n, 0)  # ready for the next launch
+            _finish(total, pid_n, offs_m, offs_n, M, N, bias_ptr, out_ptr, stride_om, residual_ptr, stride_rm,
+                    sumsq_part_ptr, sumsq_out_ptr, counters_ptr, HAS_BIAS, RESIDUAL, BLOCK_M, SUMSQ_BLOCK,
+                    GRID_SLOT)
     else:
-        if HAS_BIAS:
-            acc += tl.load(bias_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
-        tl.store(out_ptr + offs_m * stride_om + offs_n[None, :], acc.to(out_ptr.dtype.element_ty), mask=mask)
-
-
-@triton.jit
-def skinny_reduce_kernel(partial_ptr, bias_ptr, out_ptr, N, stride_ps, stride_pm, stride_om,
-                         SPLIT_K: tl.constexpr, BLOCK: tl.constexpr, HAS_BIAS: tl.constexpr):
-    # Program (row, column block): out = sum of the SPLIT_K fp32 partials + bias, cast to out's dtype.
-    row = tl.program_id(0)
-    offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < N
-    acc = tl.zeros([BLOCK], dtype=tl.float32)
-    for s in tl.static_range(SPLIT_K):
-        acc += tl.load(partial_ptr + s * stride_ps + row * stride_pm + offs, mask=mask, other=0.0)
-    if HAS_BIAS:
-        acc += tl.load(bias_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    tl.store(out_ptr + row * stride_om + offs, acc.to(out_ptr.dtype.element_ty), mask=mask)
+        _finish(acc, pid_n, offs_m, offs_n, M, N, bias_ptr, out_ptr, stride_om, residual_ptr, stride_rm,
+                sumsq_part_ptr, sumsq_out_ptr, counters_ptr, HAS_BIAS, RESIDUAL, BLOCK_M, SUMSQ_BLOCK, GRID_SLOT)
 
 
 @functools.lru_cache(maxsize=None)
@@ -168,35 +270,73 @@ def _check_inputs(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
         raise ValueError(f"skinny_linear: bias {tuple(bias.shape)} does not match weight {tuple(weight.shape)}")
 
 
+@dataclasses.dataclass(frozen=True)
+class NormInput:
+    """x is the un-normalized residual stream h; the layer multiplies RMSNorm(h) = weight * h / rms(h),
+    rms from sumsq [M] fp32 (the row sums of squares of h, from the launch that made h)."""
+    weight: torch.Tensor  # [K]
+    sumsq: torch.Tensor  # [M] fp32
+    eps: float
+
+
 def skinny_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *,
-                  config: dict | None = None) -> torch.Tensor:
+                  config: dict | None = None, norm: NormInput | None = None, silu_mul: bool = False,
+                  residual: torch.Tensor | None = None):
     """x [M, K] (M <= MAX_SKINNY_ROWS, rows may be strided, last dim contiguous) @ weight [N, K]^T
-    (+ bias [N]) -> [M, N] in x's dtype, as F.linear, with fp32 sums. config: entries that override
-    choose_config's (benchmarks, tests); a split_k past K's steps is cut to them. Launches only."""
-    _check_inputs(x, weight, bias)
-    m, k = x.shape
+    (+ bias [N]) -> [M, N] in x's dtype, as F.linear, with fp32 sums. Launches only (one kernel:
+    with K split, the split that finishes a column block last sums it). config: entries that
+    override choose_config's (benchmarks, tests); a split_k past K's steps is cut to them.
+
+    Fused forms, each rounding where the unfused layers do:
+    - norm (NormInput): multiplies RMSNorm(x) instead of x (x is the residual stream);
+    - silu_mul: x is [M, 2K], gate then up; multiplies silu(gate) * up;
+    - residual [M, N]: returns (h, sumsq): h = y + residual (the next residual stream) and its
+      row sums of squares [M] fp32, for the next layer's `norm`.
+    """
+    m = x.shape[0]
+    k = weight.shape[1] if weight.dim() == 2 else -1
+    if silu_mul and x.dim() == 2 and x.shape[1] != 2 * k:
+        raise ValueError(f"skinny_linear(silu_mul=True) needs x [M, 2K] for weight [N, K]; got x {tuple(x.shape)}, "
+                         f"weight {tuple(weight.shape)}")
+    _check_inputs(x if not silu_mul else x[:, :k], weight, bias)
+    if norm is not None and silu_mul:
+        raise ValueError("skinny_linear: norm and silu_mul do not combine")
+    if norm is not None and (norm.weight.shape != (k,) or norm.sumsq.shape != (m,) or norm.sumsq.dtype != torch.float32):
+        raise ValueError(f"skinny_linear: norm weight {tuple(norm.weight.shape)} and sumsq {tuple(norm.sumsq.shape)} "
+                         f"{norm.sumsq.dtype} must be [{k}] and [{m}] fp32")
     n = weight.shape[0]
+    if residual is not None and (residual.shape != (m, n) or residual.dtype != x.dtype or residual.stride(1) != 1):
+        raise ValueError(f"skinny_linear: residual {tuple(residual.shape)} {residual.dtype} must be [{m}, {n}] "
+                         f"{x.dtype} with a contiguous last dim")
     out = torch.empty(m, n, dtype=x.dtype, device=x.device)  # [M, N]
+    sumsq_out = torch.empty(m, dtype=torch.float32, device=x.device) if residual is not None else None
     if m == 0 or n == 0:
-        return out
+        return out if residual is None else (out, sumsq_out.zero_())
     cfg = {**choose_config(m, n, k, device_num_sms(x.device)), **(config or {})}
     block_n, block_k = cfg["block_n"], cfg["block_k"]
     k_per_split = max(1, triton.cdiv(triton.cdiv(k, block_k), cfg["split_k"])) * block_k
     split_k = max(1, triton.cdiv(k, k_per_split))
-    bias_arg = out if bias is None else bias.contiguous()
+    num_blocks_n = triton.cdiv(n, block_n)
     is_split = split_k > 1
-    partial = torch.empty(split_k, m, n, dtype=torch.float32, device=x.device) if is_split else out
-    skinny_linear_kernel[(triton.cdiv(n, block_n), split_k)](
-        x, weight, bias_arg, partial, m, n, k, k_per_split,
-        x.stride(0), weight.stride(0), partial.stride(-2), partial.stride(0) if is_split else 0,
+    if is_split and num_blocks_n > MAX_COLUMN_BLOCKS:
+        raise ValueError(f"skinny_linear: {num_blocks_n} column blocks with split K; at most {MAX_COLUMN_BLOCKS}")
+    counters = arrival_counters(x.device) if is_split or residual is not None else out
+    workspace = torch.empty(split_k, m, n, dtype=torch.float32, device=x.device) if is_split else out
+    sumsq_part = (torch.empty(m, num_blocks_n, dtype=torch.float32, device=x.device)
+                  if residual is not None else out)
+    use_pdl, launch = pdl_launch_args(x.device)
+    x_per_element = m == 1 and cfg["num_stages"] == 1
+    skinny_linear_kernel[(num_blocks_n, split_k)](
+        x, weight, out if bias is None else bias.contiguous(), out,
+        out if norm is None else norm.weight, out if norm is None else norm.sumsq,
+        out if residual is None else residual, sumsq_part, out if sumsq_out is None else sumsq_out,
+        workspace, counters, m, n, k, k_per_split, 0.0 if norm is None else norm.eps,
+        x.stride(0), weight.stride(0), out.stride(0), 0 if residual is None else residual.stride(0),
         BLOCK_M=triton.next_power_of_2(m), BLOCK_N=block_n, BLOCK_K=block_k,
         VEC=min(block_k, 16 // x.element_size()), EVEN_K=k % block_k == 0,
         HAS_BIAS=bias is not None, IS_SPLIT=is_split, NUM_STAGES=cfg["num_stages"],
-        X_PER_ELEMENT=m == 1 and cfg["num_stages"] == 1, num_warps=cfg["num_warps"],
+        X_SHAPE_N=block_n if x_per_element else 1, PROLOGUE=1 if norm is not None else 2 if silu_mul else 0,
+        RESIDUAL=residual is not None, USE_PDL=use_pdl, SUMSQ_BLOCK=SUMSQ_BLOCK, GRID_SLOT=GRID_SLOT,
+        num_warps=cfg["num_warps"], **launch,
     )
-    if is_split:
-        skinny_reduce_kernel[(m, triton.cdiv(n, REDUCE_BLOCK))](
-            partial, bias_arg, out, n, partial.stride(0), partial.stride(1), out.stride(0),
-            SPLIT_K=split_k, BLOCK=REDUCE_BLOCK, HAS_BIAS=bias is not None, num_warps=2,
-        )
-    return out
+    return out if residual is None else (out, sumsq_out)

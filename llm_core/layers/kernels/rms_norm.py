@@ -11,14 +11,19 @@ import torch
 import triton
 import triton.language as tl
 
+from llm_core.layers.kernels.pdl import pdl_launch_args
+
 
 @triton.jit
 def rms_norm_kernel(
     x_ptr, residual_ptr, out_ptr, residual_out_ptr, weight_ptr, eps,
     stride_x, stride_r, stride_o, stride_ro, hidden_size,
-    BLOCK: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
+    BLOCK: tl.constexpr, HAS_RESIDUAL: tl.constexpr, USE_PDL: tl.constexpr,
 ):
     # One program per row.
+    if USE_PDL:  # programmatic dependent launch (pdl.py)
+        tl.extra.cuda.gdc_launch_dependents()
+        tl.extra.cuda.gdc_wait()
     row = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, BLOCK)
     mask = offs < hidden_size
@@ -45,10 +50,12 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float,
     out = torch.empty_like(x, memory_format=torch.contiguous_format)
     block = triton.next_power_of_2(hidden_size)
     num_warps = min(max(block // 256, 1), 16)
+    use_pdl, launch = pdl_launch_args(x.device)
     if residual is None:
         if num_rows:
             rms_norm_kernel[(num_rows,)](x, x, out, out, weight, eps, x.stride(0), 0, out.stride(0), 0, hidden_size,
-                                         BLOCK=block, HAS_RESIDUAL=False, num_warps=num_warps)
+                                         BLOCK=block, HAS_RESIDUAL=False, num_warps=num_warps,
+                                         USE_PDL=use_pdl, **launch)
         return out
     if residual.shape != x.shape or residual.stride(-1) != 1 or residual.dtype != x.dtype:
         raise ValueError(f"residual {tuple(residual.shape)} {residual.dtype} must match x {tuple(x.shape)} {x.dtype}")
@@ -56,5 +63,6 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float,
     if num_rows:
         rms_norm_kernel[(num_rows,)](x, residual, out, residual_out, weight, eps, x.stride(0), residual.stride(0),
                                      out.stride(0), residual_out.stride(0), hidden_size,
-                                     BLOCK=block, HAS_RESIDUAL=True, num_warps=num_warps)
+                                     BLOCK=block, HAS_RESIDUAL=True, num_warps=num_warps,
+                                     USE_PDL=use_pdl, **launch)
     return out, residual_out

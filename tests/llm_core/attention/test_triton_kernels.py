@@ -86,6 +86,24 @@ def test_decode_kernel_splits(make_batch, num_splits, num_heads, num_kv_heads):
     torch.testing.assert_close(out, expected, **FP32)
 
 
+@pytest.mark.parametrize("counter_slots", [None, 2])
+def test_decode_splits_combined_in_kernel_or_by_reduce_kernel(make_batch, monkeypatch, counter_slots):
+    """The last split of each (sequence, kv head) combines the splits and leaves its arrival
+    counter at zero for the next launch; with fewer counter slots than groups (counter_slots=2:
+    3 sequences x 2 kv heads) the reduce kernel does it. Twice, so a counter left non-zero fails."""
+    import importlib
+    module = importlib.import_module("llm_core.attention.kernels.decode_attention")
+    from llm_core.layers.kernels.counters import arrival_counters
+    if counter_slots is not None:
+        monkeypatch.setattr(module, "COUNTER_SLOTS", counter_slots)
+    batch = stored(make_batch(DECODE, num_heads=4, num_kv_heads=2, head_dim=32, block_size=4, dtype=torch.float32))
+    expected = paged_attention_reference(batch.q, batch.k_cache, batch.v_cache, batch.meta, 0.25)
+    for _ in range(2):
+        out = decode_attention(batch.q, batch.k_cache, batch.v_cache, batch.meta, 0.25, num_splits=3, tile_n=16)
+        torch.testing.assert_close(out, expected, **FP32)
+    assert not arrival_counters(batch.q.device).any()
+
+
 def test_decode_kernel_sliding_window(make_batch):
     batch = stored(make_batch(DECODE, num_heads=2, num_kv_heads=1, head_dim=32, block_size=16, dtype=torch.float32))
     expected = paged_attention_reference(batch.q, batch.k_cache, batch.v_cache, batch.meta, 0.25, 20)

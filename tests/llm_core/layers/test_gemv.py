@@ -28,9 +28,11 @@ from llm_core.layers.kernels.gemv import MAX_SKINNY_ROWS, choose_config, skinny_
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 # Forced configurations: one program per column block over all of K (blocks that divide neither
-# N = 40 nor K = 72), and K split three ways in steps of 16 (the partials and the reduce kernel;
-# pipelined, so that x reaches one or two rows through shared memory rather than per element).
+# N = 40 nor K = 72), in one tile or five (the prefetch two tiles ahead), and K split three ways in
+# steps of 16 (2, 2 and 1 tiles; the partials summed by the column block's last split; pipelined,
+# so that x reaches one or two rows through shared memory rather than per element).
 CONFIGS = {"no split": {"block_n": 32, "block_k": 128, "split_k": 1, "num_stages": 1},
+           "no split, 5 tiles": {"block_n": 16, "block_k": 16, "split_k": 1, "num_stages": 1},
            "split 3": {"block_n": 16, "block_k": 16, "split_k": 3, "num_stages": 2}}
 
 
@@ -67,6 +69,49 @@ def test_matches_f_linear(gen, dtype, config, num_rows, n, k):
     assert out.shape == (num_rows, n) and out.dtype == dtype
     assert_close(out, F.linear(x, weight), dtype)
     assert_close(skinny_linear(x, weight, bias, config=CONFIGS[config]), F.linear(x, weight, bias), dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("config", list(CONFIGS))
+@pytest.mark.parametrize("num_rows", [1, 3])
+def test_fused_forms_match_the_unfused_layers(gen, dtype, config, num_rows):
+    """RMSNorm prologue, SiLU-and-mul prologue and residual epilogue (the fused decode path's
+    GEMVs) against RMSNorm / silu_and_mul / the residual add around F.linear; the arrival
+    counters are back at zero after each launch."""
+    from llm_core.layers.kernels.counters import arrival_counters
+    from llm_core.layers.norm import RMSNorm
+    n, k = 40, 72
+    cfg = CONFIGS[config]
+    weight = randn(gen, n, k, dtype=dtype, scale=k ** -0.5)
+    bias = randn(gen, n, dtype=dtype)
+    h = randn(gen, num_rows, k, dtype=dtype)
+    norm = RMSNorm(k, 1e-5, dtype=dtype, device=DEVICE)
+    norm.weight.copy_(randn(gen, k, dtype=dtype).abs() + 0.5)
+    out = skinny_linear(h, weight, bias, config=cfg,
+                        norm=gemv.NormInput(norm.weight, h.float().pow(2).sum(-1), norm.eps))
+    assert_close(out, F.linear(norm(h), weight, bias), dtype)
+    gate_up = randn(gen, num_rows, 2 * k, dtype=dtype)
+    gate, up = gate_up.chunk(2, dim=-1)
+    assert_close(skinny_linear(gate_up, weight, config=cfg, silu_mul=True), F.linear(F.silu(gate) * up, weight), dtype)
+    residual = randn(gen, num_rows, n, dtype=dtype)
+    new_h, sumsq = skinny_linear(h, weight, bias, config=cfg, residual=residual)
+    assert_close(new_h, F.linear(h, weight, bias) + residual, dtype)
+    torch.testing.assert_close(sumsq, new_h.float().pow(2).sum(-1), atol=1e-5, rtol=1e-5)
+    assert not arrival_counters(h.device).any()
+
+
+def test_fused_forms_reject_what_does_not_fit(gen):
+    weight = randn(gen, 16, 32)
+    x = randn(gen, 2, 32)
+    norm = gemv.NormInput(torch.ones(32, device=DEVICE), torch.ones(2, device=DEVICE), 1e-6)
+    with pytest.raises(ValueError, match="do not combine"):
+        skinny_linear(randn(gen, 2, 64), weight, norm=norm, silu_mul=True)
+    with pytest.raises(ValueError, match="x \\[M, 2K\\]"):
+        skinny_linear(x, weight, silu_mul=True)
+    with pytest.raises(ValueError, match="sumsq"):
+        skinny_linear(x, weight, norm=gemv.NormInput(norm.weight, torch.ones(3, device=DEVICE), 1e-6))
+    with pytest.raises(ValueError, match="residual"):
+        skinny_linear(x, weight, residual=randn(gen, 2, 8))
 
 
 @pytest.mark.parametrize("num_rows", [1, 5])
@@ -152,6 +197,7 @@ class DoubleGroup(TensorParallelGroup):
 @pytest.mark.parametrize("tp", [TensorParallelGroup(), DoubleGroup()], ids=["tp1", "tp2"])
 def test_layers_give_the_same_output_with_the_kernel(gen, monkeypatch, tp):
     calls = spy_on_kernel(monkeypatch)
+    monkeypatch.setattr(gemv, "DISPATCH_MAX_ROWS", MAX_SKINNY_ROWS)  # every row count the kernel takes
     column = ColumnParallelLinear(48, 96, bias=True, tp=tp, device=DEVICE)
     row = RowParallelLinear(64, 48, bias=True, tp=tp, device=DEVICE)  # takes a strided part of column's output
     for layer in (column, row):
@@ -168,8 +214,12 @@ def test_layers_give_the_same_output_with_the_kernel(gen, monkeypatch, tp):
         assert_close(mid, expected_mid, torch.float32)
         assert_close(row(mid[:, :row.in_features]), expected, torch.float32)
     assert calls == [1, 1, 3, 3, 8, 8]  # 12 rows: F.linear
-    column(randn(gen, 2, 3, 48))  # 3-D input: F.linear
-    assert len(calls) == 6
+    monkeypatch.setattr(gemv, "DISPATCH_MAX_ROWS", 1)  # the default: one row only
+    calls.clear()
+    for num_rows in (1, 2):
+        column(randn(gen, num_rows, 48))
+    column(randn(gen, 1, 1, 48))  # 3-D input: F.linear
+    assert calls == [1]
 
 
 def test_enable_skinny_kernels_sets_every_parallel_linear():

@@ -1,0 +1,164 @@
+"""The Llama family's fused decode path (llm_core/models/llama.py: GEMVs with RMSNorm / SiLU-and-mul
+prologues and residual epilogues, rotary + KV store in one kernel) against the unfused layers, on
+tiny random checkpoints the test saves itself.
+
+Without CUDA the kernels run in the Triton interpreter (tiny shapes; PDL off); on a GPU the same
+tests run on CUDA (PDL on Hopper).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from llm_core.attention.backend import get_attention_backend  # noqa: E402
+from llm_core.attention.metadata import AttentionMetadata  # noqa: E402
+from llm_core.distributed.layers import enable_skinny_kernels  # noqa: E402
+from llm_core.models import llama  # noqa: E402
+from llm_core.models.arch_config import ArchConfig  # noqa: E402
+from llm_core.models.registry import build_model  # noqa: E402
+from tests.helpers.checkpoints import make_text_checkpoint  # noqa: E402
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+BLOCK_SIZE = 16
+
+
+def make_model(tmp_path, arch: str, dtype: torch.dtype, seed: int, **overrides):
+    path = make_text_checkpoint(tmp_path / arch, arch, seed=seed, dtype=dtype, vocab_size=512,
+                                num_hidden_layers=2, **overrides)
+    cfg = ArchConfig.from_dict(json.loads((path / "config.json").read_text()))
+    backend = get_attention_backend("triton", DEVICE)
+    model = build_model(str(path), cfg, backend, dtype=dtype, device=DEVICE, max_position=256)
+    return model, cfg
+
+
+def meta_for(query_lens: list[int], seq_lens: list[int], tables: list[list[int]], pad_rows: int = 0):
+    """Metadata of a step: sequence i runs its last query_lens[i] of seq_lens[i] positions;
+    pad_rows extra rows (a CUDA graph's padding) store nothing and attend to nothing."""
+    positions, slots = [], []
+    for q, n, table in zip(query_lens, seq_lens, tables):
+        for pos in range(n - q, n):
+            positions.append(pos)
+            slots.append(table[pos // BLOCK_SIZE] * BLOCK_SIZE + pos % BLOCK_SIZE)
+    q_lens, s_lens = list(query_lens) + [1] * pad_rows, list(seq_lens) + [0] * pad_rows
+    positions += [0] * pad_rows
+    slots += [-1] * pad_rows
+    width = max(len(t) for t in tables)
+    block_tables = [t + [0] * (width - len(t)) for t in tables] + [[0] * width] * pad_rows
+    starts = [0]
+    for q in q_lens:
+        starts.append(starts[-1] + q)
+    meta = AttentionMetadata(
+        slot_mapping=torch.tensor(slots, dtype=torch.int64, device=DEVICE),
+        query_start_loc=torch.tensor(starts, dtype=torch.int32, device=DEVICE),
+        seq_lens=torch.tensor(s_lens, dtype=torch.int32, device=DEVICE),
+        block_tables=torch.tensor(block_tables, dtype=torch.int32, device=DEVICE),
+        max_query_len=max(q_lens), max_seq_len=max(s_lens),
+        query_start_loc_cpu=tuple(starts), seq_lens_cpu=tuple(s_lens))
+    return torch.tensor(positions, dtype=torch.int64, device=DEVICE), meta
+
+
+def empty_caches(cfg: ArchConfig, num_blocks: int, dtype: torch.dtype):
+    shape = (num_blocks, BLOCK_SIZE, cfg.num_kv_heads, cfg.head_dim)
+    return [(torch.zeros(shape, dtype=dtype, device=DEVICE), torch.zeros(shape, dtype=dtype, device=DEVICE))
+            for _ in range(cfg.num_layers)]
+
+
+def decode_both_ways(model, cfg, dtype, prompts, pad_rows=0):
+    """Prefills prompts (unfused), then one decode step of each sequence on the unfused and on the
+    fused path over copies of the same caches: (hidden, caches) of each."""
+    tables = [[2 * i, 2 * i + 1] for i in range(len(prompts))]
+    caches = empty_caches(cfg, 2 * len(prompts), dtype)
+    ids = torch.tensor([t for p in prompts for t in p], device=DEVICE)
+    positions, meta = meta_for([len(p) for p in prompts], [len(p) for p in prompts], tables)
+    model.fused_decode = False
+    with torch.inference_mode():
+        model(ids, positions, caches, meta)
+        next_ids = torch.tensor([p[-1] for p in prompts] + [0] * pad_rows, device=DEVICE)
+        positions, meta = meta_for([1] * len(prompts), [len(p) + 1 for p in prompts], tables, pad_rows)
+        results = []
+        for fused in (False, True):
+            step_caches = [(k.clone(), v.clone()) for k, v in caches]
+            enable_skinny_kernels(model, fused)
+            hidden = model(next_ids, positions, step_caches, meta)
+            results.append((hidden, step_caches))
+        enable_skinny_kernels(model, False)
+    return results
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+@pytest.mark.parametrize("num_seqs,pad_rows", [(1, 0), (1, 1), (2, 0)])
+def test_fused_decode_equals_unfused_fp32(tmp_path, monkeypatch, arch, num_seqs, pad_rows):
+    # The path is right for any number of rows; which steps take it is a speed choice.
+    monkeypatch.setattr(llama, "FUSED_DECODE_MAX_ROWS", 2)
+    seed = random.randrange(2**31)
+    print(f"seed {seed}")
+    model, cfg = make_model(tmp_path, arch, torch.float32, seed)
+    rng = random.Random(seed)
+    prompts = [[rng.randrange(512) for _ in range(rng.randrange(3, 20))] for _ in range(num_seqs)]
+    calls = []
+    original = llama.LlamaForCausalLM._fused_decode_forward
+
+    def spy(self, *args):
+        calls.append(1)
+        return original(self, *args)
+
+    llama.LlamaForCausalLM._fused_decode_forward = spy
+    try:
+        (ref, ref_caches), (out, out_caches) = decode_both_ways(model, cfg, torch.float32, prompts, pad_rows)
+    finally:
+        llama.LlamaForCausalLM._fused_decode_forward = original
+    assert calls == [1]  # the fused step took the fused path, the unfused one did not
+    assert out.shape == ref.shape
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+    for (k, v), (k_ref, v_ref) in zip(out_caches, ref_caches):
+        torch.testing.assert_close(k, k_ref, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(v, v_ref, atol=1e-5, rtol=1e-5)
+    if pad_rows:
+        assert torch.isfinite(out).all()
+
+
+def test_fused_decode_bf16_logits_close(tmp_path):
+    seed = random.randrange(2**31)
+    print(f"seed {seed}")
+    model, cfg = make_model(tmp_path, "llama", torch.bfloat16, seed)
+    rng = random.Random(seed)
+    prompts = [[rng.randrange(512) for _ in range(12)]]
+    (ref, _), (out, _) = decode_both_ways(model, cfg, torch.bfloat16, prompts)
+    ref_logits, logits = model.compute_logits(ref), model.compute_logits(out)
+    err = ((logits - ref_logits).norm() / ref_logits.norm()).item()
+    assert err < 2e-2, err
+
+
+def test_steps_past_the_row_limit_keep_the_unfused_path(tmp_path):
+    model, cfg = make_model(tmp_path, "llama", torch.float32, 0)
+    called = []
+    original = llama.LlamaForCausalLM._fused_decode_forward
+    llama.LlamaForCausalLM._fused_decode_forward = lambda self, *a: called.append(1)
+    try:
+        decode_both_ways(model, cfg, torch.float32, [[5, 6, 7]] * (llama.FUSED_DECODE_MAX_ROWS + 1))
+    finally:
+        llama.LlamaForCausalLM._fused_decode_forward = original
+    assert not called
+
+
+def test_qwen3_q_k_norms_keep_the_unfused_path(tmp_path):
+    model, cfg = make_model(tmp_path, "qwen3", torch.float32, 0)
+    enable_skinny_kernels(model)
+    assert model.fused_decode and not model._fused_capable
+    called = []
+    original = llama.LlamaForCausalLM._fused_decode_forward
+    llama.LlamaForCausalLM._fused_decode_forward = lambda self, *a: called.append(1)
+    try:
+        (ref, _), (out, _) = decode_both_ways(model, cfg, torch.float32, [[5, 6, 7]])
+    finally:
+        llama.LlamaForCausalLM._fused_decode_forward = original
+    assert not called
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)  # the skinny GEMV alone
