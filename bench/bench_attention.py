@@ -13,6 +13,7 @@ D per query row and head) and the bytes of K/V the sequences must read at least 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -25,6 +26,9 @@ from triton.testing import do_bench, do_bench_cudagraph
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from llm_core.attention.kernels import decode_attention, prefill_attention, store_kv  # noqa: E402
+
+# The module (its name is shadowed by the function in the package's namespace).
+decode_module = importlib.import_module("llm_core.attention.kernels.decode_attention")
 from llm_core.attention.metadata import AttentionMetadata  # noqa: E402
 from llm_core.attention.torch_backend import paged_attention_reference  # noqa: E402
 
@@ -100,6 +104,19 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
     return ((out.float() - ref.float()).norm() / ref.float().norm()).item()
 
 
+def with_reduce_kernel(fn):
+    """fn with the splits combined by decode_reduce_kernel (no counter slots), as before the
+    last split combined them itself."""
+    def run():
+        saved = decode_module.COUNTER_SLOTS
+        decode_module.COUNTER_SLOTS = 0
+        try:
+            return fn()
+        finally:
+            decode_module.COUNTER_SLOTS = saved
+    return run
+
+
 def bench_scenario(name, specs, head_dim, block_size, dtype) -> list[dict]:
     q, k_cache, v_cache, meta = build_batch(specs, head_dim, block_size, dtype)
     scale = head_dim ** -0.5
@@ -108,6 +125,7 @@ def bench_scenario(name, specs, head_dim, block_size, dtype) -> list[dict]:
     variants = {"triton unified": lambda: prefill_attention(q, k_cache, v_cache, meta, scale)}
     if meta.is_decode_only:
         variants["triton decode split-kv"] = lambda: decode_attention(q, k_cache, v_cache, meta, scale)
+        variants["split-kv, reduce kernel"] = with_reduce_kernel(lambda: decode_attention(q, k_cache, v_cache, meta, scale))
         variants["triton decode 1 split"] = lambda: decode_attention(q, k_cache, v_cache, meta, scale, num_splits=1)
     sdpa = dense_sdpa(q, k_cache, v_cache, meta, scale)
     rows = []

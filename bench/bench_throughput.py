@@ -136,7 +136,7 @@ def make_llm(model_dir: Path, args, dtype: torch.dtype, **options) -> LLM:
     return LLM(str(model_dir), device=args.device, dtype=str(dtype).removeprefix("torch."),
                max_model_len=2 * args.max_len + 64, max_num_seqs=256, max_num_batched_tokens=args.max_num_batched_tokens,
                num_scheduler_steps=getattr(args, "num_scheduler_steps", None),
-               skinny_gemv=getattr(args, "skinny_gemv", False), **options)
+               skinny_gemv=getattr(args, "skinny_gemv", None), **options)
 
 
 def main() -> None:
@@ -150,7 +150,9 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--skip-hf", action="store_true", help="no transformers baselines")
     parser.add_argument("--skip-agreement", action="store_true", help="no graphs-vs-eager token comparison")
-    parser.add_argument("--skinny-gemv", action="store_true", help="our engine with the Triton GEMV kernel")
+    parser.add_argument("--skinny-gemv", action=argparse.BooleanOptionalAction, default=None,
+                        help="our engine with (--skinny-gemv) or without (--no-skinny-gemv) the Triton GEMV kernel "
+                        "for batch-1 decode (default: the engine's choice)")
     parser.add_argument("--batch1-only", action="store_true",
                         help="only the batch-1 measurements (no eager run, workload or agreement)")
     parser.add_argument("--batch1-repeats", type=int, default=1, help="timed batch-1 runs; the median is reported")

@@ -123,7 +123,7 @@ def kernel_table(fn, reps: int, top: int = 15) -> list[dict]:
     return rows[:top]
 
 
-def eager_kernel_table(model_dir: Path, dtype: str, skinny_gemv: bool = False, top: int = 15) -> list[dict]:
+def eager_kernel_table(model_dir: Path, dtype: str, skinny_gemv: bool | None = None, top: int = 15) -> list[dict]:
     llm = LLM(str(model_dir), device="cuda", dtype=dtype, max_model_len=2048, max_num_seqs=8, enforce_eager=True,
               num_scheduler_steps=1, skinny_gemv=skinny_gemv)
     engine = llm.engine
@@ -140,7 +140,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--num-scheduler-steps", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--out", default="profile_decode.json")
-    parser.add_argument("--skinny-gemv", action="store_true", help="the Triton GEMV kernel (the engine's option)")
+    parser.add_argument("--skinny-gemv", action=argparse.BooleanOptionalAction, default=None,
+                        help="the Triton GEMV kernel on or off (the engine's option; default: the engine's choice)")
     parser.add_argument("--disable-async-output-proc", action="store_true",
                         help="detokenize each step before the next (the engine's option)")
     args = parser.parse_args()

@@ -67,9 +67,15 @@ class ModelConfig:
     seed: int = 0
     attention_backend: str = "auto"  # auto | torch | triton
     enforce_eager: bool = False
-    # Linear layers of at most 8 input rows (decode at small batch) on the Triton GEMV kernel
+    # Linear layers of one input row (batch-1 decode) on the Triton GEMV kernel
     # (llm_core/layers/kernels/gemv.py) instead of cuBLAS: CUDA with Triton attention only.
-    skinny_gemv: bool = False
+    # None: on for GPUs of compute capability >= 9 (Hopper, where it was measured faster, with
+    # programmatic dependent launch) at tensor-parallel size 1; off elsewhere.
+    skinny_gemv: bool | None = None
+    # With skinny_gemv: batch-1 decode steps on the fused decode path (llm_core/models/llama.py:
+    # norms and SiLU-and-mul inside the GEMVs, rotary + KV store in one kernel). Off: on the H100
+    # it measured equal to the unfused path (docs/performance.md).
+    fused_decode: bool = False
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:

@@ -83,8 +83,12 @@ class LLMEngine:
                             max_position=self.max_model_len, tp=self.tp.group)
         logger.info("loaded %s (%s, %s) in %.1fs", self.arch.architecture, self.dtype, self.device,
                     time.perf_counter() - start)
-        if model_cfg.skinny_gemv and self.device.type == "cuda" and backend.name == "triton":
-            enable_skinny_kernels(model)  # before the graphs are captured
+        skinny = model_cfg.skinny_gemv
+        if skinny is None:  # auto: Hopper or later, one rank
+            skinny = (self.device.type == "cuda" and config.tensor_parallel_size == 1
+                      and torch.cuda.get_device_capability(self.device)[0] >= 9)
+        if skinny and self.device.type == "cuda" and backend.name == "triton":
+            enable_skinny_kernels(model, fused_decode=model_cfg.fused_decode)  # before the graphs are captured
         # Media (LLaVA, Qwen2-Audio): the encoders load before the KV budget is planned. None: text only.
         self.multimodal = load_multimodal(model_cfg.model, self.tokenizer, config.multimodal, device=self.device,
                                           dtype=self.dtype)

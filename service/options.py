@@ -115,8 +115,10 @@ GROUPS: dict[str, tuple[Option, ...]] = {
         _e("--num-scheduler-steps", "num_scheduler_steps", int, "decode forwards per engine step when every "
            "request just decodes (default: 4 on CUDA, 1 on the CPU)"),
         _e("--enforce-eager", "enforce_eager", parse_bool, "no CUDA graphs", is_bool=True),
-        _e("--skinny-gemv", "skinny_gemv", parse_bool, "Triton GEMV kernel for linears of <= 8 rows (CUDA)",
-           is_bool=True),
+        _e("--skinny-gemv", "skinny_gemv", parse_bool, "Triton GEMV kernel for linears of one row, batch-1 "
+           "decode (default: on for Hopper GPUs at tensor-parallel size 1)", is_bool=True),
+        _e("--fused-decode", "fused_decode", parse_bool, "with the GEMV kernel: norms and SiLU-and-mul fused into "
+           "it for batch-1 decode", is_bool=True),
         _e("--disable-async-output-proc", "disable_async_output_proc", parse_bool,
            "detokenize each multi-step step before the next one starts, not while it runs", is_bool=True),
         _e("--speculative-config", "speculative", parse_json_map, "speculative decoding as JSON, e.g. "

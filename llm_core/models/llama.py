@@ -5,12 +5,14 @@ normalizes q and k per head before the rotary embedding. q/k/v and gate/up are e
 merged projection; the loader fills their slices from the checkpoint's separate tensors.
 
 Fused decode (`fused_decode`, set with the skinny GEMV kernels: enable_skinny_kernels): a step of
-at most FUSED_DECODE_MAX_ROWS tokens, one per sequence, runs each layer as five kernels launched
-with programmatic dependent launch (llm_core/layers/kernels/pdl.py): q/k/v GEMV with the input
-RMSNorm in its prologue; rotary + KV store; decode attention (+ its split reduce); o GEMV adding
-the residual and summing the new stream's squares; gate/up GEMV with the post-attention RMSNorm
-in its prologue; down GEMV with SiLU-and-mul in its prologue, adding the residual. Each rounds
-where the unfused layers round. Not for tensor parallelism or q/k norms (Qwen3).
+at most FUSED_DECODE_MAX_ROWS tokens, one per sequence, runs each layer as six kernels launched
+with programmatic dependent launch (llm_core/layers/kernels/pdl.py): q/k/v GEMV; rotary + KV
+store; decode attention; o GEMV adding the residual, whose last program writes the post-attention
+RMSNorm of the new stream; gate/up GEMV writing SiLU-and-mul; down GEMV adding the residual, whose
+last program writes the next layer's input RMSNorm (the final norm after the last layer). The
+work that the unfused path does in norm and activation kernels is done once per element by the
+programs that finish last (gemv.py); each rounds where the unfused layers round. Not for tensor
+parallelism or q/k norms (Qwen3).
 """
 
 from __future__ import annotations
@@ -158,33 +160,30 @@ class LlamaForCausalLM(nn.Module):
         """forward() of a decode step of few tokens on the fused kernels (module docstring)."""
         from llm_core.attention.kernels import decode_attention
         from llm_core.attention.kernels.rotary_store import rotary_store
-        from llm_core.layers.kernels.gemv import NormInput, skinny_linear
+        from llm_core.layers.kernels.gemv import NormOutput, skinny_linear
         from llm_core.layers.kernels.rms_norm import rms_norm
 
         num_tokens = x.shape[0]
         num_real_tokens = meta.query_start_loc_cpu[-1]
         first = self.layers[0].input_layernorm
-        h, sumsq = x.contiguous(), None  # the residual stream and its row sums of squares
-        normed = rms_norm(h, first.weight, first.eps)  # the first layer's input norm (no sumsq yet)
-        for layer, (k_cache, v_cache) in zip(self.layers, kv_caches):
+        h = x.contiguous()  # the residual stream
+        normed = rms_norm(h, first.weight, first.eps)
+        next_norms = [layer.input_layernorm for layer in self.layers[1:]] + [self.norm]
+        for layer, (k_cache, v_cache), next_norm in zip(self.layers, kv_caches, next_norms):
             attn, mlp = layer.self_attn, layer.mlp
-            if sumsq is None:
-                qkv = skinny_linear(normed, attn.qkv_proj.weight, attn.qkv_proj.bias)
-            else:
-                ln = layer.input_layernorm
-                qkv = skinny_linear(h, attn.qkv_proj.weight, attn.qkv_proj.bias, norm=NormInput(ln.weight, sumsq, ln.eps))
+            qkv = skinny_linear(normed, attn.qkv_proj.weight, attn.qkv_proj.bias)
             q = rotary_store(qkv, positions, self.rotary.cos_sin, meta.slot_mapping, k_cache, v_cache, attn.num_heads)
             out = torch.empty_like(q)  # [T, H, D]
             if num_real_tokens < num_tokens:
                 out[num_real_tokens:].zero_()
             decode_attention(q, k_cache, v_cache, meta, attn.scale, out=out, sliding_window=attn.sliding_window)
-            h, sumsq = skinny_linear(out.view(num_tokens, attn.q_size), attn.o_proj.weight, attn.o_proj.bias,
-                                     residual=h)
             ln = layer.post_attention_layernorm
-            gate_up = skinny_linear(h, mlp.gate_up_proj.weight, mlp.gate_up_proj.bias,
-                                    norm=NormInput(ln.weight, sumsq, ln.eps))
-            h, sumsq = skinny_linear(gate_up, mlp.down_proj.weight, mlp.down_proj.bias, silu_mul=True, residual=h)
-        return rms_norm(h, self.norm.weight, self.norm.eps)
+            h, normed = skinny_linear(out.view(num_tokens, attn.q_size), attn.o_proj.weight, attn.o_proj.bias,
+                                      residual=h, norm=NormOutput(ln.weight, ln.eps))
+            act = skinny_linear(normed, mlp.gate_up_proj.weight, mlp.gate_up_proj.bias, silu_pairs=True)
+            h, normed = skinny_linear(act, mlp.down_proj.weight, mlp.down_proj.bias, residual=h,
+                                      norm=NormOutput(next_norm.weight, next_norm.eps))
+        return normed
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden [S, hidden_size] -> fp32 logits [S, vocab_size] (on tensor-parallel ranks > 0: the

@@ -5,7 +5,7 @@ the split's slice of keys, so each K/V tile is read once per group. With one spl
 writes the normalized output; with several it writes its partial max m, sum l and unnormalized
 acc (log2 domain, fp32); the split that finishes a (sequence, kv head) last rescales the splits
 by exp2(m - max m) and divides (llm_core/layers/kernels/counters.py; decode_reduce_kernel does it
-when there are more groups than counter slots). Splits let a few long sequences fill the GPU.
+past SELF_REDUCE_MAX_SPLITS splits). Splits let a few long sequences fill the GPU.
 """
 
 from __future__ import annotations
@@ -25,6 +25,9 @@ from llm_core.layers.kernels.pdl import pdl_launch_args
 # reads K/V at 2.2 TB/s (D=64, 64 splits) and 2.5 TB/s (D=128, 32 splits), 0.1-0.2 TB/s unsplit.
 MAX_SPLITS = 128
 MIN_KEYS_PER_SPLIT = 256
+# Up to this many splits the last one combines them (no reduce kernel). H100, bench_attention, CUDA
+# graphs: 4-33 splits 0-13% faster than the reduce kernel; 66 splits (D=64, one sequence of 32k) 25% slower.
+SELF_REDUCE_MAX_SPLITS = 32
 
 
 @triton.jit
@@ -183,9 +186,9 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
         partial_m = torch.empty(num_seqs, num_heads, num_splits, dtype=torch.float32, device=q.device)
         partial_l = torch.empty_like(partial_m)
         partial_acc = torch.empty(num_seqs, num_heads, num_splits, head_dim, dtype=torch.float32, device=q.device)
-    # The last split of each (sequence, kv head) combines the splits itself unless there are more
-    # groups than counter slots (then a reduce kernel does).
-    self_reduce = num_splits > 1 and num_seqs * num_kv_heads < COUNTER_SLOTS
+    # The last split of each (sequence, kv head) combines the splits itself, unless there are many
+    # (its tail then outlasts a reduce kernel's parallel one) or more groups than counter slots.
+    self_reduce = 1 < num_splits <= SELF_REDUCE_MAX_SPLITS and num_seqs * num_kv_heads < COUNTER_SLOTS
     counters = arrival_counters(q.device) if self_reduce else out
     decode_attention_kernel[(num_seqs, num_kv_heads, num_splits)](
         out, partial_m, partial_l, partial_acc, counters, q, k_cache, v_cache,

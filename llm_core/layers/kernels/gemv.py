@@ -6,10 +6,18 @@ row of x: it streams [BLOCK_N, BLOCK_K] tiles of weight rows (each thread 16 con
 row, a warp 512 bytes), multiplies each tile with the matching [BLOCK_M, BLOCK_K] slice of x, so the
 tile serves every row, and sums in fp32: within a thread at each step, across threads once at the end.
 When N / BLOCK_N programs are too few to keep the memory system busy, K is split: each split writes
-fp32 partial sums to a workspace [SPLIT_K, M, N] and a second kernel adds them, adds the bias, casts.
+fp32 partial sums to a workspace [SPLIT_K, M, N], and the split that finishes a column block last
+(arrival counters, counters.py) adds them in order, adds the bias, casts: one launch, no reduce kernel.
+
+Each program loads its first two weight tiles before it waits for the kernel before it
+(programmatic dependent launch on Hopper, pdl.py), then keeps three tiles in flight. Fused
+epilogues for the fused decode path (llm_core/models/llama.py): the residual add with the next
+RMSNorm (the program that finishes last normalizes the whole row), and SiLU-and-mul of gate/up
+column-block pairs (the second of a pair to finish writes it).
 
 The launch configuration comes from choose_config(m, n, k, num_sms), a fixed rule of host values:
-no autotuning and no host sync, so calls can be captured in CUDA graphs.
+no autotuning and no host sync, so calls can be captured in CUDA graphs. Linear layers dispatch
+here for one row only (DISPATCH_MAX_ROWS): with two rows and more cuBLAS's tensor cores win.
 
 Layouts (checked in the TTGIR and SASS of sm_90 builds with Triton 3.6 and 3.8): the product keeps
 the weight load's layout, so only x changes layout (through shared memory, a few hundred bytes a
@@ -40,13 +48,13 @@ MAX_SPLIT_K = 16
 # Weight elements one program loads per step (16 KiB of bf16), and products of one step (BLOCK_M * tile).
 TILE_ELEMENTS = 8192
 STEP_PRODUCTS = 16384
-# Split-K launches count arrivals per column block (counters.py): at most this many column blocks.
-MAX_COLUMN_BLOCKS = GRID_SLOT
-SUMSQ_BLOCK = 128
+# Arrival counters (counters.py): split-K column blocks use slots [0, PAIR_SLOTS), SiLU pairs
+# [PAIR_SLOTS, GRID_SLOT), the residual epilogue GRID_SLOT.
+PAIR_SLOTS = GRID_SLOT // 2
 # One row (batch-1 decode), from the H100 sweep: 8 columns of 256 K-steps per program; split K in
 # ONE_ROW_SPLIT_K when the column blocks are fewer than ONE_ROW_SPLIT_BELOW per SM (the 1B q/k/v,
 # o and down projections, the 8B o and down), else not (gate/up, the 8B q/k/v). 5-13% faster per
-# layer than the general rule below in bench_gemv's sweep; not measured in the engine yet.
+# layer than the general rule below in bench_gemv's sweep.
 ONE_ROW_BLOCK_N = 8
 ONE_ROW_SPLIT_BELOW = 4
 ONE_ROW_SPLIT_K = 4
@@ -54,31 +62,12 @@ DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 @triton.jit
-def _load_x(x_ptrs, k0, x_ok, offs_k, norm_w_ptr, rstd, K,
-            PROLOGUE: tl.constexpr, EVEN_K: tl.constexpr, X_SHAPE_N: tl.constexpr):
-    # The [BLOCK_M, 1 or BLOCK_N, BLOCK_K] slice of the layer's input at K offset k0, rounded as
-    # the unfused layers round (RMSNorm: normalized row, then times the weight, each to x's dtype;
-    # SiLU-and-mul: silu(gate) to x's dtype, then times up).
+def _load_x(x_ptrs, k0, x_ok, offs_k, K, EVEN_K: tl.constexpr):
+    # The [BLOCK_M, 1 or BLOCK_N, BLOCK_K] slice of x at K offset k0.
     ok = x_ok
     if not EVEN_K:
         ok = ok & ((k0 + offs_k) < K)[None, None, :]
-    x = tl.load(x_ptrs + k0, mask=ok, other=0.0)
-    if PROLOGUE == 1:  # RMSNorm of the residual stream x, rstd [BLOCK_M, 1, 1] from its sum of squares
-        w_ptrs = norm_w_ptr + k0 + offs_k[None, None, :]
-        if X_SHAPE_N > 1:
-            w_ptrs += tl.zeros([1, X_SHAPE_N, 1], dtype=tl.int32)
-        if EVEN_K:
-            w = tl.load(w_ptrs)
-        else:
-            w = tl.load(w_ptrs, mask=((k0 + offs_k) < K)[None, None, :], other=0.0)
-        normed = (x.to(tl.float32) * rstd).to(x.dtype).to(tl.float32)
-        x = (normed * w.to(tl.float32)).to(x.dtype)
-    elif PROLOGUE == 2:  # x is [M, 2K]: gate, then up
-        up = tl.load(x_ptrs + K + k0, mask=ok, other=0.0)
-        gate = x.to(tl.float32)
-        act = (gate / (1.0 + tl.exp(-gate))).to(x.dtype).to(tl.float32)
-        x = (act * up.to(tl.float32)).to(x.dtype)
-    return x
+    return tl.load(x_ptrs + k0, mask=ok, other=0.0)
 
 
 @triton.jit
@@ -97,52 +86,75 @@ def _mac(acc, w, x, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.co
 
 
 @triton.jit
-def _finish(acc, pid_n, offs_m, offs_n, M, N, bias_ptr, out_ptr, stride_om, residual_ptr, stride_rm,
-            sumsq_part_ptr, sumsq_out_ptr, counters_ptr,
-            HAS_BIAS: tl.constexpr, RESIDUAL: tl.constexpr, BLOCK_M: tl.constexpr, SUMSQ_BLOCK: tl.constexpr,
-            GRID_SLOT: tl.constexpr):
-    # acc [BLOCK_M, BLOCK_N] fp32: the whole sums of columns offs_n. Stores y = acc + bias in out's
-    # dtype; with RESIDUAL, h = y + residual instead (rounded as the fused add + RMSNorm rounds) and
-    # the row sums of squares of h: per column block into sumsq_part [M, blocks], and the program
-    # that finishes last adds them up in order (deterministic) into sumsq_out [M].
+def _finish(acc, bias, r, pid_n, offs_m, offs_n, M, N, out_ptr, stride_om,
+            sumsq_part_ptr, norm_w_ptr, normed_ptr, eps, act_ptr, counters_ptr,
+            HAS_BIAS: tl.constexpr, EPILOGUE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+            BLOCKS_PAD: tl.constexpr, N_PAD: tl.constexpr, GRID_SLOT: tl.constexpr, PAIR_SLOTS: tl.constexpr):
+    # acc [BLOCK_M, BLOCK_N] fp32: the whole sums of columns offs_n; y = acc + bias in out's dtype.
+    # EPILOGUE 0: store y. 1 (residual + RMSNorm): store h = y + residual (the next residual
+    # stream) and its row sums of squares per column block; the program that finishes last adds
+    # those up in order and writes RMSNorm(h) (every column) to normed. 2 (SiLU pairs): store y;
+    # of column blocks j (gate) and j + half (up), the one that finishes second writes
+    # silu(gate) * up to act. Each rounds where the unfused layers round. bias [BLOCK_N] and the
+    # residual tile r [BLOCK_M, BLOCK_N] were loaded early (they come from L2 / an earlier kernel).
     m_ok = offs_m < M
     n_ok = offs_n < N
     mask = m_ok[:, None] & n_ok[None, :]
     if HAS_BIAS:
-        acc += tl.load(bias_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+        acc += bias.to(tl.float32)[None, :]
     y = acc.to(out_ptr.dtype.element_ty)
     out_ptrs = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :]
-    if RESIDUAL:
-        r = tl.load(residual_ptr + offs_m[:, None] * stride_rm + offs_n[None, :], mask=mask, other=0.0)
+    num_blocks = tl.num_programs(0)
+    if EPILOGUE == 1:
         h = (y.to(tl.float32) + r.to(tl.float32)).to(out_ptr.dtype.element_ty)
         tl.store(out_ptrs, h, mask=mask)
         hf = tl.where(mask, h.to(tl.float32), 0.0)
-        num_blocks = tl.num_programs(0)
         tl.store(sumsq_part_ptr + offs_m * num_blocks + pid_n, tl.sum(hf * hf, axis=1), mask=m_ok)
         # acq_rel: this block's stores are visible to whichever program sees the last count
         done = tl.atomic_add(counters_ptr + GRID_SLOT, 1, sem="acq_rel")
         if done == num_blocks - 1:
-            total = tl.zeros([BLOCK_M], dtype=tl.float32)
-            for start in range(0, num_blocks, SUMSQ_BLOCK):
-                offs_b = start + tl.arange(0, SUMSQ_BLOCK)
-                part = tl.load(sumsq_part_ptr + offs_m[:, None] * num_blocks + offs_b[None, :],
-                               mask=m_ok[:, None] & (offs_b < num_blocks)[None, :], other=0.0, cache_modifier=".cg")
-                total += tl.sum(part, axis=1)
-            tl.store(sumsq_out_ptr + offs_m, total, mask=m_ok)
+            # Every load at once (one round trip to L2): the blocks' sums of squares, all of h, the weight.
+            offs_b = tl.arange(0, BLOCKS_PAD)
+            part = tl.load(sumsq_part_ptr + offs_m[:, None] * num_blocks + offs_b[None, :],
+                           mask=m_ok[:, None] & (offs_b < num_blocks)[None, :], other=0.0, cache_modifier=".cg")
+            offs_c = tl.arange(0, N_PAD)
+            c_mask = m_ok[:, None] & (offs_c < N)[None, :]
+            hh = tl.load(out_ptr + offs_m[:, None] * stride_om + offs_c[None, :], mask=c_mask, other=0.0,
+                         cache_modifier=".cg")
+            w = tl.load(norm_w_ptr + offs_c, mask=offs_c < N, other=0.0).to(tl.float32)[None, :]
+            rstd = tl.rsqrt(tl.sum(part, axis=1) / N + eps)[:, None]  # [BLOCK_M, 1]
+            normed = (hh.to(tl.float32) * rstd).to(hh.dtype).to(tl.float32)
+            tl.store(normed_ptr + offs_m[:, None] * stride_om + offs_c[None, :], (normed * w).to(hh.dtype),
+                     mask=c_mask)
             tl.atomic_xchg(counters_ptr + GRID_SLOT, 0)  # ready for the next launch
+    elif EPILOGUE == 2:
+        tl.store(out_ptrs, y, mask=mask)
+        half = num_blocks // 2
+        pair = pid_n % half
+        done = tl.atomic_add(counters_ptr + PAIR_SLOTS + pair, 1, sem="acq_rel")
+        if done == 1:
+            other = tl.load(out_ptr + offs_m[:, None] * stride_om + (offs_n + tl.where(pid_n < half, 1, -1) * half
+                                                                      * BLOCK_N)[None, :],
+                            mask=m_ok[:, None], other=0.0, cache_modifier=".cg")
+            gate = tl.where(pid_n < half, y, other).to(tl.float32)
+            up = tl.where(pid_n < half, other, y).to(tl.float32)
+            act = (gate / (1.0 + tl.exp(-gate))).to(y.dtype).to(tl.float32) * up
+            offs_a = pair * BLOCK_N + tl.arange(0, BLOCK_N)
+            tl.store(act_ptr + offs_m[:, None] * (N // 2) + offs_a[None, :], act.to(y.dtype), mask=m_ok[:, None])
+            tl.atomic_xchg(counters_ptr + PAIR_SLOTS + pair, 0)
     else:
         tl.store(out_ptrs, y, mask=mask)
 
 
 @triton.jit
 def skinny_linear_kernel(
-    x_ptr, weight_ptr, bias_ptr, out_ptr, norm_w_ptr, sumsq_in_ptr, residual_ptr, sumsq_part_ptr, sumsq_out_ptr,
+    x_ptr, weight_ptr, bias_ptr, out_ptr, residual_ptr, sumsq_part_ptr, norm_w_ptr, normed_ptr, act_ptr,
     workspace_ptr, counters_ptr, M, N, K, k_per_split, eps,
     stride_xm, stride_wn, stride_om, stride_rm,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, VEC: tl.constexpr,
     EVEN_K: tl.constexpr, HAS_BIAS: tl.constexpr, IS_SPLIT: tl.constexpr, NUM_STAGES: tl.constexpr,
-    X_SHAPE_N: tl.constexpr, PROLOGUE: tl.constexpr, RESIDUAL: tl.constexpr, USE_PDL: tl.constexpr,
-    SUMSQ_BLOCK: tl.constexpr, GRID_SLOT: tl.constexpr,
+    X_SHAPE_N: tl.constexpr, EPILOGUE: tl.constexpr, USE_PDL: tl.constexpr,
+    BLOCKS_PAD: tl.constexpr, N_PAD: tl.constexpr, GRID_SLOT: tl.constexpr, PAIR_SLOTS: tl.constexpr,
 ):
     # Program (column block, K split): columns [pid_n * BLOCK_N, +BLOCK_N) of every row over
     # K range [pid_k * k_per_split, +k_per_split). k_per_split is a multiple of BLOCK_K.
@@ -171,28 +183,28 @@ def skinny_linear_kernel(
     num_tiles = (k_last - k_start) // BLOCK_K + 1
     w0 = _load_w(w_ptrs, k_start, offs_k, K, EVEN_K)
     w1 = _load_w(w_ptrs, tl.minimum(k_start + BLOCK_K, k_last), offs_k, K, EVEN_K)
+    bias = tl.zeros([BLOCK_N], dtype=tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_n, mask=offs_n < N, other=0.0)
     if USE_PDL:
         tl.extra.cuda.gdc_wait()
-    rstd = tl.zeros([BLOCK_M, 1, 1], dtype=tl.float32)
-    if PROLOGUE == 1:
-        sumsq = tl.load(sumsq_in_ptr + offs_m, mask=offs_m < M, other=0.0)
-        rstd = tl.rsqrt(sumsq / K + eps)[:, None, None]
+    r = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    if EPILOGUE == 1:  # the residual tile, early: its latency hides behind the weight stream
+        r = tl.load(residual_ptr + offs_m[:, None] * stride_rm + offs_n[None, :],
+                    mask=(offs_m < M)[:, None] & (offs_n < N)[None, :], other=0.0)
     acc = tl.zeros([BLOCK_M, BLOCK_N, BLOCK_K // VEC], dtype=tl.float32)
     # Each step loads the tile two ahead before using the current one (three tiles in flight).
     for i in tl.range(0, num_tiles - 2, num_stages=NUM_STAGES):
         k0 = k_start + i * BLOCK_K
         w2 = _load_w(w_ptrs, k0 + 2 * BLOCK_K, offs_k, K, EVEN_K)
-        x = _load_x(x_ptrs, k0, x_ok, offs_k, norm_w_ptr, rstd, K, PROLOGUE, EVEN_K, X_SHAPE_N)
-        acc = _mac(acc, w0, x, BLOCK_M, BLOCK_N, BLOCK_K, VEC)
+        acc = _mac(acc, w0, _load_x(x_ptrs, k0, x_ok, offs_k, K, EVEN_K), BLOCK_M, BLOCK_N, BLOCK_K, VEC)
         w0 = w1
         w1 = w2
     # The last two tiles (or the only one).
-    x = _load_x(x_ptrs, tl.maximum(k_last - BLOCK_K, k_start), x_ok, offs_k, norm_w_ptr, rstd, K, PROLOGUE, EVEN_K,
-                X_SHAPE_N)
+    x = _load_x(x_ptrs, tl.maximum(k_last - BLOCK_K, k_start), x_ok, offs_k, K, EVEN_K)
     acc = _mac(acc, w0, x, BLOCK_M, BLOCK_N, BLOCK_K, VEC)
     if num_tiles > 1:
-        x = _load_x(x_ptrs, k_last, x_ok, offs_k, norm_w_ptr, rstd, K, PROLOGUE, EVEN_K, X_SHAPE_N)
-        acc = _mac(acc, w1, x, BLOCK_M, BLOCK_N, BLOCK_K, VEC)
+        acc = _mac(acc, w1, _load_x(x_ptrs, k_last, x_ok, offs_k, K, EVEN_K), BLOCK_M, BLOCK_N, BLOCK_K, VEC)
     acc = tl.sum(acc, axis=2)  # [BLOCK_M, BLOCK_N]
     if IS_SPLIT:
         # Partial sums to workspace [SPLIT_K, M, N]; the split that finishes a column block last
@@ -207,12 +219,13 @@ def skinny_linear_kernel(
             for s in range(0, num_splits):
                 total += tl.load(part_ptrs + s * M * N, mask=tile_ok, other=0.0, cache_modifier=".cg")
             tl.atomic_xchg(counters_ptr + pid_n, 0)  # ready for the next launch
-            _finish(total, pid_n, offs_m, offs_n, M, N, bias_ptr, out_ptr, stride_om, residual_ptr, stride_rm,
-                    sumsq_part_ptr, sumsq_out_ptr, counters_ptr, HAS_BIAS, RESIDUAL, BLOCK_M, SUMSQ_BLOCK,
-                    GRID_SLOT)
+            _finish(total, bias, r, pid_n, offs_m, offs_n, M, N, out_ptr, stride_om, sumsq_part_ptr, norm_w_ptr,
+                    normed_ptr, eps, act_ptr, counters_ptr, HAS_BIAS, EPILOGUE, BLOCK_M, BLOCK_N, BLOCKS_PAD, N_PAD,
+                    GRID_SLOT, PAIR_SLOTS)
     else:
-        _finish(acc, pid_n, offs_m, offs_n, M, N, bias_ptr, out_ptr, stride_om, residual_ptr, stride_rm,
-                sumsq_part_ptr, sumsq_out_ptr, counters_ptr, HAS_BIAS, RESIDUAL, BLOCK_M, SUMSQ_BLOCK, GRID_SLOT)
+        _finish(acc, bias, r, pid_n, offs_m, offs_n, M, N, out_ptr, stride_om, sumsq_part_ptr, norm_w_ptr,
+                normed_ptr, eps, act_ptr, counters_ptr, HAS_BIAS, EPILOGUE, BLOCK_M, BLOCK_N, BLOCKS_PAD, N_PAD,
+                GRID_SLOT, PAIR_SLOTS)
 
 
 @functools.lru_cache(maxsize=None)
@@ -271,72 +284,80 @@ def _check_inputs(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
 
 
 @dataclasses.dataclass(frozen=True)
-class NormInput:
-    """x is the un-normalized residual stream h; the layer multiplies RMSNorm(h) = weight * h / rms(h),
-    rms from sumsq [M] fp32 (the row sums of squares of h, from the launch that made h)."""
-    weight: torch.Tensor  # [K]
-    sumsq: torch.Tensor  # [M] fp32
+class NormOutput:
+    """RMSNorm(h) = weight * h / rms(h) of the launch's residual output h, written beside it."""
+    weight: torch.Tensor  # [N]
     eps: float
 
 
 def skinny_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *,
-                  config: dict | None = None, norm: NormInput | None = None, silu_mul: bool = False,
-                  residual: torch.Tensor | None = None):
+                  config: dict | None = None, residual: torch.Tensor | None = None, norm: NormOutput | None = None,
+                  silu_pairs: bool = False):
     """x [M, K] (M <= MAX_SKINNY_ROWS, rows may be strided, last dim contiguous) @ weight [N, K]^T
-    (+ bias [N]) -> [M, N] in x's dtype, as F.linear, with fp32 sums. Launches only (one kernel:
+    (+ bias [N]) -> y [M, N] in x's dtype, as F.linear, with fp32 sums. Launches only (one kernel:
     with K split, the split that finishes a column block last sums it). config: entries that
     override choose_config's (benchmarks, tests); a split_k past K's steps is cut to them.
 
-    Fused forms, each rounding where the unfused layers do:
-    - norm (NormInput): multiplies RMSNorm(x) instead of x (x is the residual stream);
-    - silu_mul: x is [M, 2K], gate then up; multiplies silu(gate) * up;
-    - residual [M, N]: returns (h, sumsq): h = y + residual (the next residual stream) and its
-      row sums of squares [M] fp32, for the next layer's `norm`.
+    Fused epilogues (the fused decode path), each rounding where the unfused layers do:
+    - residual [M, N] and norm (NormOutput): returns (h, RMSNorm(h)) with h = y + residual, the
+      next residual stream (the residual add and RMSNorm of the next layer);
+    - silu_pairs: weight holds gate then up ([2I, K]); returns silu(gate) * up [M, I] (SiLU-and-mul).
     """
-    m = x.shape[0]
-    k = weight.shape[1] if weight.dim() == 2 else -1
-    if silu_mul and x.dim() == 2 and x.shape[1] != 2 * k:
-        raise ValueError(f"skinny_linear(silu_mul=True) needs x [M, 2K] for weight [N, K]; got x {tuple(x.shape)}, "
-                         f"weight {tuple(weight.shape)}")
-    _check_inputs(x if not silu_mul else x[:, :k], weight, bias)
-    if norm is not None and silu_mul:
-        raise ValueError("skinny_linear: norm and silu_mul do not combine")
-    if norm is not None and (norm.weight.shape != (k,) or norm.sumsq.shape != (m,) or norm.sumsq.dtype != torch.float32):
-        raise ValueError(f"skinny_linear: norm weight {tuple(norm.weight.shape)} and sumsq {tuple(norm.sumsq.shape)} "
-                         f"{norm.sumsq.dtype} must be [{k}] and [{m}] fp32")
+    _check_inputs(x, weight, bias)
+    m, k = x.shape
     n = weight.shape[0]
+    if (residual is None) != (norm is None):
+        raise ValueError("skinny_linear: residual and norm come together")
+    if residual is not None and silu_pairs:
+        raise ValueError("skinny_linear: residual and silu_pairs do not combine")
     if residual is not None and (residual.shape != (m, n) or residual.dtype != x.dtype or residual.stride(1) != 1):
         raise ValueError(f"skinny_linear: residual {tuple(residual.shape)} {residual.dtype} must be [{m}, {n}] "
                          f"{x.dtype} with a contiguous last dim")
-    out = torch.empty(m, n, dtype=x.dtype, device=x.device)  # [M, N]
-    sumsq_out = torch.empty(m, dtype=torch.float32, device=x.device) if residual is not None else None
+    if norm is not None and norm.weight.shape != (n,):
+        raise ValueError(f"skinny_linear: norm weight {tuple(norm.weight.shape)} must be [{n}]")
+    if silu_pairs and n % 2:
+        raise ValueError(f"skinny_linear(silu_pairs=True) needs an even number of output features; got {n}")
+    out = torch.empty(m, n, dtype=x.dtype, device=x.device)  # [M, N]: y, or h
+    second = None
+    if residual is not None:
+        second = torch.empty(m, n, dtype=x.dtype, device=x.device)  # RMSNorm(h)
+    elif silu_pairs:
+        second = torch.empty(m, n // 2, dtype=x.dtype, device=x.device)  # silu(gate) * up
     if m == 0 or n == 0:
-        return out if residual is None else (out, sumsq_out.zero_())
+        return out if second is None else (out, second) if residual is not None else second
     cfg = {**choose_config(m, n, k, device_num_sms(x.device)), **(config or {})}
     block_n, block_k = cfg["block_n"], cfg["block_k"]
+    if silu_pairs:  # a column block is all gate or all up
+        while (n // 2) % block_n:
+            block_n //= 2
     k_per_split = max(1, triton.cdiv(triton.cdiv(k, block_k), cfg["split_k"])) * block_k
     split_k = max(1, triton.cdiv(k, k_per_split))
     num_blocks_n = triton.cdiv(n, block_n)
     is_split = split_k > 1
-    if is_split and num_blocks_n > MAX_COLUMN_BLOCKS:
-        raise ValueError(f"skinny_linear: {num_blocks_n} column blocks with split K; at most {MAX_COLUMN_BLOCKS}")
-    counters = arrival_counters(x.device) if is_split or residual is not None else out
+    if is_split and num_blocks_n > PAIR_SLOTS:
+        raise ValueError(f"skinny_linear: {num_blocks_n} column blocks with split K; at most {PAIR_SLOTS}")
+    if silu_pairs and num_blocks_n // 2 > GRID_SLOT - PAIR_SLOTS:
+        raise ValueError(f"skinny_linear: {num_blocks_n} column blocks with silu_pairs; at most "
+                         f"{2 * (GRID_SLOT - PAIR_SLOTS)}")
+    counters = arrival_counters(x.device) if is_split or second is not None else out
     workspace = torch.empty(split_k, m, n, dtype=torch.float32, device=x.device) if is_split else out
     sumsq_part = (torch.empty(m, num_blocks_n, dtype=torch.float32, device=x.device)
                   if residual is not None else out)
     use_pdl, launch = pdl_launch_args(x.device)
     x_per_element = m == 1 and cfg["num_stages"] == 1
     skinny_linear_kernel[(num_blocks_n, split_k)](
-        x, weight, out if bias is None else bias.contiguous(), out,
-        out if norm is None else norm.weight, out if norm is None else norm.sumsq,
-        out if residual is None else residual, sumsq_part, out if sumsq_out is None else sumsq_out,
-        workspace, counters, m, n, k, k_per_split, 0.0 if norm is None else norm.eps,
+        x, weight, out if bias is None else bias.contiguous(), out, out if residual is None else residual,
+        sumsq_part, out if norm is None else norm.weight, second if residual is not None else out,
+        second if silu_pairs else out, workspace, counters, m, n, k, k_per_split, 0.0 if norm is None else norm.eps,
         x.stride(0), weight.stride(0), out.stride(0), 0 if residual is None else residual.stride(0),
         BLOCK_M=triton.next_power_of_2(m), BLOCK_N=block_n, BLOCK_K=block_k,
         VEC=min(block_k, 16 // x.element_size()), EVEN_K=k % block_k == 0,
         HAS_BIAS=bias is not None, IS_SPLIT=is_split, NUM_STAGES=cfg["num_stages"],
-        X_SHAPE_N=block_n if x_per_element else 1, PROLOGUE=1 if norm is not None else 2 if silu_mul else 0,
-        RESIDUAL=residual is not None, USE_PDL=use_pdl, SUMSQ_BLOCK=SUMSQ_BLOCK, GRID_SLOT=GRID_SLOT,
+        X_SHAPE_N=block_n if x_per_element else 1, EPILOGUE=1 if residual is not None else 2 if silu_pairs else 0,
+        USE_PDL=use_pdl, BLOCKS_PAD=triton.next_power_of_2(num_blocks_n) if residual is not None else 1,
+        N_PAD=triton.next_power_of_2(n) if residual is not None else 1, GRID_SLOT=GRID_SLOT, PAIR_SLOTS=PAIR_SLOTS,
         num_warps=cfg["num_warps"], **launch,
     )
-    return out if residual is None else (out, sumsq_out)
+    if residual is not None:
+        return out, second
+    return second if silu_pairs else out

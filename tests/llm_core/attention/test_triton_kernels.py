@@ -86,16 +86,20 @@ def test_decode_kernel_splits(make_batch, num_splits, num_heads, num_kv_heads):
     torch.testing.assert_close(out, expected, **FP32)
 
 
-@pytest.mark.parametrize("counter_slots", [None, 2])
-def test_decode_splits_combined_in_kernel_or_by_reduce_kernel(make_batch, monkeypatch, counter_slots):
+@pytest.mark.parametrize("counter_slots,max_self_splits", [(None, None), (2, None), (None, 2)])
+def test_decode_splits_combined_in_kernel_or_by_reduce_kernel(make_batch, monkeypatch, counter_slots,
+                                                               max_self_splits):
     """The last split of each (sequence, kv head) combines the splits and leaves its arrival
-    counter at zero for the next launch; with fewer counter slots than groups (counter_slots=2:
-    3 sequences x 2 kv heads) the reduce kernel does it. Twice, so a counter left non-zero fails."""
+    counter at zero for the next launch; with fewer counter slots than groups (2 slots: 3
+    sequences x 2 kv heads) or more splits than SELF_REDUCE_MAX_SPLITS the reduce kernel does it.
+    Twice, so a counter left non-zero fails."""
     import importlib
     module = importlib.import_module("llm_core.attention.kernels.decode_attention")
     from llm_core.layers.kernels.counters import arrival_counters
     if counter_slots is not None:
         monkeypatch.setattr(module, "COUNTER_SLOTS", counter_slots)
+    if max_self_splits is not None:
+        monkeypatch.setattr(module, "SELF_REDUCE_MAX_SPLITS", max_self_splits)
     batch = stored(make_batch(DECODE, num_heads=4, num_kv_heads=2, head_dim=32, block_size=4, dtype=torch.float32))
     expected = paged_attention_reference(batch.q, batch.k_cache, batch.v_cache, batch.meta, 0.25)
     for _ in range(2):

@@ -86,7 +86,7 @@ def decode_both_ways(model, cfg, dtype, prompts, pad_rows=0):
         results = []
         for fused in (False, True):
             step_caches = [(k.clone(), v.clone()) for k, v in caches]
-            enable_skinny_kernels(model, fused)
+            enable_skinny_kernels(model, fused, fused_decode=fused)
             hidden = model(next_ids, positions, step_caches, meta)
             results.append((hidden, step_caches))
         enable_skinny_kernels(model, False)
@@ -125,6 +125,8 @@ def test_fused_decode_equals_unfused_fp32(tmp_path, monkeypatch, arch, num_seqs,
         assert torch.isfinite(out).all()
 
 
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") == "1",
+                    reason="the Triton interpreter has no bfloat16 tl.dot (attention; triton-lang/triton#11584)")
 def test_fused_decode_bf16_logits_close(tmp_path):
     seed = random.randrange(2**31)
     print(f"seed {seed}")
@@ -151,7 +153,7 @@ def test_steps_past_the_row_limit_keep_the_unfused_path(tmp_path):
 
 def test_qwen3_q_k_norms_keep_the_unfused_path(tmp_path):
     model, cfg = make_model(tmp_path, "qwen3", torch.float32, 0)
-    enable_skinny_kernels(model)
+    enable_skinny_kernels(model, fused_decode=True)
     assert model.fused_decode and not model._fused_capable
     called = []
     original = llama.LlamaForCausalLM._fused_decode_forward
