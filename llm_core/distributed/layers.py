@@ -11,8 +11,8 @@
 At tensor-parallel size 1 each layer is exactly nn.Linear / nn.Embedding: the same parameters,
 the same single kernel call, no communication.
 
-Skinny GEMMs: a linear layer with `use_skinny_kernel` set (off by default; see
-enable_skinny_kernels) multiplies a 2-D input of at most DISPATCH_MAX_ROWS rows (decode) with the
+Skinny GEMMs: a linear layer with `use_skinny_kernel` set (by enable_skinny_kernels; the engine
+does it per its skinny_gemv option, on by default on Hopper GPUs) multiplies a 2-D input of at most DISPATCH_MAX_ROWS rows (decode) with the
 Triton kernel of llm_core/layers/kernels/gemv.py instead of F.linear, on CUDA (or on CPU under
 TRITON_INTERPRET=1). Triton is imported only then, so CPU installs without it still work.
 
