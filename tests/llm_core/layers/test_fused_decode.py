@@ -93,14 +93,21 @@ def decode_both_ways(model, cfg, dtype, prompts, pad_rows=0):
     return results
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+# (checkpoint arch, config overrides): q/k/v biases (Qwen2); a sliding window shorter than the prompts (Mistral)
+ARCHS = {"llama": ("llama", {}), "qwen2": ("qwen2", {}), "mistral-window-6": ("mistral", {"sliding_window": 6})}
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
 @pytest.mark.parametrize("num_seqs,pad_rows", [(1, 0), (1, 1), (2, 0)])
 def test_fused_decode_equals_unfused_fp32(tmp_path, monkeypatch, arch, num_seqs, pad_rows):
     # The path is right for any number of rows; which steps take it is a speed choice.
     monkeypatch.setattr(llama, "FUSED_DECODE_MAX_ROWS", 2)
     seed = random.randrange(2**31)
     print(f"seed {seed}")
-    model, cfg = make_model(tmp_path, arch, torch.float32, seed)
+    checkpoint_arch, overrides = ARCHS[arch]
+    model, cfg = make_model(tmp_path, checkpoint_arch, torch.float32, seed, **overrides)
+    if overrides.get("sliding_window"):
+        assert cfg.sliding_window == overrides["sliding_window"]
     rng = random.Random(seed)
     prompts = [[rng.randrange(512) for _ in range(rng.randrange(3, 20))] for _ in range(num_seqs)]
     calls = []
