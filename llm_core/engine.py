@@ -84,9 +84,9 @@ class LLMEngine:
         logger.info("loaded %s (%s, %s) in %.1fs", self.arch.architecture, self.dtype, self.device,
                     time.perf_counter() - start)
         skinny = model_cfg.skinny_gemv
-        if skinny is None:  # auto: Hopper or later, one rank
-            skinny = (self.device.type == "cuda" and config.tensor_parallel_size == 1
-                      and torch.cuda.get_device_capability(self.device)[0] >= 9)
+        if skinny is None and self.device.type == "cuda":  # auto: PDL devices (Hopper and later), one rank
+            from llm_core.layers.kernels.pdl import device_supports_pdl  # imports Triton (the kernels package)
+            skinny = config.tensor_parallel_size == 1 and device_supports_pdl(self.device)
         if skinny and self.device.type == "cuda" and backend.name == "triton":
             enable_skinny_kernels(model, fused_decode=model_cfg.fused_decode)  # before the graphs are captured
         # Media (LLaVA, Qwen2-Audio): the encoders load before the KV budget is planned. None: text only.

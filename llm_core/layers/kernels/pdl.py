@@ -1,7 +1,7 @@
 """Programmatic dependent launch (PDL, Hopper and later) for the decode kernels.
 
 A kernel launched with PDL may start while the kernel before it on the stream still runs: its
-programs first do what needs nothing from that kernel (the GEMV loads its first weight tile),
+programs first do what needs nothing from that kernel (the GEMV loads its first two weight tiles),
 then `gdc_wait()` blocks until the previous kernel has finished and its writes are visible.
 Each of our PDL kernels calls `gdc_launch_dependents()` first thing, so the next one may be
 scheduled as soon as all of its programs have started. Rules for a kernel launched this way:
@@ -28,6 +28,12 @@ def _device_supports_pdl(index: int) -> bool:
     return torch.cuda.get_device_capability(index)[0] >= 9
 
 
+def device_supports_pdl(device: torch.device) -> bool:
+    """A CUDA device of compute capability >= 9 (Hopper and later), whatever the environment says."""
+    return device.type == "cuda" and _device_supports_pdl(
+        device.index if device.index is not None else torch.cuda.current_device())
+
+
 def pdl_enabled(device: torch.device) -> bool:
     """Whether kernels on `device` are launched with PDL: CUDA, compute capability >= 9, and
     TRIBUTARY_DISABLE_PDL unset (or 0)."""
@@ -35,7 +41,7 @@ def pdl_enabled(device: torch.device) -> bool:
         return False
     if os.environ.get(DISABLE_ENV, "0") not in ("", "0"):
         return False
-    return _device_supports_pdl(device.index if device.index is not None else torch.cuda.current_device())
+    return device_supports_pdl(device)
 
 
 def pdl_launch_args(device: torch.device) -> tuple[bool, dict]:

@@ -272,3 +272,17 @@ def test_cuda_graph_replays_with_new_inputs(gen, n, k):
         graph.replay()
         torch.cuda.synchronize()
         assert rel_err(out, F.linear(x, weight, bias)) < 1e-2
+
+
+def test_skinny_gemv_default_is_off_without_a_hopper_gpu(tmp_path):
+    """skinny_gemv=None (auto) turns the kernel on only for CUDA devices of compute capability >= 9
+    at tensor-parallel size 1; on the CPU, even with the Triton backend, the linears keep F.linear."""
+    from llm_core import LLM
+    from tests.helpers.checkpoints import make_text_checkpoint
+    path = make_text_checkpoint(tmp_path / "llama", "llama")
+    llm = LLM(str(path), device="cpu", attention_backend="triton")
+    model = llm.engine.runner.model
+    assert llm.engine.config.model.skinny_gemv is None
+    linears = [m for m in model.modules() if isinstance(m, (ColumnParallelLinear, RowParallelLinear))]
+    assert linears and not any(m.use_skinny_kernel for m in linears)
+    assert not model.fused_decode
