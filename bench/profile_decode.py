@@ -98,13 +98,54 @@ def profile_batch(llm: LLM, batch: int, num_steps: int) -> dict:
         torch.cuda.synchronize()
         graph_ms = start_ev.elapsed_time(end_ev) / 50
         graph_kernels = kernel_table(lambda: graph.replay(), 10)
+    gaps = gpu_gaps(engine, min(num_steps, 40))
     engine.abort_request([r.request_id for r in list(scheduler.running) + list(scheduler.waiting)])
     while engine.has_unfinished_requests():
         engine.step()
     result = {"batch": batch, "step_ms": wall * 1e3, "graph_replay_ms": graph_ms,
               "tokens_per_step": tokens_per_step, "ms_per_token_step": wall * 1e3 / tokens_per_step,
-              "host_ms": {k: v / num_steps * 1e3 for k, v in phases.items()}, "graph_kernels": graph_kernels}
+              "host_ms": {k: v / num_steps * 1e3 for k, v in phases.items()}, "graph_kernels": graph_kernels,
+              "gpu_gaps": gaps}
     return result
+
+
+def gpu_gaps(engine, num_steps: int, top: int = 8) -> dict:
+    """Where the GPU idles in steady decode: num_steps engine steps (no syncs added) under
+    torch.profiler; the union of kernel and copy intervals is the GPU's busy time, every hole
+    in it an idle gap, attributed to the (kernel before, kernel after) pair around it."""
+    from torch.profiler import ProfilerActivity, profile
+    scheduler = engine.scheduler
+    tokens_before = sum(r.num_output_tokens for r in scheduler.running)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(num_steps):
+            engine.step()
+        torch.cuda.synchronize()
+    tokens = sum(r.num_output_tokens for r in scheduler.running) - tokens_before
+    path = Path(tempfile.mkdtemp()) / "trace.json"
+    prof.export_chrome_trace(str(path))
+    events = json.loads(path.read_text())["traceEvents"]
+    spans = sorted((float(e["ts"]), float(e["ts"]) + float(e.get("dur", 0)), e["name"]) for e in events
+                   if e.get("ph") == "X" and e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset"))
+    if not spans:
+        return {}
+    busy, gaps = 0.0, collections.defaultdict(lambda: [0, 0.0])
+    start, end, last_name = spans[0][0], spans[0][1], spans[0][2]
+    for s, e, name in spans[1:]:
+        if s > end:
+            busy += end - start
+            key = f"{last_name[:40]} -> {name[:40]}"
+            gaps[key][0] += 1
+            gaps[key][1] += s - end
+            start = s
+        if e >= end:
+            end, last_name = e, name
+    busy += end - start
+    wall = spans[-1][1] - spans[0][0]
+    rows = sorted(({"between": k, "count": c, "us_per_token": t / max(tokens, 1)} for k, (c, t) in gaps.items()),
+                  key=lambda r: -r["us_per_token"])
+    return {"tokens": tokens, "gpu_span_us_per_token": wall / max(tokens, 1),
+            "busy_us_per_token": busy / max(tokens, 1), "idle_us_per_token": (wall - busy) / max(tokens, 1),
+            "top_gaps": rows[:top]}
 
 
 def kernel_table(fn, reps: int, top: int = 15) -> list[dict]:
@@ -142,6 +183,9 @@ def main() -> None:
     parser.add_argument("--out", default="profile_decode.json")
     parser.add_argument("--skinny-gemv", action=argparse.BooleanOptionalAction, default=None,
                         help="the Triton GEMV kernel on or off (the engine's option; default: the engine's choice)")
+    parser.add_argument("--async-scheduling", action=argparse.BooleanOptionalAction, default=None,
+                        help="queue the next multi-step step before this one's tokens reach the host "
+                             "(the engine's option; default: the engine's choice)")
     parser.add_argument("--disable-async-output-proc", action="store_true",
                         help="detokenize each step before the next (the engine's option)")
     args = parser.parse_args()
@@ -152,7 +196,7 @@ def main() -> None:
     for num_steps in args.num_scheduler_steps:
         llm = LLM(str(model_dir), device="cuda", dtype="bfloat16", max_model_len=2048, max_num_seqs=max(args.batch),
                   num_scheduler_steps=num_steps, disable_async_output_proc=args.disable_async_output_proc,
-                  skinny_gemv=args.skinny_gemv)
+                  skinny_gemv=args.skinny_gemv, async_scheduling=args.async_scheduling)
         for b in args.batch:
             results.append({"num_scheduler_steps": num_steps, **profile_batch(llm, b, args.steps)})
         del llm
@@ -160,6 +204,7 @@ def main() -> None:
     kernels = eager_kernel_table(model_dir, "bfloat16", args.skinny_gemv)
     Path(args.out).write_text(json.dumps({"shape": args.shape, "device": torch.cuda.get_device_name(),
                                           "async_output_proc": not args.disable_async_output_proc,
+                                          "async_scheduling": args.async_scheduling,
                                           "limit_tok_s": limit, "batches": results, "eager_kernels_b1": kernels},
                                          indent=2))
     print(f"{args.shape} on {torch.cuda.get_device_name()}: weight-streaming limit {limit:.0f} tok/s "
@@ -183,6 +228,14 @@ def main() -> None:
                   f"replay {r['graph_replay_ms'] * 1e3:.0f} us, top kernels {total:.0f} us):")
             for k in r["graph_kernels"]:
                 print(f"{k['us_per_step']:>8.1f} {k['calls_per_step']:>6.0f}  {k['kernel']}")
+    for r in results:
+        g = r.get("gpu_gaps")
+        if g:
+            print(f"\nGPU timeline, batch {r['batch']}, {r['num_scheduler_steps']} steps/engine step: "
+                  f"{g['gpu_span_us_per_token']:.0f} us per token, busy {g['busy_us_per_token']:.0f}, "
+                  f"idle {g['idle_us_per_token']:.0f}; largest idle gaps (us per token, count):")
+            for row in g["top_gaps"]:
+                print(f"{row['us_per_token']:>8.1f} {row['count']:>5}  {row['between']}")
 
 
 if __name__ == "__main__":

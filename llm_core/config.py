@@ -39,6 +39,13 @@ class SchedulerConfig:
     # one engine step later; a stop string ends its request a step later (the tokens computed
     # past it are dropped, never emitted).
     disable_async_output_proc: bool = False
+    # Async scheduling (vLLM's name): with async output processing, a multi-step step's forwards
+    # are followed on the device by those of the step predicted to come next, queued before this
+    # step's tokens reach the host; the next step uses them when its plan is the predicted one
+    # (llm_core/multi_step.py). The GPU then runs on while the host applies tokens and schedules.
+    # Each request is given num_scheduler_steps look-ahead KV slots when they fit. Outputs do not
+    # change. None: on on CUDA, off elsewhere (where the host and the model share the CPU).
+    async_scheduling: bool | None = None
 
     def __post_init__(self) -> None:
         if self.num_scheduler_steps is not None and (type(self.num_scheduler_steps) is not int

@@ -62,7 +62,11 @@ class DecodeGraphs:
         self.block_tables = torch.zeros(size, width, dtype=torch.int32, device=device)
         self._graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self._logits: dict[int, torch.Tensor] = {}
-        self._steps_host: torch.Tensor | None = None  # pinned staging of load(), made on first use
+        # Pinned staging of load(): two sets used in turn, each reused only once the copies that
+        # read it have run (async scheduling queues a load while the last one's copies may wait).
+        self._staging: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.cuda.Event]] = []
+        self._turn = 0
+        self._steps_dev: torch.Tensor | None = None
         self._loaded: torch.Tensor | None = None  # [K, 3, size * q] on the device: the last load's rows
 
     @property
@@ -113,14 +117,9 @@ class DecodeGraphs:
                 or num_steps > MAX_STEPS_PER_LOAD):
             return None
         size = self.sizes[bisect.bisect_left(self.sizes, num_seqs)]
-        if self._steps_host is None:  # pinned staging, reused: every engine step ends with a host sync
-            full = self.sizes[-1] * q
-            self._steps_host = torch.empty(MAX_STEPS_PER_LOAD * 3 * full, dtype=torch.int64, pin_memory=True)
-            self._steps_dev = torch.empty(MAX_STEPS_PER_LOAD * 3 * full, dtype=torch.int64, device=self.device)
-            self._tables_host = torch.empty(self.block_tables.numel(), dtype=torch.int32, pin_memory=True)
-            self._ids_host = torch.empty(full, dtype=torch.int64, pin_memory=True)
+        steps_host, tables_host, ids_host, copied = self._next_staging()
         real, padded = num_seqs * q, size * q
-        steps = self._steps_host[:num_steps * 3 * padded].view(num_steps, 3, padded)
+        steps = steps_host[:num_steps * 3 * padded].view(num_steps, 3, padded)
         host = steps.numpy()
         host[:, 0, real:] = 0
         host[:, 1, real:] = -1  # padding rows store nothing
@@ -128,20 +127,35 @@ class DecodeGraphs:
         host[:, 0, :real] = positions
         host[:, 1, :real] = slot_mapping
         host[:, 2, :num_seqs] = seq_lens
-        self._steps_dev[:steps.numel()].copy_(self._steps_host[:steps.numel()], non_blocking=True)
+        self._steps_dev[:steps.numel()].copy_(steps_host[:steps.numel()], non_blocking=True)
         self._loaded = self._steps_dev[:steps.numel()].view(num_steps, 3, padded)
         width = block_tables.shape[1]
-        tables = self._tables_host[:num_seqs * width].view(num_seqs, width)
+        tables = tables_host[:num_seqs * width].view(num_seqs, width)
         tables.numpy()[:] = block_tables
         self.block_tables[:num_seqs, :width].copy_(tables, non_blocking=True)
         if num_seqs < size:  # padding sequences read block 0
             self.block_tables[num_seqs:size].zero_()
         if input_ids is not None:
-            ids = self._ids_host[:padded]
+            ids = ids_host[:padded]
             ids.numpy()[:real] = input_ids
             ids.numpy()[real:] = 0
             self.input_ids[:padded].copy_(ids, non_blocking=True)
+        copied.record()
         return size
+
+    def _next_staging(self):
+        """The pinned staging set of this load (made on first use), once the copies that read it last have run."""
+        if not self._staging:
+            full = self.sizes[-1] * self.q
+            self._steps_dev = torch.empty(MAX_STEPS_PER_LOAD * 3 * full, dtype=torch.int64, device=self.device)
+            for _ in range(2):
+                self._staging.append((torch.empty(MAX_STEPS_PER_LOAD * 3 * full, dtype=torch.int64, pin_memory=True),
+                                      torch.empty(self.block_tables.numel(), dtype=torch.int32, pin_memory=True),
+                                      torch.empty(full, dtype=torch.int64, pin_memory=True), torch.cuda.Event()))
+        staging = self._staging[self._turn]
+        self._turn ^= 1
+        staging[3].synchronize()  # returns at once unless its last copies still wait on the stream
+        return staging
 
     def replay(self, size: int, step: int, num_seqs: int, input_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Forward `step` of the last load -> logits [num_seqs * q, V]; input_ids: this forward's

@@ -128,6 +128,13 @@ class LLMEngine:
         # Updates of the last multi-step step, processed (detokenized) during the next one's
         # forwards (async output processing; SchedulerConfig.disable_async_output_proc).
         self._pending_updates: list[RequestUpdate] = []
+        sched = config.scheduler
+        self.async_scheduling = (sched.async_scheduling if sched.async_scheduling is not None
+                                 else self.device.type == "cuda")
+        self.async_scheduling &= (self.num_scheduler_steps > 1 and not sched.disable_async_output_proc
+                                  and self.speculative is None and config.tensor_parallel_size == 1)
+        if self.async_scheduling:  # the slots of the step queued ahead (llm_core/multi_step.py)
+            self.scheduler.num_lookahead_tokens = self.num_scheduler_steps
         self.telemetry = EngineTelemetry(self.scheduler, self.kv_cache_manager,
                                          self.multimodal.embedder if self.multimodal is not None else None)
         if config.profiler.profile_steps:  # a Chrome trace of the next N steps (llm_core/profiler.py)
@@ -309,7 +316,10 @@ class LLMEngine:
         """A multi-step plan (no grammar, logprobs or speculation in it) with async output
         processing: queue its forwards, process the last multi-step step's updates while they
         run, then apply this step's tokens and keep their updates for the next step."""
-        pending = self.runner.launch_multi_step(plan)
+        # Async scheduling: the predicted next step's forwards queue behind this step's, unless a
+        # request waits (the next step would admit it instead).
+        ahead = self.async_scheduling and not self.scheduler.waiting and not self._waiting_for_grammar
+        pending = self.runner.launch_multi_step(plan, queue_next=self.num_scheduler_steps if ahead else 0)
         deltas = self._process_pending_updates()  # on the host while the GPU runs the forwards
         updates = self.scheduler.update_from_output(plan, pending.wait())
         # placeholders are not speculation: no draft statistics

@@ -11,7 +11,7 @@ import torch
 from llm_core.attention.metadata import AttentionMetadata
 from llm_core.block_table import BlockTableHost
 from llm_core.cuda_graphs import DecodeGraphs
-from llm_core.multi_step import PendingTokens, is_multi_step_plan, launch_decode_steps
+from llm_core.multi_step import PendingTokens, QueuedSteps, is_multi_step_plan, launch_decode_steps, queue_next_steps
 from llm_core.models.arch_config import ArchConfig
 from llm_core.sampler import Sampler, compute_logprobs, prepare_sampling_batch
 from llm_core.scheduler_output import SchedulerOutput
@@ -50,6 +50,7 @@ class ModelRunner:
                  structured=None, embedder=None, max_num_seqs: int = 256, max_model_len: int | None = None,
                  use_cuda_graphs: bool = False, num_verify_tokens: int = 0) -> None:
         self.model = model
+        self.max_model_len = max_model_len
         self.arch = arch
         self.device = device
         self.block_size = block_size
@@ -75,6 +76,11 @@ class ModelRunner:
                                               max_model_len=max_model_len, block_size=block_size, device=device,
                                               tokens_per_seq=num_verify_tokens + 1)
             self.verify_graphs.capture(self.graphs.pool)
+        # Async scheduling: the next multi-step step's forwards, queued before its plan exists
+        # (llm_core/multi_step.py), and how many queued runs were adopted or dropped.
+        self._queued: QueuedSteps | None = None
+        self.num_queued_adopted = 0
+        self.num_queued_dropped = 0
 
     def prepare_inputs(self, plan: SchedulerOutput) -> StepInputs:
         """The step's flattened inputs as host arrays (vectorized: no Python loop over tokens)."""
@@ -163,19 +169,40 @@ class ModelRunner:
         return sampled, logprobs
 
     @torch.inference_mode()
-    def launch_multi_step(self, plan: SchedulerOutput) -> PendingTokens:
+    def launch_multi_step(self, plan: SchedulerOutput, queue_next: int = 0) -> PendingTokens:
         """A multi-step plan's decode forwards queued on the device; wait() on the result gives
-        execute()'s first map. The plan must be one (is_multi_step_plan)."""
+        execute()'s first map (and maybe tokens of requests the plan does not hold: ignore them).
+        The plan must be one (is_multi_step_plan). When the forwards queued for it by the last
+        call are its own (llm_core/multi_step.py, async scheduling) they are used, not run again.
+        queue_next > 0: also queue the predicted next step's forwards, with that many decode
+        forwards per step (the engine's num_scheduler_steps)."""
         if not is_multi_step_plan(plan.requests):
             raise ValueError("launch_multi_step needs a plan where every request decodes with placeholders")
         self.block_table_host.release(plan.finished_request_ids + plan.preempted_request_ids)
-        return launch_decode_steps(self, plan.requests)
+        queued, self._queued = self._queued, None
+        pending = queued.adopt(plan.requests) if queued is not None else None
+        if queued is not None:
+            self.num_queued_adopted += pending is not None
+            self.num_queued_dropped += pending is None
+        if pending is None:
+            pending = launch_decode_steps(self, plan.requests)
+        if queue_next > 1 and self.max_model_len is not None:
+            self._queued = queue_next_steps(self, plan.requests, pending, queue_next, self.max_model_len)
+        return pending
+
+    def drop_queued_steps(self) -> None:
+        """Forget the forwards queued for a next multi-step step (this step is not that one).
+        They still run; their tokens are never read and their KV writes are redone (multi_step.py)."""
+        if self._queued is not None:
+            self._queued = None
+            self.num_queued_dropped += 1
 
     @torch.inference_mode()
     def forward_plan(self, plan: SchedulerOutput) -> torch.Tensor | None:
         """The step's forward up to its logits: host state (block tables), inputs, model. Tensor-
         parallel workers run exactly this (llm_core/distributed/worker.py), so every rank keeps
         the same host state and joins the same collectives; only the driver samples."""
+        self.drop_queued_steps()
         self.block_table_host.release(plan.finished_request_ids + plan.preempted_request_ids)
         return self.forward_inputs(plan, self.prepare_inputs(plan))
 

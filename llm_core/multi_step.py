@@ -11,6 +11,17 @@ the device, so the host prepares, launches and syncs once for all of them.
 
 Seeded requests sample output position n from (seed, n) as in single steps, so their tokens do
 not change with the number of steps.
+
+Async scheduling (SchedulerConfig.async_scheduling): right after a step's forwards are queued,
+the runner queues the next step's as well (`queue_next_steps`), predicted from this step's plan:
+the same requests, each advanced by this step's tokens and given the placeholders the scheduler
+will give it, its first input the token this step samples last (on the device), its slots the
+look-ahead blocks the scheduler allocated. The GPU then runs on while the host waits for this
+step's tokens, applies them and schedules the next step. When that plan is the predicted one
+(or a part of it: requests that finished meanwhile are left out), the queued forwards are its
+forwards (`QueuedSteps.adopt`); otherwise they are dropped. A dropped run's KV writes fall on
+positions past each request's computed tokens, which no cached block holds and every later step
+that computes them writes again, after it in stream order.
 """
 
 from __future__ import annotations
@@ -63,7 +74,9 @@ class PendingTokens:
     (the last step's detokenization) until it waits."""
 
     def __init__(self, entries: Sequence[ScheduledRequest], num_steps_each: np.ndarray, tokens: torch.Tensor) -> None:
-        self._entries, self._num_steps_each = entries, num_steps_each
+        self.entries, self.num_steps_each = entries, num_steps_each
+        self.tokens = tokens  # [K, B] on the device
+        self.num_seqs = len(entries)
         self._event = None
         if tokens.is_cuda:
             self._host = torch.empty(tokens.shape, dtype=tokens.dtype, pin_memory=True)
@@ -77,30 +90,35 @@ class PendingTokens:
         if self._event is not None:
             self._event.synchronize()
         sampled = self._host.tolist()  # [K][B]
-        return {e.request_id: [sampled[step][b] for step in range(int(self._num_steps_each[b]))]
-                for b, e in enumerate(self._entries)}
+        return {e.request_id: [sampled[step][b] for step in range(int(self.num_steps_each[b]))]
+                for b, e in enumerate(self.entries)}
 
 
-def launch_decode_steps(runner, entries: Sequence[ScheduledRequest]) -> PendingTokens:
+def launch_decode_steps(runner, entries: Sequence[ScheduledRequest],
+                        first_ids: torch.Tensor | None = None) -> PendingTokens:
     """Queues max(num_draft_tokens) + 1 decode forwards; request b takes part in its first
-    num_draft_tokens_b + 1 of them. wait() on the result: {request_id: its sampled tokens in order}."""
+    num_draft_tokens_b + 1 of them. wait() on the result: {request_id: its sampled tokens in order}.
+    first_ids: the first forward's input tokens [B] on the device (a queued next step's: the
+    last tokens of the step before, not sampled yet when it is queued); None: each entry's first
+    token id."""
     num_seqs = len(entries)
     num_steps_each = np.fromiter((e.num_draft_tokens + 1 for e in entries), dtype=np.int64, count=num_seqs)
     num_steps = int(num_steps_each.max())
     starts = np.fromiter((e.start_position for e in entries), dtype=np.int64, count=num_seqs)
     positions, slots, seq_lens, block_tables = plan_decode_forwards(runner, entries, starts, num_steps_each)
-    first_ids = np.fromiter((e.token_ids[0] for e in entries), dtype=np.int64, count=num_seqs)
+    host_ids = None if first_ids is not None else np.fromiter((e.token_ids[0] for e in entries), dtype=np.int64,
+                                                              count=num_seqs)
     params = [e.sampling_params for e in entries]
     outputs = [e.num_output_tokens for e in entries]
     # One batch for all forwards (its tensors cross to the device once); only the seeds of
     # seeded rows move with the output position.
     batch = prepare_sampling_batch(params, outputs, runner.arch.vocab_size, runner.device)
-    size = runner.graphs.load(positions, slots, seq_lens, block_tables, first_ids) if runner.graphs else None
-    input_ids: np.ndarray | torch.Tensor = first_ids
+    size = runner.graphs.load(positions, slots, seq_lens, block_tables, host_ids) if runner.graphs else None
+    input_ids: np.ndarray | torch.Tensor = first_ids if first_ids is not None else host_ids
     tokens = []
     for step in range(num_steps):
         if size is not None:
-            logits = runner.graphs.replay(size, step, num_seqs, input_ids if step else None)
+            logits = runner.graphs.replay(size, step, num_seqs, input_ids if step or first_ids is not None else None)
         else:
             logits = eager_decode_forward(runner, input_ids, positions[step], slots[step], seq_lens[step], block_tables)
         runner._mask_early_stop(logits, [(e, n + step) for e, n in zip(entries, outputs)])  # [B, V] fp32
@@ -109,6 +127,67 @@ def launch_decode_steps(runner, entries: Sequence[ScheduledRequest]) -> PendingT
         input_ids = runner.sampler.sample(logits, step_batch)  # [B] on the device: the next forward's input
         tokens.append(input_ids)
     return PendingTokens(entries, num_steps_each, torch.stack(tokens))  # waiting on it: the one host sync
+
+
+@dataclasses.dataclass
+class QueuedSteps:
+    """A next step's forwards queued before its plan exists (async scheduling, above)."""
+
+    entries: tuple[ScheduledRequest, ...]  # the predicted plan's entries
+    pending: PendingTokens
+
+    def adopt(self, entries: Sequence[ScheduledRequest]) -> PendingTokens | None:
+        """The queued run's tokens for the plan `entries` when every entry is one of the predicted
+        (same start, placeholders, output count, sampling settings and blocks), else None. Its
+        wait() may also give tokens of predicted requests the plan left out; the caller ignores them."""
+        predicted = {e.request_id: e for e in self.entries}
+        for entry in entries:
+            p = predicted.get(entry.request_id)
+            if (p is None or p.start_position != entry.start_position or p.num_draft_tokens != entry.num_draft_tokens
+                    or p.num_output_tokens != entry.num_output_tokens or p.sampling_params is not entry.sampling_params
+                    or entry.block_ids[:len(p.block_ids)] != p.block_ids):
+                return None
+        return self.pending
+
+
+def predict_next_entries(entries: Sequence[ScheduledRequest], num_scheduler_steps: int, max_model_len: int,
+                         block_size: int) -> tuple[ScheduledRequest, ...] | None:
+    """The next multi-step plan if nothing changes: each request advanced by this step's tokens,
+    with the placeholders the scheduler will give it (Scheduler._num_draft_tokens); a request this
+    step finishes by length is left out. None when the next step cannot be predicted: nothing
+    would run, or a request lacks slots."""
+    predicted = []
+    for e in entries:
+        steps = e.num_draft_tokens + 1
+        num_tokens = e.start_position + 1 + steps  # the request's tokens after this step
+        num_outputs = e.num_output_tokens + steps
+        room = min(e.sampling_params.max_tokens - num_outputs, max_model_len - num_tokens)
+        if room <= 0:
+            continue  # this step ends it
+        num_draft = max(min(num_scheduler_steps - 1, room - 1), 0)
+        start = num_tokens - 1
+        if start + num_draft >= len(e.block_ids) * block_size:
+            return None  # no look-ahead slots (the scheduler gives them only when they fit)
+        predicted.append(dataclasses.replace(
+            e, token_ids=(PLACEHOLDER_TOKEN_ID,) * (num_draft + 1), start_position=start,
+            num_output_tokens=num_outputs, num_draft_tokens=num_draft))
+    return tuple(predicted) if predicted else None
+
+
+def queue_next_steps(runner, entries: Sequence[ScheduledRequest], pending: PendingTokens,
+                     num_scheduler_steps: int, max_model_len: int) -> QueuedSteps | None:
+    """Queues the predicted next step's forwards behind `pending`'s (async scheduling, above), fed
+    the last token each request samples in `pending`; None when it cannot be predicted."""
+    predicted = predict_next_entries(entries, num_scheduler_steps, max_model_len, runner.block_size)
+    if predicted is None:
+        return None
+    # `pending` may be a queued run adopted for a part of its batch: find each request's column there.
+    column_of = {e.request_id: b for b, e in enumerate(pending.entries)}
+    columns = np.fromiter((column_of[e.request_id] for e in predicted), dtype=np.int64, count=len(predicted))
+    last_rows = pending.num_steps_each[columns] - 1
+    index = to_device(last_rows * pending.num_seqs + columns, runner.device, torch.int64)
+    first_ids = pending.tokens.reshape(-1).index_select(0, index)
+    return QueuedSteps(predicted, launch_decode_steps(runner, predicted, first_ids))
 
 
 def eager_decode_forward(runner, input_ids: np.ndarray | torch.Tensor, positions: np.ndarray, slots: np.ndarray,

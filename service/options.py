@@ -121,6 +121,8 @@ GROUPS: dict[str, tuple[Option, ...]] = {
            "it for batch-1 decode", is_bool=True),
         _e("--disable-async-output-proc", "disable_async_output_proc", parse_bool,
            "detokenize each multi-step step before the next one starts, not while it runs", is_bool=True),
+        _e("--async-scheduling", "async_scheduling", parse_bool, "queue the next multi-step step's forwards before "
+           "this step's tokens reach the host (default: on on CUDA)", is_bool=True),
         _e("--speculative-config", "speculative", parse_json_map, "speculative decoding as JSON, e.g. "
            '\'{"method": "ngram", "num_tokens": 4}\'', metavar="JSON"),
         _e("--tensor-parallel-size", "tensor_parallel_size", int, "GPUs per model"),

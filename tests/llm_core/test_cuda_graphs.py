@@ -42,16 +42,22 @@ def test_graph_decode_equals_eager(checkpoints, arch, num_prompts):
     params = [SamplingParams(max_tokens=40 + 7 * i, temperature=0.0, ignore_eos=True) for i in range(num_prompts)]
     seeded = [SamplingParams(max_tokens=30, temperature=1.0, seed=i, ignore_eos=True) for i in range(num_prompts)]
     results = {}
-    # eager single steps; graphs single steps; graphs with 4 decode forwards per step (the default)
-    for eager, num_steps in ((True, 1), (False, 1), (False, None)):
+    # eager single steps; graphs single steps; graphs with 4 decode forwards per step (the default),
+    # with the next step queued before this one's tokens reach the host (async scheduling, the
+    # default) and without
+    for eager, num_steps, ahead in ((True, 1, None), (False, 1, None), (False, None, None), (False, None, False)):
         llm = LLM(str(checkpoints[arch]), device="cuda", dtype="float32", max_model_len=256, max_num_seqs=16,
-                  block_size=16, enforce_eager=eager, num_scheduler_steps=num_steps)
+                  block_size=16, enforce_eager=eager, num_scheduler_steps=num_steps, async_scheduling=ahead)
         assert (llm.engine.runner.graphs is None) == eager
-        results[eager, num_steps] = ([o.token_ids for o in llm.generate(prompts, params)],
-                                     [o.token_ids for o in llm.generate(prompts, seeded)])
+        assert llm.engine.async_scheduling == (num_steps is None and ahead is None)
+        results[eager, num_steps, ahead] = ([o.token_ids for o in llm.generate(prompts, params)],
+                                            [o.token_ids for o in llm.generate(prompts, seeded)])
+        if llm.engine.async_scheduling:
+            assert llm.engine.runner.num_queued_adopted > 4
         del llm
-    assert results[False, 1] == results[True, 1]
-    assert results[False, None] == results[True, 1]
+    assert results[False, 1, None] == results[True, 1, None]
+    assert results[False, None, None] == results[True, 1, None]
+    assert results[False, None, False] == results[True, 1, None]
 
 
 def _repeating_prompts_eager(checkpoint, num_prompts: int, repeats: int):
