@@ -80,6 +80,8 @@ async def main_async(args) -> dict:
                "max_num_seqs": args.max_num_seqs}
     if args.num_scheduler_steps is not None:
         options["num_scheduler_steps"] = args.num_scheduler_steps
+    if args.async_scheduling is not None:
+        options["async_scheduling"] = args.async_scheduling
     if args.device == "cpu":
         options["dtype"] = "float32"
     rows = []
@@ -90,7 +92,8 @@ async def main_async(args) -> dict:
                                        vocab_size, seed=int(rate * 1000)))
             print(f"rate {rate:g} req/s done: {rows[-1]['output_tok_s']:.0f} out tok/s", flush=True)
     return {"model": args.model or f"random {args.shape}", "device": args.device, "prompt_len": args.prompt_len,
-            "output_len": args.output_len, "num_scheduler_steps": args.num_scheduler_steps, "rates": rows}
+            "output_len": args.output_len, "num_scheduler_steps": args.num_scheduler_steps,
+            "async_scheduling": args.async_scheduling, "rates": rows}
 
 
 def main() -> None:
@@ -104,6 +107,8 @@ def main() -> None:
     parser.add_argument("--output-len", type=int, default=128)
     parser.add_argument("--max-num-seqs", type=int, default=256)
     parser.add_argument("--num-scheduler-steps", type=int, default=None)
+    parser.add_argument("--async-scheduling", action=argparse.BooleanOptionalAction, default=None,
+                        help="the engine's option (default: the engine's choice, on on CUDA)")
     parser.add_argument("--out", default="bench_serving.json")
     args = parser.parse_args()
     result = asyncio.run(main_async(args))

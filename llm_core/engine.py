@@ -276,10 +276,14 @@ class LLMEngine:
 
     def step(self) -> list[CompletionDelta]:
         failed = self._admit_compiled()
-        multi_step = self._give_multi_step_placeholders()
+        # Async scheduling: when forwards were queued for this step (the multi-step step predicted
+        # last step), the running requests take them, and requests that arrived since are admitted
+        # by the step after: the GPU runs the queued forwards anyway, so nothing waits longer.
+        queued = self.runner.has_queued_steps
+        multi_step = self._give_multi_step_placeholders(queued)
         # The last multi-step step's outputs first (their stop strings end requests before this plan).
         earlier = self._process_pending_updates() if not multi_step else []
-        plan = self.scheduler.schedule()
+        plan = self.scheduler.schedule(admit=not (multi_step and queued))
         if multi_step:
             for request in self.scheduler.running:  # those the step left out start the next one clean
                 request.spec_token_ids = []
@@ -337,14 +341,15 @@ class LLMEngine:
         self._release([d.request_id for d in deltas if d.finished])
         return deltas
 
-    def _give_multi_step_placeholders(self) -> bool:
+    def _give_multi_step_placeholders(self, queued: bool = False) -> bool:
         """Multi-step decoding for this step (llm_core/multi_step.py): when every running request
-        decodes with nothing to do on the host between tokens and nothing waits, each gets
-        num_scheduler_steps - 1 placeholder drafts. Returns whether it did."""
+        decodes with nothing to do on the host between tokens and nothing waits (or, `queued`, its
+        forwards are queued already: waiting requests are then admitted by the next step), each
+        gets num_scheduler_steps - 1 placeholder drafts. Returns whether it did."""
         k = self.num_scheduler_steps
         running = self.scheduler.running
-        if (k <= 1 or not running or self.speculator is not None or self.scheduler.waiting
-                or self._waiting_for_grammar or self.config.tensor_parallel_size > 1):
+        if (k <= 1 or not running or self.speculator is not None or self.config.tensor_parallel_size > 1
+                or (not queued and (self.scheduler.waiting or self._waiting_for_grammar))):
             return False
         for request in running:
             if (request.num_computed_tokens != request.num_tokens - 1 or request.sampling_params.logprobs is not None

@@ -190,6 +190,11 @@ class ModelRunner:
             self._queued = queue_next_steps(self, plan.requests, pending, queue_next, self.max_model_len)
         return pending
 
+    @property
+    def has_queued_steps(self) -> bool:
+        """Whether the last multi-step launch queued the predicted next step's forwards."""
+        return self._queued is not None
+
     def drop_queued_steps(self) -> None:
         """Forget the forwards queued for a next multi-step step (this step is not that one).
         They still run; their tokens are never read and their KV writes are redone (multi_step.py)."""

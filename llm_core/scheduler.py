@@ -90,14 +90,16 @@ class Scheduler:
         return len(self.running)
 
     # Planning
-    def schedule(self) -> SchedulerOutput:
+    def schedule(self, admit: bool = True) -> SchedulerOutput:
+        """The next step's plan. admit=False: running requests only (no waiting request is admitted
+        and none preempts for one), for a step whose work is already queued on the device."""
         now = self._clock()
         key = self._urgency_key(now)
         budget = self.config.max_num_batched_tokens
         self.running.sort(key=key)
         self.waiting.sort(key=key)
         preempted: list[str] = []
-        if self.config.policy == "priority":
+        if self.config.policy == "priority" and admit:
             self._preempt_for_urgent_waiting(key, budget, preempted)
 
         scheduled: list[ScheduledRequest] = []
@@ -127,7 +129,7 @@ class Scheduler:
                 budget -= num_new + num_draft
                 i += 1
 
-        if not preempted_for_blocks:
+        if not preempted_for_blocks and admit:
             budget = self._admit_waiting(budget, scheduled, frozenset(preempted), encoder)
 
         finished, self._finished_ids = tuple(self._finished_ids), []

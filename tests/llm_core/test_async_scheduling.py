@@ -1,7 +1,8 @@
 """Async scheduling (llm_core/multi_step.py): the next multi-step step's forwards are queued before
 this step's tokens reach the host. Outputs equal single-step decoding whether the queued run is
-adopted (the plan was the predicted one, or a part of it) or dropped (a request arrived, one was
-preempted), and the KV writes of a dropped run corrupt neither the cache nor prefix hits."""
+adopted (the plan was the predicted one, or a part of it; a request that arrived meanwhile waits
+one step) or dropped (preemption), and the KV writes of a dropped run corrupt neither the cache
+nor prefix hits."""
 
 from __future__ import annotations
 
@@ -104,9 +105,14 @@ def test_arrival_and_abort_mid_run(checkpoint, single):
         _step_all(engine, received)
     assert runner._queued is not None
     dropped, adopted = runner.num_queued_dropped, runner.num_queued_adopted
-    c = engine.add_request({"prompt_token_ids": prompts[2]}, params)  # the next plan admits it: not predicted
+    # A request arrives: the step whose forwards are queued runs them for a and b; c is admitted
+    # by the step after (nothing was queued for it, since c waited).
+    c = engine.add_request({"prompt_token_ids": prompts[2]}, params)
     _step_all(engine, received)
-    assert runner.num_queued_dropped == dropped + 1 and runner.num_queued_adopted == adopted
+    assert runner.num_queued_adopted == adopted + 1 and runner.num_queued_dropped == dropped
+    assert [r.request_id for r in engine.scheduler.waiting] == [c] and runner._queued is None
+    _step_all(engine, received)
+    assert c in {r.request_id for r in engine.scheduler.running}
     for _ in range(3):
         _step_all(engine, received)
     engine.abort_request([a])

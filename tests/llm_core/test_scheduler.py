@@ -192,6 +192,21 @@ def test_priority_preempts_when_seats_full():
     assert sched.num_preemptions == 1
 
 
+def test_running_only_step_admits_nobody_and_preempts_for_nobody():
+    """schedule(admit=False) (a step whose forwards async scheduling queued already): the running
+    requests only; waiting ones, urgent or not, are admitted by the next plan."""
+    sched = make_scheduler(policy="priority", max_num_seqs=1)
+    sched.add_request(make_request("low", priority=5, arrival=0.0, max_tokens=8))
+    step(sched)
+    sched.add_request(make_request("urgent", priority=0, arrival=1.0, max_tokens=2))
+    plan = sched.schedule(admit=False)
+    assert [e.request_id for e in plan.requests] == ["low"] and not plan.preempted_request_ids
+    sched.update_from_output(plan, {"low": 7})
+    assert [r.request_id for r in sched.waiting] == ["urgent"]
+    plan, _ = step(sched)
+    assert plan.preempted_request_ids == ("low",) and [e.request_id for e in plan.requests] == ["urgent"]
+
+
 def test_priority_preempts_when_blocks_short():
     sched = make_scheduler(policy="priority", num_blocks=6)  # 5 usable blocks
     sched.add_request(make_request("low", 16, priority=3, arrival=0.0, max_tokens=3))
