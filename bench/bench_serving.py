@@ -90,7 +90,11 @@ async def main_async(args) -> dict:
         for rate in args.rates:
             rows.append(await run_rate(client, rate, args.num_requests, args.prompt_len, args.output_len,
                                        vocab_size, seed=int(rate * 1000)))
-            print(f"rate {rate:g} req/s done: {rows[-1]['output_tok_s']:.0f} out tok/s", flush=True)
+            stats = await client.stats()
+            rows[-1]["engine"] = {k: stats.get(k) for k in ("num_steps", "queued_steps_adopted", "queued_steps_dropped",
+                                                            "num_preemptions")}
+            print(f"rate {rate:g} req/s done: {rows[-1]['output_tok_s']:.0f} out tok/s; engine counters "
+                  f"since start {rows[-1]['engine']}", flush=True)
     return {"model": args.model or f"random {args.shape}", "device": args.device, "prompt_len": args.prompt_len,
             "output_len": args.output_len, "num_scheduler_steps": args.num_scheduler_steps,
             "async_scheduling": args.async_scheduling, "rates": rows}

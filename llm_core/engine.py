@@ -388,6 +388,8 @@ class LLMEngine:
         return {"num_running": self.scheduler.num_running, "num_waiting": self.scheduler.num_waiting,
                 "num_preemptions": self.scheduler.num_preemptions, "kv_usage": self.kv_cache_manager.usage,
                 "prefix_cache_queries": queries, "prefix_cache_hits": hits,
+                "queued_steps_adopted": self.runner.num_queued_adopted,
+                "queued_steps_dropped": self.runner.num_queued_dropped,
                 **(self.speculator.metrics() if self.speculator is not None else {}),
                 **self.telemetry.stats(), **self._item_metrics()}
 

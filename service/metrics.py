@@ -129,6 +129,10 @@ class EngineCollector:
         yield from _counters(stats, {
             "num_steps": ("tributary_engine_steps", "Engine steps run"),
             "num_preemptions": ("tributary_preemptions", "Preemptions of running requests"),
+            "queued_steps_adopted": ("tributary_queued_steps_adopted", "Multi-step steps run on forwards queued a "
+                                     "step ahead (async scheduling)"),
+            "queued_steps_dropped": ("tributary_queued_steps_dropped", "Forwards queued a step ahead whose step "
+                                     "did not come (their GPU time is lost)"),
             "prefix_cache_queries": ("tributary_prefix_cache_queries", "Prompt tokens looked up in the prefix cache"),
             "prefix_cache_hits": ("tributary_prefix_cache_hits", "Prompt tokens found in the prefix cache"),
             "embedding_cache_hits": ("tributary_embedding_cache_hits", "Media items found in the embedding cache"),

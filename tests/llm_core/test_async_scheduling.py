@@ -76,6 +76,9 @@ def test_mixed_batch_equals_single_step(checkpoint, single, num_steps):
     assert runner._queued is None  # the last request ends by length: nothing was queued past it
     assert any(o.num_cached_tokens > 0 for o in got)
     assert llm.engine.kv_cache_manager.num_free_blocks == llm.engine.num_blocks - 1  # every block back
+    stats = llm.engine.stats()
+    assert (stats["queued_steps_adopted"], stats["queued_steps_dropped"]) == \
+        (runner.num_queued_adopted, runner.num_queued_dropped)
 
 
 def test_a_request_that_ends_leaves_the_queued_run_usable_for_the_others(checkpoint, single):

@@ -78,6 +78,7 @@ def test_metrics_parse_and_move_with_requests(server):
     assert grew("tributary_request_queue_time_seconds_count") == 3
     assert grew("tributary_grammar_compile_time_seconds_count") == 1
     assert grew("tributary_prefix_cache_queries_total") > 0
+    assert value(after, "tributary_queued_steps_adopted_total") == 0  # async scheduling is off on the CPU
     assert value(after, "tributary_num_requests_running") == 0 and value(after, "tributary_num_requests_waiting") == 0
 
 
