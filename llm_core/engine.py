@@ -21,7 +21,7 @@ from llm_core.distributed.executor import TensorParallelExecutor
 from llm_core.distributed.layers import enable_skinny_kernels
 from llm_core.engine_telemetry import EngineTelemetry
 from llm_core.kv_memory import kv_budget_bytes, plan_num_blocks
-from llm_core.memory_profile import profile_peak_bytes, reset_peak
+from llm_core.memory_profile import profile_peak_bytes, reset_peak, warm_up_query_lengths
 from llm_core.model_runner import MAX_VERIFY_GRAPH_BATCH, ModelRunner
 from llm_core.models.arch_config import ArchConfig, read_hf_config
 from llm_core.models.registry import build_model
@@ -103,6 +103,9 @@ class LLMEngine:
             model, self.tp.rank_arch, device=self.device, dtype=self.dtype, block_size=cache.block_size,
             num_tokens=min(config.scheduler.max_num_batched_tokens, self.max_model_len),
             num_logits=config.scheduler.max_num_seqs))
+        if profile:  # the short-query tile shapes compile now, not in the middle of serving
+            warm_up_query_lengths(model, self.tp.rank_arch, device=self.device, dtype=self.dtype,
+                                  block_size=cache.block_size)
         budget = kv_budget_bytes(cache, self.device, peak + self._graph_memory(config, draft))
         budget = self.tp.agree_kv_budget(budget)  # the smallest over the ranks (this one's at size 1)
         if draft is not None:  # the draft's cache has a block for each of the target's (same block ids)

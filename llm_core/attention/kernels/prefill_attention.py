@@ -94,7 +94,7 @@ def find_seq_idx(query_start_loc_ptr, q_block, num_seqs, BLOCK_Q: tl.constexpr):
     return lo - 1
 
 
-@triton.jit
+@triton.jit(do_not_specialize=['num_seqs', 'stride_bt'])  # varies per eager step: one compile, not one per value class
 def prefill_attention_kernel(
     out_ptr, q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, seq_lens_ptr, query_start_loc_ptr,
     qk_scale, sliding_window, num_seqs,
