@@ -3,8 +3,9 @@ for each way the engine can run it, in one process on one checkpoint.
 
     python -m bench.bench_decode_forward --shape llama-3.2-1b --out decode_forward.json
 
-Variants: cuBLAS linears + the unfused Triton kernels; the Triton GEMV for the linears, unfused
-(the engine's default on Hopper); the fused decode path (`fused_decode`, llm_core/models/llama.py); the last two also with
+Variants: cuBLAS linears + the unfused Triton kernels; the Triton GEMV for the linears, unfused;
+the fused decode path (`fused_decode`, llm_core/models/llama.py; with the GEMV, the engine's default
+on Hopper); the last two also with
 programmatic dependent launch off (TRIBUTARY_DISABLE_PDL=1). Each engine is built, decodes a few
 tokens, then its batch-1 graph is replayed back to back: median microseconds per replay over 5 runs
 of 50, against the weight-streaming floor (weight bytes / copy bandwidth, as bench_throughput). For
@@ -33,7 +34,7 @@ VARIANTS = [  # name, skinny_gemv, fused path, PDL
     ("cuBLAS + unfused Triton kernels", False, False, True),
     ("Triton GEMV, unfused", True, False, True),
     ("Triton GEMV, unfused, no PDL", True, False, False),
-    ("fused decode path", True, True, True),
+    ("fused decode path (the default)", True, True, True),
     ("fused decode path, no PDL", True, True, False),
 ]
 

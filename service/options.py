@@ -117,8 +117,8 @@ GROUPS: dict[str, tuple[Option, ...]] = {
         _e("--enforce-eager", "enforce_eager", parse_bool, "no CUDA graphs", is_bool=True),
         _e("--skinny-gemv", "skinny_gemv", parse_bool, "Triton GEMV kernel for linears of one row, batch-1 "
            "decode (default: on for Hopper GPUs at tensor-parallel size 1)", is_bool=True),
-        _e("--fused-decode", "fused_decode", parse_bool, "with the GEMV kernel: norms and SiLU-and-mul fused into "
-           "it for batch-1 decode", is_bool=True),
+        _e("--fused-decode", "fused_decode", parse_bool, "with the GEMV kernel: SiLU-and-mul fused into it and "
+           "rotary + KV store in one kernel for batch-1 decode (default: on with the GEMV kernel)", is_bool=True),
         _e("--disable-async-output-proc", "disable_async_output_proc", parse_bool,
            "detokenize each multi-step step before the next one starts, not while it runs", is_bool=True),
         _e("--async-scheduling", "async_scheduling", parse_bool, "queue the next multi-step step's forwards before "

@@ -5,14 +5,13 @@ normalizes q and k per head before the rotary embedding. q/k/v and gate/up are e
 merged projection; the loader fills their slices from the checkpoint's separate tensors.
 
 Fused decode (`fused_decode`, set with the skinny GEMV kernels: enable_skinny_kernels): a step of
-at most FUSED_DECODE_MAX_ROWS tokens, one per sequence, runs each layer as six kernels launched
-with programmatic dependent launch (llm_core/layers/kernels/pdl.py): q/k/v GEMV; rotary + KV
-store; decode attention; o GEMV adding the residual, whose last program writes the post-attention
-RMSNorm of the new stream; gate/up GEMV writing SiLU-and-mul; down GEMV adding the residual, whose
-last program writes the next layer's input RMSNorm (the final norm after the last layer). The
-work that the unfused path does in norm and activation kernels is done once per element by the
-programs that finish last (gemv.py); each rounds where the unfused layers round. Not for tensor
-parallelism or q/k norms (Qwen3).
+at most FUSED_DECODE_MAX_ROWS tokens, one per sequence, runs each layer as eight kernels launched
+with programmatic dependent launch (llm_core/layers/kernels/pdl.py): input RMSNorm (adding the
+residual); q/k/v GEMV; rotary + KV store in one kernel; decode attention; o GEMV; post-attention
+RMSNorm (adding the residual); gate/up GEMV whose column blocks of gate and up meet in one program
+that writes SiLU-and-mul (gemv.py); down GEMV. Each rounds where the unfused layers round. (The
+GEMV can also add the residual and write the next RMSNorm in its last program; on the H100 that
+cost what the norm kernels did, docs/performance.md.) Not for tensor parallelism or q/k norms (Qwen3).
 """
 
 from __future__ import annotations
@@ -160,7 +159,7 @@ class LlamaForCausalLM(nn.Module):
         """forward() of a decode step of few tokens on the fused kernels (module docstring)."""
         from llm_core.attention.kernels import decode_attention
         from llm_core.attention.kernels.rotary_store import rotary_store
-        from llm_core.layers.kernels.gemv import NormOutput, skinny_linear
+        from llm_core.layers.kernels.gemv import skinny_linear
         from llm_core.layers.kernels.rms_norm import rms_norm
 
         num_tokens = x.shape[0]
@@ -177,12 +176,12 @@ class LlamaForCausalLM(nn.Module):
             if num_real_tokens < num_tokens:
                 out[num_real_tokens:].zero_()
             decode_attention(q, k_cache, v_cache, meta, attn.scale, out=out, sliding_window=attn.sliding_window)
+            o = skinny_linear(out.view(num_tokens, attn.q_size), attn.o_proj.weight, attn.o_proj.bias)
             ln = layer.post_attention_layernorm
-            h, normed = skinny_linear(out.view(num_tokens, attn.q_size), attn.o_proj.weight, attn.o_proj.bias,
-                                      residual=h, norm=NormOutput(ln.weight, ln.eps))
+            normed, h = rms_norm(o, ln.weight, ln.eps, residual=h)
             act = skinny_linear(normed, mlp.gate_up_proj.weight, mlp.gate_up_proj.bias, silu_pairs=True)
-            h, normed = skinny_linear(act, mlp.down_proj.weight, mlp.down_proj.bias, residual=h,
-                                      norm=NormOutput(next_norm.weight, next_norm.eps))
+            down = skinny_linear(act, mlp.down_proj.weight, mlp.down_proj.bias)
+            normed, h = rms_norm(down, next_norm.weight, next_norm.eps, residual=h)
         return normed
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:

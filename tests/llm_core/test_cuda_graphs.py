@@ -115,21 +115,23 @@ def test_draft_model_graphs_equal_eager(checkpoints, tmp_path, num_prompts):
 @cuda
 def test_skinny_gemv_engine_equals_cublas(checkpoints):
     """skinny_gemv=True (batch-1 decode linears on the Triton GEMV kernel, in CUDA graphs), alone
-    and with fused_decode, gives the greedy tokens of cuBLAS (fp32), each prompt decoded alone so
+    and with fused_decode, and the defaults (both on on Hopper) give the greedy tokens of cuBLAS (fp32), each prompt decoded alone so
     that every decode step has one row; the fused path's kernels run in the graph replays."""
     from llm_core.distributed.layers import ColumnParallelLinear
 
     prompts = _prompts(5, seed=17)
     params = SamplingParams(max_tokens=40, temperature=0.0, ignore_eos=True)
     outputs = {}
-    for skinny, fused in ((False, False), (True, False), (True, True)):
+    hopper = torch.cuda.get_device_capability()[0] >= 9  # the defaults (None): both on there
+    for skinny, fused in ((False, False), (True, False), (True, True), (None, None)):
         llm = LLM(str(checkpoints["llama"]), device="cuda", dtype="float32", max_model_len=256, max_num_seqs=8,
                   skinny_gemv=skinny, fused_decode=fused)
         model = llm.engine.runner.model
         linears = [m for m in model.modules() if isinstance(m, ColumnParallelLinear)]
-        assert linears and all(m.use_skinny_kernel == skinny for m in linears)
-        assert model.fused_decode == fused
+        assert linears and all(m.use_skinny_kernel == (skinny if skinny is not None else hopper) for m in linears)
+        assert model.fused_decode == (fused if fused is not None else hopper)
         outputs[skinny, fused] = [llm.generate([p], params)[0].token_ids for p in prompts]
         del llm
     assert outputs[True, False] == outputs[False, False]
     assert outputs[True, True] == outputs[False, False]
+    assert outputs[None, None] == outputs[False, False]
