@@ -80,8 +80,8 @@ class ModelConfig:
     # programmatic dependent launch) at tensor-parallel size 1; off elsewhere.
     skinny_gemv: bool | None = None
     # With skinny_gemv: batch-1 decode steps on the fused decode path (llm_core/models/llama.py:
-    # SiLU-and-mul inside the gate/up GEMV, rotary + KV store in one kernel; on the H100 0.3% and
-    # 2% less GPU time per forward in two runs, docs/performance.md). None: on wherever skinny_gemv is.
+    # SiLU-and-mul inside the gate/up GEMV, rotary + KV store in one kernel; on the H100 equal or
+    # slightly faster than the unfused kernels, docs/performance.md). None: on wherever skinny_gemv is.
     fused_decode: bool | None = None
 
     def __post_init__(self) -> None:
