@@ -30,7 +30,8 @@ MIN_KEYS_PER_SPLIT = 256
 SELF_REDUCE_MAX_SPLITS = 32
 
 
-@triton.jit(do_not_specialize=['num_splits', 'stride_bt'])  # varies per eager step: one compile, not one per value class
+# Arguments that vary per eager step are not specialized: one compile, not one per value class.
+@triton.jit(do_not_specialize=["num_splits", "stride_bt"])
 def decode_attention_kernel(
     out_ptr, partial_m_ptr, partial_l_ptr, partial_acc_ptr, counters_ptr, q_ptr, k_cache_ptr, v_cache_ptr,
     block_tables_ptr, seq_lens_ptr, query_start_loc_ptr, qk_scale, sliding_window, num_splits,
@@ -126,7 +127,8 @@ def _combine_splits(out_ptr, partial_m_ptr, partial_l_ptr, partial_acc_ptr, toke
     tl.store(out_ptr + token * stride_o_t + head * stride_o_h + offs_d, result.to(out_ptr.dtype.element_ty), mask=d_ok)
 
 
-@triton.jit(do_not_specialize=['num_splits'])  # varies per eager step: one compile, not one per value class
+# Arguments that vary per eager step are not specialized: one compile, not one per value class.
+@triton.jit(do_not_specialize=["num_splits"])
 def decode_reduce_kernel(
     out_ptr, partial_m_ptr, partial_l_ptr, partial_acc_ptr, query_start_loc_ptr, num_splits, stride_o_t, stride_o_h,
     NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr, SPLITS_PAD: tl.constexpr,

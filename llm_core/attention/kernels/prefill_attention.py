@@ -94,7 +94,8 @@ def find_seq_idx(query_start_loc_ptr, q_block, num_seqs, BLOCK_Q: tl.constexpr):
     return lo - 1
 
 
-@triton.jit(do_not_specialize=['num_seqs', 'stride_bt'])  # varies per eager step: one compile, not one per value class
+# Arguments that vary per eager step are not specialized: one compile, not one per value class.
+@triton.jit(do_not_specialize=["num_seqs", "stride_bt"])
 def prefill_attention_kernel(
     out_ptr, q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, seq_lens_ptr, query_start_loc_ptr,
     qk_scale, sliding_window, num_seqs,
