@@ -6,14 +6,13 @@ nor prefix hits."""
 
 from __future__ import annotations
 
-import random
-
 import pytest
 
 from llm_core import LLM, SamplingParams
 from llm_core.multi_step import predict_next_entries
 from llm_core.scheduler_output import ScheduledRequest
 from tests.helpers.checkpoints import make_text_checkpoint
+from tests.helpers.generation import random_prompts, summary
 
 
 @pytest.fixture(scope="module")
@@ -24,15 +23,6 @@ def checkpoint(tmp_path_factory):
 @pytest.fixture(scope="module")
 def single(checkpoint):
     return LLM(checkpoint, device="cpu", max_model_len=192, num_scheduler_steps=1)
-
-
-def _prompts(n: int, seed: int) -> list[list[int]]:
-    rng = random.Random(seed)
-    return [[rng.randrange(3, 400) for _ in range(rng.randrange(1, 50))] for _ in range(n)]
-
-
-def _summary(outputs, cached: bool = False):
-    return [(o.token_ids, o.finish_reason, o.text) + ((o.num_cached_tokens,) if cached else ()) for o in outputs]
 
 
 def _async_llm(checkpoint, num_steps: int = 4, **options) -> LLM:
@@ -52,7 +42,7 @@ def test_off_by_default_on_the_cpu_and_with_what_it_cannot_serve(checkpoint):
 
 @pytest.mark.parametrize("num_steps", [2, 4])
 def test_mixed_batch_equals_single_step(checkpoint, single, num_steps):
-    prompts = _prompts(8, seed=num_steps + 50)
+    prompts = random_prompts(8, seed=num_steps + 50)
     probe = single.generate(prompts[2:3], SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True))[0]
     stop_token = probe.token_ids[6]  # a token greedy decoding reaches mid-run
     text = single.generate(prompts[:1], SamplingParams(max_tokens=24, temperature=0.0, ignore_eos=True))[0].text
@@ -70,7 +60,7 @@ def test_mixed_batch_equals_single_step(checkpoint, single, num_steps):
     llm = _async_llm(checkpoint, num_steps)
     for _ in range(2):  # the second round hits the prefix cache that the first (and its queued runs) filled
         got = llm.generate(prompts, params)
-        assert _summary(got) == _summary(expected)
+        assert summary(got) == summary(expected)
     runner = llm.engine.runner
     assert runner.num_queued_adopted > 5  # most steps ran on forwards queued a step ahead
     assert runner._queued is None  # the last request ends by length: nothing was queued past it
@@ -84,10 +74,10 @@ def test_mixed_batch_equals_single_step(checkpoint, single, num_steps):
 def test_a_request_that_ends_leaves_the_queued_run_usable_for_the_others(checkpoint, single):
     """Requests of different lengths end one by one; each following plan is a part of the
     predicted one, so the queued runs are still adopted."""
-    prompts = _prompts(4, seed=3)
+    prompts = random_prompts(4, seed=3)
     params = [SamplingParams(max_tokens=n, temperature=0.0, ignore_eos=True) for n in (6, 13, 21, 40)]
     llm = _async_llm(checkpoint)
-    assert _summary(llm.generate(prompts, params)) == _summary(single.generate(prompts, params))
+    assert summary(llm.generate(prompts, params)) == summary(single.generate(prompts, params))
     # 40 tokens, 4 per step after the first: about 10 multi-step steps, each but the first adopted
     assert llm.engine.runner.num_queued_adopted >= 7
 
@@ -100,7 +90,7 @@ def _step_all(engine, received: dict) -> None:
 def test_arrival_and_abort_mid_run(checkpoint, single):
     engine = _async_llm(checkpoint).engine
     runner = engine.runner
-    prompts = _prompts(3, seed=17)
+    prompts = random_prompts(3, seed=17)
     params = SamplingParams(max_tokens=30, temperature=0.0, ignore_eos=True)
     a, b = (engine.add_request({"prompt_token_ids": p}, params) for p in prompts[:2])
     received: dict[str, list[int]] = {}
@@ -133,7 +123,7 @@ def test_arrival_and_abort_mid_run(checkpoint, single):
 def test_preemption_under_a_small_kv_pool(checkpoint, single):
     block_bytes = 2 * 2 * 16 * 2 * 16 * 4  # k and v, layers, block_size, kv heads, head_dim, fp32
     llm = _async_llm(checkpoint, num_steps=5, block_size=16, cpu_kv_cache_bytes=13 * block_bytes)
-    prompts = _prompts(4, seed=5)
+    prompts = random_prompts(4, seed=5)
     params = SamplingParams(max_tokens=60, temperature=0.0, ignore_eos=True)
     assert [o.token_ids for o in llm.generate(prompts, params)] == \
         [o.token_ids for o in single.generate(prompts, params)]

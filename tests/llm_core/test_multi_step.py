@@ -4,12 +4,11 @@ stands aside for requests that need the host between tokens."""
 
 from __future__ import annotations
 
-import random
-
 import pytest
 
 from llm_core import LLM, SamplingParams
 from tests.helpers.checkpoints import make_text_checkpoint
+from tests.helpers.generation import random_prompts, summary
 
 
 @pytest.fixture(scope="module")
@@ -20,15 +19,6 @@ def checkpoint(tmp_path_factory):
 @pytest.fixture(scope="module")
 def single(checkpoint):
     return LLM(checkpoint, device="cpu", max_model_len=192, num_scheduler_steps=1)
-
-
-def _prompts(n: int, seed: int) -> list[list[int]]:
-    rng = random.Random(seed)
-    return [[rng.randrange(3, 400) for _ in range(rng.randrange(1, 50))] for _ in range(n)]
-
-
-def _summary(outputs, cached: bool = False):
-    return [(o.token_ids, o.finish_reason, o.text) + ((o.num_cached_tokens,) if cached else ()) for o in outputs]
 
 
 def _count_steps(llm: LLM) -> list[int]:
@@ -44,7 +34,7 @@ def _count_steps(llm: LLM) -> list[int]:
 
 @pytest.mark.parametrize("num_steps", [2, 4, 7])
 def test_mixed_batch_equals_single_step(checkpoint, single, num_steps):
-    prompts = _prompts(8, seed=num_steps)
+    prompts = random_prompts(8, seed=num_steps)
     probe = single.generate(prompts[2:3], SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True))[0]
     stop_token = probe.token_ids[5]  # a token greedy decoding reaches mid-run
     params = [SamplingParams(max_tokens=40, temperature=0.0, ignore_eos=True),
@@ -59,14 +49,14 @@ def test_mixed_batch_equals_single_step(checkpoint, single, num_steps):
     steps = _count_steps(multi)
     expected = single.generate(prompts, params)
     got = multi.generate(prompts, params)
-    assert _summary(got) == _summary(expected)
+    assert summary(got) == summary(expected)
     assert expected[2].finish_reason == "stop" and expected[6].finish_reason == "length"
     longest = max(len(o.token_ids) for o in expected)
     assert steps[0] < longest  # several tokens per engine step, so the multi-step path ran
 
 
 def test_stop_strings_and_prefix_cache_hits_match(checkpoint, single):
-    prompts = _prompts(4, seed=99)
+    prompts = random_prompts(4, seed=99)
     text = single.generate(prompts[:1], SamplingParams(max_tokens=20, temperature=0.0, ignore_eos=True))[0].text
     stop = text[len(text) // 2: len(text) // 2 + 3]
     params = SamplingParams(max_tokens=20, temperature=0.0, ignore_eos=True, stop=[stop] if stop.strip() else None)
@@ -74,7 +64,7 @@ def test_stop_strings_and_prefix_cache_hits_match(checkpoint, single):
     multi = LLM(checkpoint, device="cpu", max_model_len=192, num_scheduler_steps=4)
     for _ in range(2):  # the second round hits the prefix cache
         got = multi.generate(prompts, params)
-        assert _summary(got, cached=True) == _summary(fresh.generate(prompts, params), cached=True)
+        assert summary(got, cached=True) == summary(fresh.generate(prompts, params), cached=True)
     assert all(o.num_cached_tokens > 0 for o in got if len(o.prompt_token_ids) > 16)
 
 
@@ -83,7 +73,7 @@ def test_preemption_under_a_small_kv_pool(checkpoint, single):
     block_bytes = 2 * 2 * 16 * 2 * 16 * 4  # k and v, layers, block_size, kv heads, head_dim, fp32
     multi = LLM(checkpoint, device="cpu", max_model_len=192, num_scheduler_steps=5, block_size=16,
                 cpu_kv_cache_bytes=13 * block_bytes)
-    prompts = _prompts(4, seed=5)
+    prompts = random_prompts(4, seed=5)
     params = SamplingParams(max_tokens=60, temperature=0.0, ignore_eos=True)
     assert [o.token_ids for o in multi.generate(prompts, params)] == \
         [o.token_ids for o in single.generate(prompts, params)]
@@ -91,7 +81,7 @@ def test_preemption_under_a_small_kv_pool(checkpoint, single):
 
 
 def test_requests_needing_the_host_between_tokens_run_single_steps(checkpoint, single):
-    prompts = _prompts(3, seed=8)
+    prompts = random_prompts(3, seed=8)
     params = [SamplingParams(max_tokens=12, temperature=0.0, logprobs=2),
               SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True),
               SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True)]
@@ -99,7 +89,7 @@ def test_requests_needing_the_host_between_tokens_run_single_steps(checkpoint, s
     steps = _count_steps(multi)
     got = multi.generate(prompts, params)
     expected = single.generate(prompts, params)
-    assert _summary(got) == _summary(expected)
+    assert summary(got) == summary(expected)
     assert got[0].logprobs == expected[0].logprobs
     assert steps[0] >= 12  # one token per step while the logprobs request runs
 
@@ -113,7 +103,7 @@ def test_option_is_validated():
 
 # Async output processing: a multi-step step's updates are detokenized during the next one.
 def test_outputs_equal_with_async_output_processing_off(checkpoint, single):
-    prompts = _prompts(6, seed=21)
+    prompts = random_prompts(6, seed=21)
     text = single.generate(prompts[:1], SamplingParams(max_tokens=24, temperature=0.0, ignore_eos=True))[0].text
     stop = text[len(text) // 2: len(text) // 2 + 3]
     params = [SamplingParams(max_tokens=24, temperature=0.0, ignore_eos=True, stop=[stop] if stop.strip() else None),
@@ -122,11 +112,11 @@ def test_outputs_equal_with_async_output_processing_off(checkpoint, single):
               SamplingParams(max_tokens=25, temperature=0.0, min_tokens=10),
               SamplingParams(max_tokens=180, temperature=0.0, ignore_eos=True),
               SamplingParams(max_tokens=13, temperature=0.0, ignore_eos=True)]
-    expected = _summary(single.generate(prompts, params))
+    expected = summary(single.generate(prompts, params))
     for disabled in (False, True):
         llm = LLM(checkpoint, device="cpu", max_model_len=192, num_scheduler_steps=4,
                   disable_async_output_proc=disabled)
-        assert _summary(llm.generate(prompts, params)) == expected
+        assert summary(llm.generate(prompts, params)) == expected
         assert llm.engine.kv_cache_manager.num_free_blocks == llm.engine.num_blocks - 1  # every block back
 
 
@@ -147,7 +137,7 @@ def _run_engine(engine, prompts, params) -> tuple[list[list], dict[str, list[int
 
 def test_deltas_of_a_multi_step_step_come_with_the_next_step(checkpoint):
     params = SamplingParams(max_tokens=21, temperature=0.0, ignore_eos=True)
-    prompts = _prompts(3, seed=31)
+    prompts = random_prompts(3, seed=31)
     deferred = LLM(checkpoint, device="cpu", max_model_len=192, num_scheduler_steps=4).engine
     direct = LLM(checkpoint, device="cpu", max_model_len=192, num_scheduler_steps=4,
                  disable_async_output_proc=True).engine
@@ -167,7 +157,7 @@ def test_deltas_of_a_multi_step_step_come_with_the_next_step(checkpoint):
 def test_abort_drops_a_request_s_kept_updates(checkpoint):
     engine = LLM(checkpoint, device="cpu", max_model_len=192, num_scheduler_steps=4).engine
     params = SamplingParams(max_tokens=30, temperature=0.0, ignore_eos=True)
-    a, b = (engine.add_request({"prompt_token_ids": p}, params) for p in _prompts(2, seed=41))
+    a, b = (engine.add_request({"prompt_token_ids": p}, params) for p in random_prompts(2, seed=41))
     received = {a: [], b: []}
     for _ in range(3):  # prefill, then multi-step steps whose updates are kept
         for d in engine.step():
