@@ -12,7 +12,7 @@ if not torch.cuda.is_available():
 
 from llm_core import LLM  # noqa: E402
 from llm_core.attention import get_attention_backend  # noqa: E402
-from llm_core.memory_profile import profile_peak_bytes  # noqa: E402
+from llm_core.memory_profile import profile_peak_bytes, warm_up_query_lengths  # noqa: E402
 from llm_core.models.arch_config import ArchConfig, read_hf_config  # noqa: E402
 from llm_core.models.registry import build_model  # noqa: E402
 from tests.helpers.checkpoints import make_text_checkpoint  # noqa: E402
@@ -32,6 +32,25 @@ def test_profiling_forward_runs_the_largest_step(tmp_path, backend_name):
         assert peak > weights
     else:
         assert peak == 0
+
+
+def test_warm_up_runs_every_short_query_length_once(tmp_path):
+    """The start-up warm-up (compiles of the attention kernels' short-query tile shapes) runs one
+    forward per power of two up to max_len, each one sequence that stores no key (slot -1)."""
+    path = make_text_checkpoint(tmp_path, "llama", seed=2)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    arch = ArchConfig.from_dict(read_hf_config(str(path)))
+    model = build_model(str(path), arch, get_attention_backend("triton", device), dtype=torch.float32,
+                        device=device, max_position=256)
+    seen = []
+    forward = model.forward
+
+    def spy(input_ids, positions, kv_caches, meta, **kwargs):
+        seen.append((len(input_ids), meta.max_query_len, int(meta.slot_mapping.max()), len(kv_caches[0][0])))
+        return forward(input_ids, positions, kv_caches, meta, **kwargs)
+    model.forward = spy
+    warm_up_query_lengths(model, arch, device=device, dtype=torch.float32, block_size=16, max_len=64)
+    assert seen == [(n, n, -1, 2) for n in (1, 2, 4, 8, 16, 32, 64)]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the KV budget is measured on CUDA only")
