@@ -31,7 +31,7 @@ class SchedulerConfig:
     # Decode forwards per engine step when every running request is decoding and needs nothing
     # from the host between tokens (llm_core/multi_step.py; vLLM's name). None: 4 on CUDA, 1
     # elsewhere. Larger amortizes the host's work per step; a new request waits at most this
-    # many forwards to start.
+    # many forwards to start (twice as many with async_scheduling: the step queued ahead runs first).
     num_scheduler_steps: int | None = None
     # Async output processing (vLLM's name): after a multi-step step, its detokenization, stop
     # strings and deltas wait for the next multi-step step and run on the host while that step's
