@@ -133,10 +133,9 @@ class LLMEngine:
         # forwards (async output processing; SchedulerConfig.disable_async_output_proc).
         self._pending_updates: list[RequestUpdate] = []
         sched = config.scheduler
-        self.async_scheduling = (sched.async_scheduling if sched.async_scheduling is not None
-                                 else self.device.type == "cuda")
-        self.async_scheduling &= (self.num_scheduler_steps > 1 and not sched.disable_async_output_proc
-                                  and self.speculative is None and config.tensor_parallel_size == 1)
+        wanted = sched.async_scheduling if sched.async_scheduling is not None else self.device.type == "cuda"
+        self.async_scheduling = (wanted and self.num_scheduler_steps > 1 and not sched.disable_async_output_proc
+                                 and self.speculative is None and config.tensor_parallel_size == 1)
         if self.async_scheduling:  # the slots of the step queued ahead (llm_core/multi_step.py)
             self.scheduler.num_lookahead_tokens = self.num_scheduler_steps
         self.telemetry = EngineTelemetry(self.scheduler, self.kv_cache_manager,

@@ -34,6 +34,7 @@ import torch
 
 from llm_core.attention.metadata import AttentionMetadata
 from llm_core.sampler import prepare_sampling_batch, seeded_rows
+from llm_core.scheduler import num_drafts_allowed, num_outputs_allowed
 from llm_core.scheduler_output import ScheduledRequest
 from llm_core.transfer import to_device
 
@@ -153,7 +154,7 @@ class QueuedSteps:
 def predict_next_entries(entries: Sequence[ScheduledRequest], num_scheduler_steps: int, max_model_len: int,
                          block_size: int) -> tuple[ScheduledRequest, ...] | None:
     """The next multi-step plan if nothing changes: each request advanced by this step's tokens,
-    with the placeholders the scheduler will give it (Scheduler._num_draft_tokens); a request this
+    with the placeholders the scheduler will give it (its rules, scheduler.py); a request this
     step finishes by length is left out. None when the next step cannot be predicted: nothing
     would run, or a request lacks slots."""
     predicted = []
@@ -161,10 +162,10 @@ def predict_next_entries(entries: Sequence[ScheduledRequest], num_scheduler_step
         steps = e.num_draft_tokens + 1
         num_tokens = e.start_position + 1 + steps  # the request's tokens after this step
         num_outputs = e.num_output_tokens + steps
-        room = min(e.sampling_params.max_tokens - num_outputs, max_model_len - num_tokens)
+        room = num_outputs_allowed(e.sampling_params.max_tokens, num_outputs, max_model_len, num_tokens)
         if room <= 0:
             continue  # this step ends it
-        num_draft = max(min(num_scheduler_steps - 1, room - 1), 0)
+        num_draft = num_drafts_allowed(num_scheduler_steps - 1, num_scheduler_steps - 1, room)  # (budget: ample)
         start = num_tokens - 1
         if start + num_draft >= len(e.block_ids) * block_size:
             return None  # no look-ahead slots (the scheduler gives them only when they fit)

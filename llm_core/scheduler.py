@@ -23,6 +23,17 @@ from llm_core.request import FINISH_REASONS, Request, RequestStatus
 from llm_core.scheduler_output import RequestUpdate, ScheduledRequest, SchedulerOutput
 
 
+def num_outputs_allowed(max_tokens: int, num_output_tokens: int, max_model_len: int, num_tokens: int) -> int:
+    """Output tokens a request may still produce: within max_tokens and max_model_len (<= 0: none)."""
+    return min(max_tokens - num_output_tokens, max_model_len - num_tokens)
+
+
+def num_drafts_allowed(num_drafts: int, budget: int, num_allowed_outputs: int) -> int:
+    """Drafts that ride along a step: within the token budget left, and never past the outputs
+    allowed (a step yields at most num_drafts + 1 tokens, each of which must be allowed)."""
+    return max(min(num_drafts, budget, num_allowed_outputs - 1), 0)
+
+
 class Scheduler:
     def __init__(
         self,
@@ -206,9 +217,9 @@ class Scheduler:
         at most num_draft + 1 tokens, each of which must be allowed)."""
         if not request.spec_token_ids or request.num_computed_tokens + num_new != request.num_tokens:
             return 0
-        num_allowed_outputs = min(request.sampling_params.max_tokens - request.num_output_tokens,
-                                  self.max_model_len - request.num_tokens)
-        return max(min(len(request.spec_token_ids), budget - num_new, num_allowed_outputs - 1), 0)
+        return num_drafts_allowed(len(request.spec_token_ids), budget - num_new,
+                                  num_outputs_allowed(request.sampling_params.max_tokens, request.num_output_tokens,
+                                                      self.max_model_len, request.num_tokens))
 
     def _plan_entry(self, request: Request, num_new: int, num_draft: int = 0) -> ScheduledRequest:
         start = request.num_computed_tokens
