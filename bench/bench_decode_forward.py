@@ -4,8 +4,9 @@ for each way the engine can run it, in one process on one checkpoint.
     python -m bench.bench_decode_forward --shape llama-3.2-1b --out decode_forward.json
 
 Variants: cuBLAS linears + the unfused Triton kernels; the Triton GEMV for the linears, unfused;
-the fused decode path (`fused_decode`, llm_core/models/llama.py; with the GEMV, the engine's default
-on Hopper); the last two also with
+the fused decode path (`fused_decode`, llm_core/models/llama.py); the persistent layer kernel
+(`persistent_decode`, llm_core/layers/kernels/persistent_decode.py; with the GEMV, the engine's
+default on Hopper); the last three also with
 programmatic dependent launch off (TRIBUTARY_DISABLE_PDL=1). Each engine is built, decodes a few
 tokens, then its batch-1 graph is replayed back to back: median microseconds per replay over 5 runs
 of 50, against the weight-streaming floor (weight bytes / copy bandwidth, as bench_throughput). For
@@ -30,12 +31,14 @@ from bench.shapes import streamed_bytes_per_token, write_random_llama
 from llm_core import LLM, SamplingParams
 from llm_core.layers.kernels.pdl import DISABLE_ENV
 
-VARIANTS = [  # name, skinny_gemv, fused path, PDL
-    ("cuBLAS + unfused Triton kernels", False, False, True),
-    ("Triton GEMV, unfused", True, False, True),
-    ("Triton GEMV, unfused, no PDL", True, False, False),
-    ("fused decode path (the default)", True, True, True),
-    ("fused decode path, no PDL", True, True, False),
+VARIANTS = [  # name, skinny_gemv, fused path, persistent layer kernel, PDL
+    ("cuBLAS + unfused Triton kernels", False, False, False, True),
+    ("Triton GEMV, unfused", True, False, False, True),
+    ("Triton GEMV, unfused, no PDL", True, False, False, False),
+    ("fused decode path", True, True, False, True),
+    ("fused decode path, no PDL", True, True, False, False),
+    ("persistent layer kernel (the default)", True, True, True, True),
+    ("persistent layer kernel, no PDL", True, True, True, False),
 ]
 
 
@@ -52,11 +55,11 @@ def replay_us(graph, runs: int = 5, reps: int = 50) -> float:
     return statistics.median(times)
 
 
-def measure(model_dir: Path, skinny: bool, fused: bool, pdl: bool) -> dict:
+def measure(model_dir: Path, skinny: bool, fused: bool, persistent: bool, pdl: bool) -> dict:
     os.environ[DISABLE_ENV] = "0" if pdl else "1"
     try:
         llm = LLM(str(model_dir), device="cuda", dtype="bfloat16", max_model_len=2048, max_num_seqs=8,
-                  skinny_gemv=skinny, fused_decode=fused)
+                  skinny_gemv=skinny, fused_decode=fused, persistent_decode=persistent)
         llm.generate([[5] * 32], SamplingParams(max_tokens=16, ignore_eos=True))
         graph = llm.engine.runner.graphs._graphs[1]
         result = {"replay_us": replay_us(graph)}
@@ -75,14 +78,16 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--shape", default="llama-3.2-1b")
     parser.add_argument("--out", default="decode_forward.json")
+    parser.add_argument("--variants", type=int, nargs="+", help="indices into the variant list (default: all)")
     args = parser.parse_args()
     device = torch.device("cuda")
     model_dir = write_random_llama(Path(tempfile.mkdtemp()) / args.shape, args.shape, device="cuda")
     floor_us = streamed_bytes_per_token(args.shape) / copy_bandwidth(device) * 1e6
     rows = []
-    for name, skinny, fused, pdl in VARIANTS:
-        rows.append({"variant": name, "skinny_gemv": skinny, "fused": fused, "pdl": pdl,
-                     **measure(model_dir, skinny, fused, pdl)})
+    for index, (name, skinny, fused, persistent, pdl) in enumerate(VARIANTS):
+        if args.variants is None or index in args.variants:
+            rows.append({"variant": name, "skinny_gemv": skinny, "fused": fused, "persistent": persistent,
+                         "pdl": pdl, **measure(model_dir, skinny, fused, persistent, pdl)})
     Path(args.out).write_text(json.dumps({"shape": args.shape, "device": torch.cuda.get_device_name(),
                                           "weight_streaming_floor_us": floor_us, "variants": rows}, indent=2))
     print(f"{args.shape} on {torch.cuda.get_device_name()}: weight-streaming floor {floor_us:.0f} us per forward")

@@ -89,7 +89,8 @@ class LLMEngine:
             skinny = config.tensor_parallel_size == 1 and device_supports_pdl(self.device)
         if skinny and self.device.type == "cuda" and backend.name == "triton":
             # before the graphs are captured; fused_decode None: with the GEMV
-            enable_skinny_kernels(model, fused_decode=model_cfg.fused_decode is not False)
+            enable_skinny_kernels(model, fused_decode=model_cfg.fused_decode is not False,
+                                  persistent_decode=model_cfg.persistent_decode is not False)
         # Media (LLaVA, Qwen2-Audio): the encoders load before the KV budget is planned. None: text only.
         self.multimodal = load_multimodal(model_cfg.model, self.tokenizer, config.multimodal, device=self.device,
                                           dtype=self.dtype)

@@ -148,17 +148,21 @@ class RowParallelLinear(nn.Module):
         return tensor[:, start:end]
 
 
-def enable_skinny_kernels(model: nn.Module, enabled: bool = True, fused_decode: bool = False) -> int:
+def enable_skinny_kernels(model: nn.Module, enabled: bool = True, fused_decode: bool = False,
+                          persistent_decode: bool = False) -> int:
     """Sets use_skinny_kernel on every ColumnParallelLinear and RowParallelLinear in model, and
-    `fused_decode` (enabled and fused_decode) on every module that has it (the Llama family's
-    fused decode path); returns how many linears. (The LM head, applied through
-    vocab_parallel_logits, keeps F.linear.)"""
+    `fused_decode` (enabled and fused_decode) and `persistent_decode` (that and persistent_decode)
+    on every module that has them (the Llama family's fused decode path and its persistent layer
+    kernel); returns how many linears. (The LM head, applied through vocab_parallel_logits, keeps
+    F.linear.)"""
     layers = [m for m in model.modules() if isinstance(m, (ColumnParallelLinear, RowParallelLinear))]
     for layer in layers:
         layer.use_skinny_kernel = enabled
     for module in model.modules():
         if hasattr(module, "fused_decode"):
             module.fused_decode = enabled and fused_decode
+        if hasattr(module, "persistent_decode"):
+            module.persistent_decode = enabled and fused_decode and persistent_decode
     return len(layers)
 
 

@@ -12,6 +12,10 @@ RMSNorm (adding the residual); gate/up GEMV whose column blocks of gate and up m
 that writes SiLU-and-mul (gemv.py); down GEMV. Each rounds where the unfused layers round. (The
 GEMV can also add the residual and write the next RMSNorm in its last program; on the H100 that
 cost what the norm kernels did, docs/performance.md.) Not for tensor parallelism or q/k norms (Qwen3).
+
+Persistent decode (`persistent_decode`, with the fused path): a step of one token runs each layer as
+one kernel whose programs pass grid barriers between the stages (llm_core/layers/kernels/
+persistent_decode.py), then the final RMSNorm.
 """
 
 from __future__ import annotations
@@ -136,6 +140,12 @@ class LlamaForCausalLM(nn.Module):
         # The fused decode path (module docstring): off until enable_skinny_kernels turns it on.
         self.fused_decode = False
         self._fused_capable = fused and tp.size == 1 and not cfg.qk_norm
+        self.persistent_decode = False  # set by enable_skinny_kernels too
+        self._persistent_capable = False
+        if self._fused_capable:  # the kernels package imports Triton: only with the Triton backend
+            from llm_core.layers.kernels.persistent_decode import persistent_decode_supported
+            self._persistent_capable = persistent_decode_supported(
+                cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.intermediate_size)
         if cfg.tie_word_embeddings:
             self.lm_head = None
         else:
@@ -147,6 +157,8 @@ class LlamaForCausalLM(nn.Module):
         x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
         if (self.fused_decode and self._fused_capable and meta.is_decode_only
                 and x.shape[0] <= FUSED_DECODE_MAX_ROWS and x.stride(-1) == 1):
+            if self.persistent_decode and self._persistent_capable and x.shape[0] == 1:
+                return self._persistent_decode_forward(positions, x, kv_caches, meta)
             return self._fused_decode_forward(positions, x, kv_caches, meta)
         residual = None
         for layer, kv_cache in zip(self.layers, kv_caches):
@@ -183,6 +195,33 @@ class LlamaForCausalLM(nn.Module):
             down = skinny_linear(act, mlp.down_proj.weight, mlp.down_proj.bias)
             normed, h = rms_norm(down, next_norm.weight, next_norm.eps, residual=h)
         return normed
+
+    def _persistent_decode_forward(self, positions: torch.Tensor, x: torch.Tensor, kv_caches: list[KVCache],
+                                   meta: AttentionMetadata) -> torch.Tensor:
+        """forward() of a one-token decode step, one persistent kernel per layer (module docstring)."""
+        from llm_core.layers.kernels.persistent_decode import (
+            DecodeWorkspace, attention_splits, default_num_programs, persistent_decode_layer,
+        )
+        from llm_core.layers.kernels.rms_norm import rms_norm
+
+        cfg = self.config
+        first = self.layers[0].self_attn
+        num_programs = default_num_programs(x.device)
+        workspace = DecodeWorkspace(first.num_heads, first.head_dim, cfg.intermediate_size,
+                                    attention_splits(first.num_kv_heads, num_programs), x.dtype, x.device)
+        h = x.reshape(-1).clone()  # the residual stream, updated in place layer by layer
+        for layer, (k_cache, v_cache) in zip(self.layers, kv_caches):
+            attn, mlp = layer.self_attn, layer.mlp
+            persistent_decode_layer(
+                h, ln1=layer.input_layernorm.weight, qkv_weight=attn.qkv_proj.weight, o_weight=attn.o_proj.weight,
+                ln2=layer.post_attention_layernorm.weight, gate_up_weight=mlp.gate_up_proj.weight,
+                down_weight=mlp.down_proj.weight, eps=layer.input_layernorm.eps, num_heads=attn.num_heads,
+                k_cache=k_cache, v_cache=v_cache, positions=positions, slot_mapping=meta.slot_mapping,
+                block_table=meta.block_tables[0], seq_lens=meta.seq_lens, cos_sin=self.rotary.cos_sin,
+                scale=attn.scale, qkv_bias=attn.qkv_proj.bias, o_bias=attn.o_proj.bias,
+                gate_up_bias=mlp.gate_up_proj.bias, down_bias=mlp.down_proj.bias,
+                sliding_window=attn.sliding_window, workspace=workspace, num_programs=num_programs)
+        return rms_norm(h.view(1, -1), self.norm.weight, self.norm.eps)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden [S, hidden_size] -> fp32 logits [S, vocab_size] (on tensor-parallel ranks > 0: the

@@ -71,9 +71,10 @@ def empty_caches(cfg: ArchConfig, num_blocks: int, dtype: torch.dtype):
             for _ in range(cfg.num_layers)]
 
 
-def decode_both_ways(model, cfg, dtype, prompts, pad_rows=0):
+def decode_both_ways(model, cfg, dtype, prompts, pad_rows=0, persistent=False):
     """Prefills prompts (unfused), then one decode step of each sequence on the unfused and on the
-    fused path over copies of the same caches: (hidden, caches) of each."""
+    fused path (with persistent: the persistent layer kernel) over copies of the same caches:
+    (hidden, caches) of each."""
     tables = [[2 * i, 2 * i + 1] for i in range(len(prompts))]
     caches = empty_caches(cfg, 2 * len(prompts), dtype)
     ids = torch.tensor([t for p in prompts for t in p], device=DEVICE)
@@ -86,7 +87,7 @@ def decode_both_ways(model, cfg, dtype, prompts, pad_rows=0):
         results = []
         for fused in (False, True):
             step_caches = [(k.clone(), v.clone()) for k, v in caches]
-            enable_skinny_kernels(model, fused, fused_decode=fused)
+            enable_skinny_kernels(model, fused, fused_decode=fused, persistent_decode=persistent)
             hidden = model(next_ids, positions, step_caches, meta)
             results.append((hidden, step_caches))
         enable_skinny_kernels(model, False)
@@ -132,15 +133,45 @@ def test_fused_decode_equals_unfused_fp32(tmp_path, monkeypatch, arch, num_seqs,
         assert torch.isfinite(out).all()
 
 
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_persistent_decode_equals_unfused_fp32(tmp_path, arch):
+    # One token: each layer as one persistent kernel (one program under the interpreter).
+    seed = random.randrange(2**31)
+    print(f"seed {seed}")
+    checkpoint_arch, overrides = ARCHS[arch]
+    model, cfg = make_model(tmp_path, checkpoint_arch, torch.float32, seed, **overrides)
+    assert model._persistent_capable
+    rng = random.Random(seed)
+    prompts = [[rng.randrange(512) for _ in range(rng.randrange(3, 40))]]
+    calls = []
+    original = llama.LlamaForCausalLM._persistent_decode_forward
+
+    def spy(self, *args):
+        calls.append(1)
+        return original(self, *args)
+
+    llama.LlamaForCausalLM._persistent_decode_forward = spy
+    try:
+        (ref, ref_caches), (out, out_caches) = decode_both_ways(model, cfg, torch.float32, prompts, persistent=True)
+    finally:
+        llama.LlamaForCausalLM._persistent_decode_forward = original
+    assert calls == [1]
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+    for (k, v), (k_ref, v_ref) in zip(out_caches, ref_caches):
+        torch.testing.assert_close(k, k_ref, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(v, v_ref, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") == "1",
                     reason="the Triton interpreter has no bfloat16 tl.dot (attention; triton-lang/triton#11584)")
-def test_fused_decode_bf16_logits_close(tmp_path):
+@pytest.mark.parametrize("persistent", [False, True])
+def test_fused_decode_bf16_logits_close(tmp_path, persistent):
     seed = random.randrange(2**31)
     print(f"seed {seed}")
     model, cfg = make_model(tmp_path, "llama", torch.bfloat16, seed)
     rng = random.Random(seed)
     prompts = [[rng.randrange(512) for _ in range(12)]]
-    (ref, _), (out, _) = decode_both_ways(model, cfg, torch.bfloat16, prompts)
+    (ref, _), (out, _) = decode_both_ways(model, cfg, torch.bfloat16, prompts, persistent=persistent)
     ref_logits, logits = model.compute_logits(ref), model.compute_logits(out)
     err = ((logits - ref_logits).norm() / ref_logits.norm()).item()
     assert err < 2e-2, err
