@@ -49,13 +49,16 @@ from llm_core.layers.kernels.gemv import device_num_sms
 from llm_core.layers.kernels.pdl import pdl_launch_args
 
 # Counter slots: grid barriers after stages A..D, the exit count, then one per kv head (attention splits).
-NUM_BARRIERS = 4
-EXIT_SLOT = 4
-HEAD_SLOTS = 8
+NUM_BARRIERS = tl.constexpr(4)
+EXIT_SLOT = tl.constexpr(4)
+HEAD_SLOTS = tl.constexpr(8)
 COUNTER_SLOTS = 256
 MAX_CHUNK = 2048  # columns of a weight tile (KC): 4 x 2 rows x 2048 bf16 = 32 KiB
 ATTENTION_TILE_N = 64
 MAX_ATTENTION_SPLITS = 16
+# What the TIMING timestamps mark, in order (index = column of the timing buffer).
+TIMING_POINTS = ("start", "waited for the kernel before", "q/k/v done", "barrier A passed", "attention done",
+                 "barrier B passed", "o done", "barrier C passed", "gate/up done", "barrier D passed", "down done")
 
 _COUNTERS: dict[torch.device, torch.Tensor] = {}
 
@@ -245,14 +248,18 @@ def _attention_stage(pid, num_programs, q_ptr, k_cache_ptr, v_cache_ptr, block_t
 def persistent_decode_layer_kernel(
     h_ptr, ln1_ptr, qkv_w_ptr, qkv_b_ptr, cos_sin_ptr, positions_ptr, slot_mapping_ptr, k_cache_ptr, v_cache_ptr,
     block_table_ptr, seq_lens_ptr, q_ptr, attn_ptr, part_m_ptr, part_l_ptr, part_acc_ptr,
-    o_w_ptr, o_b_ptr, ln2_ptr, gu_w_ptr, gu_b_ptr, act_ptr, down_w_ptr, down_b_ptr, counters_ptr,
+    o_w_ptr, o_b_ptr, ln2_ptr, gu_w_ptr, gu_b_ptr, act_ptr, down_w_ptr, down_b_ptr, counters_ptr, timing_ptr,
     eps, qk_scale, sliding_window,
     H: tl.constexpr, HP: tl.constexpr, NH: tl.constexpr, NKV: tl.constexpr, D: tl.constexpr, DP: tl.constexpr,
     I: tl.constexpr, KC: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_SIZE: tl.constexpr, TILE_N: tl.constexpr,
     NUM_SPLITS: tl.constexpr, SPLITS_PAD: tl.constexpr, QKV_BIAS: tl.constexpr, O_BIAS: tl.constexpr,
     MLP_BIAS: tl.constexpr, USE_WINDOW: tl.constexpr, DOT_PRECISION: tl.constexpr, USE_PDL: tl.constexpr,
+    TIMING: tl.constexpr,
 ):
+    # TIMING: each program writes the GPU's global timer (ns) at TIMING_POINTS points to timing [P, 16].
     pid = tl.program_id(0)
+    if TIMING:
+        tl.store(timing_ptr + pid * 16, tl.extra.cuda.globaltimer())
     num_programs = tl.num_programs(0)
     TASKS_QKV: tl.constexpr = (NH + 2 * NKV) * D // 8
     TASKS_O: tl.constexpr = H // 8
@@ -262,34 +269,54 @@ def persistent_decode_layer_kernel(
     if USE_PDL:
         tl.extra.cuda.gdc_launch_dependents()
         tl.extra.cuda.gdc_wait()
+    if TIMING:
+        tl.store(timing_ptr + pid * 16 + 1, tl.extra.cuda.globaltimer())
     pos = tl.load(positions_ptr).to(tl.int64)
     slot = tl.load(slot_mapping_ptr).to(tl.int64)
     seq_len = tl.load(seq_lens_ptr)
     rstd = _rstd(h_ptr, eps, H, HP)
     _linear_stage(qkv_w_ptr, w, pid, num_programs, h_ptr, ln1_ptr, rstd, qkv_b_ptr, q_ptr, k_cache_ptr, v_cache_ptr,
                   cos_sin_ptr, pos, slot, 0, H, KC, TASKS_QKV, QKV_BIAS, NH, NKV, D, I)
+    if TIMING:
+        tl.store(timing_ptr + pid * 16 + 2, tl.extra.cuda.globaltimer())
     _grid_arrive(counters_ptr + 0)
     _grid_wait(counters_ptr + 0, num_programs)
+    if TIMING:
+        tl.store(timing_ptr + pid * 16 + 3, tl.extra.cuda.globaltimer())
     _attention_stage(pid, num_programs, q_ptr, k_cache_ptr, v_cache_ptr, block_table_ptr, seq_len,
                      part_m_ptr, part_l_ptr, part_acc_ptr, attn_ptr, counters_ptr + HEAD_SLOTS, qk_scale,
                      sliding_window, NH, NKV, D, DP, BLOCK_H, BLOCK_SIZE, TILE_N, NUM_SPLITS, SPLITS_PAD,
                      USE_WINDOW, DOT_PRECISION)
+    if TIMING:
+        tl.store(timing_ptr + pid * 16 + 4, tl.extra.cuda.globaltimer())
     _grid_arrive(counters_ptr + 1)
     w = _load_tile(o_w_ptr, pid, 0, pid < TASKS_O, 1, NH * D, KC, D, I)
     _grid_wait(counters_ptr + 1, num_programs)
+    if TIMING:
+        tl.store(timing_ptr + pid * 16 + 5, tl.extra.cuda.globaltimer())
     _linear_stage(o_w_ptr, w, pid, num_programs, attn_ptr, ln2_ptr, rstd, o_b_ptr, h_ptr, k_cache_ptr, v_cache_ptr,
                   cos_sin_ptr, pos, slot, 1, NH * D, KC, TASKS_O, O_BIAS, NH, NKV, D, I)
+    if TIMING:
+        tl.store(timing_ptr + pid * 16 + 6, tl.extra.cuda.globaltimer())
     _grid_arrive(counters_ptr + 2)
     w = _load_tile(gu_w_ptr, pid, 0, pid < TASKS_GU, 2, H, KC, D, I)
     _grid_wait(counters_ptr + 2, num_programs)
+    if TIMING:
+        tl.store(timing_ptr + pid * 16 + 7, tl.extra.cuda.globaltimer())
     rstd = _rstd(h_ptr, eps, H, HP)
     _linear_stage(gu_w_ptr, w, pid, num_programs, h_ptr, ln2_ptr, rstd, gu_b_ptr, act_ptr, k_cache_ptr, v_cache_ptr,
                   cos_sin_ptr, pos, slot, 2, H, KC, TASKS_GU, MLP_BIAS, NH, NKV, D, I)
+    if TIMING:
+        tl.store(timing_ptr + pid * 16 + 8, tl.extra.cuda.globaltimer())
     _grid_arrive(counters_ptr + 3)
     w = _load_tile(down_w_ptr, pid, 0, pid < TASKS_O, 3, I, KC, D, I)
     _grid_wait(counters_ptr + 3, num_programs)
+    if TIMING:
+        tl.store(timing_ptr + pid * 16 + 9, tl.extra.cuda.globaltimer())
     _linear_stage(down_w_ptr, w, pid, num_programs, act_ptr, ln2_ptr, rstd, down_b_ptr, h_ptr, k_cache_ptr,
                   v_cache_ptr, cos_sin_ptr, pos, slot, 3, I, KC, TASKS_O, MLP_BIAS, NH, NKV, D, I)
+    if TIMING:
+        tl.store(timing_ptr + pid * 16 + 10, tl.extra.cuda.globaltimer())
     # Every program has left every barrier once it counts here: the last one resets them.
     tl.debug_barrier()
     done = tl.atomic_add(counters_ptr + EXIT_SLOT, 1, sem="acq_rel", scope="gpu")
@@ -298,9 +325,9 @@ def persistent_decode_layer_kernel(
             tl.atomic_xchg(counters_ptr + b, 0)
 
 
-def chunk_columns(*ks: int) -> int:
-    """KC: the largest power of two <= MAX_CHUNK dividing every K of the layer (0 if below 16)."""
-    kc = MAX_CHUNK
+def chunk_columns(*ks: int, max_chunk: int = MAX_CHUNK) -> int:
+    """KC: the largest power of two <= max_chunk dividing every K of the layer (0 if below 16)."""
+    kc = max_chunk
     while kc >= 16 and any(k % kc for k in ks):
         kc //= 2
     return kc if kc >= 16 else 0
@@ -310,7 +337,7 @@ def persistent_decode_supported(hidden: int, num_heads: int, num_kv_heads: int, 
                                 intermediate: int) -> bool:
     """Whether a layer of these sizes fits the kernel's tiling (module docstring)."""
     return (head_dim % 8 == 0 and hidden % 8 == 0 and intermediate % 4 == 0 and num_heads % num_kv_heads == 0
-            and num_kv_heads <= COUNTER_SLOTS - HEAD_SLOTS
+            and num_kv_heads <= COUNTER_SLOTS - HEAD_SLOTS.value
             and chunk_columns(hidden, num_heads * head_dim, intermediate) > 0)
 
 
@@ -349,7 +376,8 @@ def persistent_decode_layer(
     qkv_bias: torch.Tensor | None = None, o_bias: torch.Tensor | None = None,
     gate_up_bias: torch.Tensor | None = None, down_bias: torch.Tensor | None = None,
     sliding_window: int | None = None, workspace: DecodeWorkspace | None = None,
-    num_programs: int | None = None,
+    num_programs: int | None = None, num_warps: int = 8, max_chunk: int = MAX_CHUNK,
+    timing: torch.Tensor | None = None,
 ) -> None:
     """One Llama-family decoder layer for one token, in place: h [H] (the residual stream, the layer's
     input) becomes the layer's output h + attn + mlp, and the token's k/v go to cache slot
@@ -357,7 +385,8 @@ def persistent_decode_layer(
     position, its cache slot (-1: not stored), the context length including it); block_table: the
     sequence's row of block ids. Weights as the Llama modules hold them: qkv [(NH + 2 NKV) D, H]
     (q, k, v heads), o [H, NH D], gate_up [2 I, H] (gate, up), down [H, I]. cos_sin: fp32
-    [max_position, D]. Reads no device value on the host (CUDA-graph safe)."""
+    [max_position, D]. Reads no device value on the host (CUDA-graph safe). timing: int64
+    [num_programs, 16] to receive each program's timestamps (TIMING_POINTS, bench/ diagnostics)."""
     hidden = h.numel()
     num_kv_heads, head_dim = k_cache.shape[2], k_cache.shape[3]
     intermediate = down_weight.shape[1]
@@ -392,14 +421,14 @@ def persistent_decode_layer(
         k_cache, v_cache, block_table, seq_lens, workspace.q, workspace.attn, workspace.part_m, workspace.part_l,
         workspace.part_acc, o_weight, dummy if o_bias is None else o_bias, ln2, gate_up_weight,
         dummy if gate_up_bias is None else gate_up_bias, workspace.act, down_weight,
-        dummy if down_bias is None else down_bias, counters, eps, scale * LOG2E, sliding_window or 0,
+        dummy if down_bias is None else down_bias, counters, counters if timing is None else timing, eps, scale * LOG2E, sliding_window or 0,
         H=hidden, HP=triton.next_power_of_2(hidden), NH=num_heads, NKV=num_kv_heads, D=head_dim,
         DP=max(16, triton.next_power_of_2(head_dim)), I=intermediate,
-        KC=chunk_columns(hidden, num_heads * head_dim, intermediate),
+        KC=chunk_columns(hidden, num_heads * head_dim, intermediate, max_chunk=max_chunk),
         BLOCK_H=max(16, triton.next_power_of_2(num_heads // num_kv_heads)), BLOCK_SIZE=k_cache.shape[1],
         TILE_N=ATTENTION_TILE_N, NUM_SPLITS=workspace.num_splits,
         SPLITS_PAD=triton.next_power_of_2(workspace.num_splits), QKV_BIAS=qkv_bias is not None,
         O_BIAS=o_bias is not None, MLP_BIAS=gate_up_bias is not None,
         USE_WINDOW=sliding_window is not None, DOT_PRECISION="ieee" if h.dtype == torch.float32 else "tf32",
-        USE_PDL=use_pdl, num_warps=8, **launch,
+        USE_PDL=use_pdl, TIMING=timing is not None, num_warps=num_warps, **launch,
     )
