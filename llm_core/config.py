@@ -83,7 +83,7 @@ class ModelConfig:
     # SiLU-and-mul inside the gate/up GEMV, rotary + KV store in one kernel; on the H100 equal or
     # slightly faster than the unfused kernels, docs/performance.md). None: on wherever skinny_gemv is.
     fused_decode: bool | None = None
-    # With the fused decode path: batch-1 decode steps run each layer as one persistent kernel
+    # With the fused decode path: batch-1 decode steps run every layer in one persistent kernel
     # (llm_core/layers/kernels/persistent_decode.py: grid barriers between the stages, the weight
     # stream crossing them). None: on wherever the fused decode path is.
     persistent_decode: bool | None = None

@@ -119,8 +119,8 @@ GROUPS: dict[str, tuple[Option, ...]] = {
            "decode (default: on for Hopper GPUs at tensor-parallel size 1)", is_bool=True),
         _e("--fused-decode", "fused_decode", parse_bool, "with the GEMV kernel: SiLU-and-mul fused into it and "
            "rotary + KV store in one kernel for batch-1 decode (default: on with the GEMV kernel)", is_bool=True),
-        _e("--persistent-decode", "persistent_decode", parse_bool, "with the fused decode path: each layer of a "
-           "batch-1 decode step as one persistent kernel (default: on with the fused decode path)", is_bool=True),
+        _e("--persistent-decode", "persistent_decode", parse_bool, "with the fused decode path: every layer of a "
+           "batch-1 decode step in one persistent kernel (default: on with the fused decode path)", is_bool=True),
         _e("--disable-async-output-proc", "disable_async_output_proc", parse_bool,
            "detokenize each multi-step step before the next one starts, not while it runs", is_bool=True),
         _e("--async-scheduling", "async_scheduling", parse_bool, "queue the next multi-step step's forwards before "

@@ -13,8 +13,8 @@ that writes SiLU-and-mul (gemv.py); down GEMV. Each rounds where the unfused lay
 GEMV can also add the residual and write the next RMSNorm in its last program; on the H100 that
 cost what the norm kernels did, docs/performance.md.) Not for tensor parallelism or q/k norms (Qwen3).
 
-Persistent decode (`persistent_decode`, with the fused path): a step of one token runs each layer as
-one kernel whose programs pass grid barriers between the stages (llm_core/layers/kernels/
+Persistent decode (`persistent_decode`, with the fused path): a step of one token runs every layer
+in one kernel whose programs pass grid barriers between the stages (llm_core/layers/kernels/
 persistent_decode.py), then the final RMSNorm.
 """
 
@@ -198,30 +198,49 @@ class LlamaForCausalLM(nn.Module):
 
     def _persistent_decode_forward(self, positions: torch.Tensor, x: torch.Tensor, kv_caches: list[KVCache],
                                    meta: AttentionMetadata) -> torch.Tensor:
-        """forward() of a one-token decode step, one persistent kernel per layer (module docstring)."""
+        """forward() of a one-token decode step: every layer in one persistent kernel, then the final
+        RMSNorm (module docstring)."""
         from llm_core.layers.kernels.persistent_decode import (
-            DecodeWorkspace, attention_splits, default_num_programs, persistent_decode_layer,
+            DecodeWorkspace, attention_splits, default_num_programs, persistent_decode,
         )
         from llm_core.layers.kernels.rms_norm import rms_norm
 
-        cfg = self.config
-        first = self.layers[0].self_attn
+        layers = self._decode_layers(kv_caches)
         num_programs = default_num_programs(x.device)
-        workspace = DecodeWorkspace(first.num_heads, first.head_dim, cfg.intermediate_size,
-                                    attention_splits(first.num_kv_heads, num_programs), x.dtype, x.device)
+        attn = self.layers[0].self_attn
+        workspace = DecodeWorkspace(attn.num_heads, attn.head_dim, self.config.intermediate_size,
+                                    attention_splits(attn.num_kv_heads, num_programs), x.dtype, x.device)
         h = x.reshape(-1).clone()  # the residual stream, updated in place layer by layer
+        persistent_decode(h, layers, positions=positions, slot_mapping=meta.slot_mapping,
+                          block_table=meta.block_tables[0], seq_lens=meta.seq_lens, cos_sin=self.rotary.cos_sin,
+                          scale=attn.scale, eps=self.layers[0].input_layernorm.eps,
+                          sliding_window=attn.sliding_window, workspace=workspace, num_programs=num_programs)
+        return rms_norm(h.view(1, -1), self.norm.weight, self.norm.eps)
+
+    def _decode_layers(self, kv_caches: list[KVCache]):
+        """The persistent kernel's table of layer weights and these caches, built on first use (which
+        must come before CUDA graph capture) and again when the caches change."""
+        from llm_core.layers.kernels.persistent_decode import DecodeLayers
+
+        key = tuple(k.data_ptr() for k, _ in kv_caches) + tuple(v.data_ptr() for _, v in kv_caches)
+        cached = getattr(self, "_decode_layers_cache", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+            raise RuntimeError("the persistent decode table is built on the first decode step, which must come "
+                               "before CUDA graph capture")
+        tables = []
         for layer, (k_cache, v_cache) in zip(self.layers, kv_caches):
             attn, mlp = layer.self_attn, layer.mlp
-            persistent_decode_layer(
-                h, ln1=layer.input_layernorm.weight, qkv_weight=attn.qkv_proj.weight, o_weight=attn.o_proj.weight,
-                ln2=layer.post_attention_layernorm.weight, gate_up_weight=mlp.gate_up_proj.weight,
-                down_weight=mlp.down_proj.weight, eps=layer.input_layernorm.eps, num_heads=attn.num_heads,
-                k_cache=k_cache, v_cache=v_cache, positions=positions, slot_mapping=meta.slot_mapping,
-                block_table=meta.block_tables[0], seq_lens=meta.seq_lens, cos_sin=self.rotary.cos_sin,
-                scale=attn.scale, qkv_bias=attn.qkv_proj.bias, o_bias=attn.o_proj.bias,
-                gate_up_bias=mlp.gate_up_proj.bias, down_bias=mlp.down_proj.bias,
-                sliding_window=attn.sliding_window, workspace=workspace, num_programs=num_programs)
-        return rms_norm(h.view(1, -1), self.norm.weight, self.norm.eps)
+            tables.append({
+                "ln1": layer.input_layernorm.weight, "qkv": attn.qkv_proj.weight, "qkv_bias": attn.qkv_proj.bias,
+                "o": attn.o_proj.weight, "o_bias": attn.o_proj.bias, "ln2": layer.post_attention_layernorm.weight,
+                "gate_up": mlp.gate_up_proj.weight, "gate_up_bias": mlp.gate_up_proj.bias,
+                "down": mlp.down_proj.weight, "down_bias": mlp.down_proj.bias, "k_cache": k_cache,
+                "v_cache": v_cache})
+        layers = DecodeLayers(tables, self.layers[0].self_attn.num_heads)
+        self._decode_layers_cache = (key, layers)
+        return layers
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden [S, hidden_size] -> fp32 logits [S, vocab_size] (on tensor-parallel ranks > 0: the

@@ -1,27 +1,30 @@
-"""Persistent decode layer: one kernel per decoder layer for a batch-1 decode step.
+"""Persistent decode: every decoder layer of a batch-1 decode step in one kernel.
 
 At batch 1 a layer streams its weights once (the 1B model: 120 MB in about 40 us on an H100) and
-does little else, yet as eight kernels it took 60% longer (docs/performance.md): every kernel
-boundary drains the GPU (the last program's tail, the next kernel's start, its first loads), and the
-small kernels between the projections (norms, rotary, attention) sit wholly on that path. Here one
-grid of programs, as many as the GPU holds at once (one per SM), runs the whole layer in five
-stages separated by grid barriers (an arrival counter per barrier that every program adds 1 to and
-waits on):
+does little else, yet as eight kernels per layer it took 60% longer (docs/performance.md): every
+kernel boundary drains the GPU (the last program's tail, the next kernel's start, its first loads),
+and the small kernels between the projections (norms, rotary, attention) sit wholly on that path.
+Here one grid of programs, as many as the GPU holds at once (one per SM), runs every layer in five
+stages separated by grid barriers (one counter that every program adds 1 to at each barrier and
+waits on until it reaches the barrier's number times the grid):
 
   A. q/k/v: every program takes RMSNorm of the residual stream h itself (2 x hidden bytes from L2)
      and computes rows of q/k/v, four rotary pairs of one head per task; it applies the rotary
      embedding and writes q to a buffer, k and v to the KV cache slot.
-  B. attention: (kv head, split) tasks over the paged cache; the split of a kv head that finishes
-     last combines the splits (an arrival counter per kv head).
+  B. attention: (kv head, split) tasks over the paged cache, at most one per program; the first
+     tile of old keys is loaded before barrier A, the step's own key patched in after it; the split
+     of a kv head that finishes last combines the splits (an arrival counter per kv head).
   C. o projection, adding its rows into h.
   D. gate/up with RMSNorm of h taken again by every program; a task computes 4 rows of gate and the
      matching 4 of up and writes SiLU(gate) * up.
-  E. down projection, adding its rows into h.
+  E. down projection, adding its rows into h; then a barrier before the next layer's stage A.
 
-A program loads its first weight tile of a stage before it waits at the barrier (and of stage A
-before the wait for the kernel before, with programmatic dependent launch), and the next tile before
-it uses the current one, so the weight stream crosses the stage boundaries: the point of the kernel.
-Weight tiles are [4, 2, KC] (two groups of 4 rows of KC columns; whole rows of K are KC chunks).
+A program loads its first weight tile of a stage before it waits at the barrier (and of layer 0's
+stage A before the wait for the kernel before, with programmatic dependent launch), and the next
+tile before it uses the current one, so the weight stream crosses the stage boundaries: the point
+of the kernel. Weight tiles are [4, 2, KC] (two groups of 4 rows of KC columns; rows of K columns
+are K / KC tiles). Each layer's weights and caches are found through a table of addresses
+(DecodeLayers), so one launch covers the model.
 
 The grid barriers need every program resident at once: the grid is at most one program per SM
 (`num_programs`), each of which fits on an SM alone. Loads of anything written in the same launch
@@ -43,21 +46,27 @@ import torch
 import triton
 import triton.language as tl
 
-from llm_core.attention.kernels.decode_attention import _combine_splits
-from llm_core.attention.kernels.prefill_attention import LOG2E, M_INIT, attend_paged_tiles
+from llm_core.attention.kernels.prefill_attention import LOG2E, M_INIT
 from llm_core.layers.kernels.gemv import device_num_sms
 from llm_core.layers.kernels.pdl import pdl_launch_args
 
-# Counter slots: grid barriers after stages A..D, the exit count, then one per kv head (attention splits).
-NUM_BARRIERS = tl.constexpr(4)
-EXIT_SLOT = tl.constexpr(4)
+# Counter slots: 0 counts every grid-barrier arrival of a launch, EXIT_SLOT the programs done; from
+# HEAD_SLOTS one per kv head (attention splits).
+EXIT_SLOT = tl.constexpr(1)
 HEAD_SLOTS = tl.constexpr(8)
+# The per-layer pointer table's fields (int64 addresses; a missing bias is 0).
+LAYER_FIELDS = ("ln1", "qkv", "qkv_bias", "o", "o_bias", "ln2", "gate_up", "gate_up_bias", "down", "down_bias",
+                "k_cache", "v_cache")
+NUM_FIELDS = tl.constexpr(len(LAYER_FIELDS))
+(LN1, QKV, QKV_B, O, O_B, LN2, GATE_UP, GATE_UP_B, DOWN, DOWN_B, K_CACHE, V_CACHE) = (
+    tl.constexpr(i) for i in range(len(LAYER_FIELDS)))
 COUNTER_SLOTS = 256
 MAX_CHUNK = 2048  # columns of a weight tile (KC): 4 x 2 rows x 2048 bf16 = 32 KiB
 ATTENTION_TILE_N = 64
 MAX_ATTENTION_SPLITS = 16
 # What the TIMING timestamps mark, in order (index = column of the timing buffer).
-TIMING_POINTS = ("start", "waited for the kernel before", "q/k/v done", "barrier A passed", "attention done",
+# (Per layer; "start" is layer 0's only: the launch.)
+TIMING_POINTS = ("start", "layer begins", "q/k/v done", "barrier A passed", "attention done",
                  "barrier B passed", "o done", "barrier C passed", "gate/up done", "barrier D passed", "down done")
 
 _COUNTERS: dict[torch.device, torch.Tensor] = {}
@@ -198,131 +207,240 @@ def _linear_stage(w_ptr, w, pid, num_programs, x_ptr, norm_w_ptr, rstd, bias_ptr
 
 
 @triton.jit
-def _attention_stage(pid, num_programs, q_ptr, k_cache_ptr, v_cache_ptr, block_table_ptr, seq_len,
-                     part_m_ptr, part_l_ptr, part_acc_ptr, out_ptr, head_counters_ptr, qk_scale, sliding_window,
-                     NH: tl.constexpr, NKV: tl.constexpr, D: tl.constexpr, DP: tl.constexpr, BLOCK_H: tl.constexpr,
-                     BLOCK_SIZE: tl.constexpr, TILE_N: tl.constexpr, NUM_SPLITS: tl.constexpr,
-                     SPLITS_PAD: tl.constexpr, USE_WINDOW: tl.constexpr, DOT_PRECISION: tl.constexpr):
-    # (kv head, split) tasks; the last split of a kv head to finish writes its GROUP heads' rows.
-    GROUP: tl.constexpr = NH // NKV
-    offs_h = tl.arange(0, BLOCK_H)
-    offs_d = tl.arange(0, DP)
-    io_mask = (offs_h < GROUP)[:, None] & (offs_d < D)[None, :]
-    q_pos = tl.zeros([BLOCK_H], dtype=tl.int32) + seq_len - 1
-    split_size = tl.cdiv(tl.cdiv(seq_len, NUM_SPLITS), TILE_N) * TILE_N
-    for t in range(pid, NKV * NUM_SPLITS, num_programs):
-        kv_head = t // NUM_SPLITS
-        split = t % NUM_SPLITS
-        head = kv_head * GROUP + offs_h
-        q = tl.load(q_ptr + head[:, None] * D + offs_d[None, :], mask=io_mask, other=0.0, cache_modifier=".cg")
-        kv_begin = split * split_size
-        kv_end = tl.minimum(kv_begin + split_size, seq_len)
-        if USE_WINDOW:
-            kv_begin = tl.maximum(kv_begin, tl.maximum(seq_len - sliding_window, 0) // TILE_N * TILE_N)
-            kv_split = kv_begin
-        else:
-            kv_split = kv_begin + tl.maximum(kv_end - kv_begin, 0) // TILE_N * TILE_N
-        acc = tl.zeros([BLOCK_H, DP], dtype=tl.float32)
-        m_i = tl.full([BLOCK_H], M_INIT, dtype=tl.float32)
-        l_i = tl.zeros([BLOCK_H], dtype=tl.float32)
-        acc, m_i, l_i = attend_paged_tiles(
-            acc, m_i, l_i, q, q_pos, k_cache_ptr, v_cache_ptr, block_table_ptr, kv_head, kv_begin, kv_split,
-            qk_scale, sliding_window, D, DP, NKV, BLOCK_SIZE, TILE_N, USE_WINDOW, False, DOT_PRECISION)
-        acc, m_i, l_i = attend_paged_tiles(
-            acc, m_i, l_i, q, q_pos, k_cache_ptr, v_cache_ptr, block_table_ptr, kv_head, kv_split, kv_end,
-            qk_scale, sliding_window, D, DP, NKV, BLOCK_SIZE, TILE_N, USE_WINDOW, True, DOT_PRECISION)
-        part = head.to(tl.int64) * NUM_SPLITS + split  # [BH]: partials [NH, NUM_SPLITS(, D)]
-        tl.store(part_m_ptr + part, m_i, mask=offs_h < GROUP)
-        tl.store(part_l_ptr + part, l_i, mask=offs_h < GROUP)
-        tl.store(part_acc_ptr + part[:, None] * D + offs_d[None, :], acc, mask=io_mask)
-        tl.debug_barrier()
-        done = tl.atomic_add(head_counters_ptr + kv_head, 1, sem="acq_rel", scope="gpu")
-        if done == NUM_SPLITS - 1:
-            for g in tl.static_range(GROUP):
-                _combine_splits(out_ptr, part_m_ptr, part_l_ptr, part_acc_ptr, 0, NUM_SPLITS,
-                                (kv_head * GROUP + g).to(tl.int64), kv_head * GROUP + g, 0, D, D, DP, SPLITS_PAD)
-            tl.atomic_xchg(head_counters_ptr + kv_head, 0)
+def _layer_ptr(table_ptr, layer, field, DT: tl.constexpr):
+    # Field `field` of layer `layer` in the pointer table (NUM_FIELDS int64 addresses per layer).
+    return tl.load(table_ptr + layer * NUM_FIELDS + field).to(tl.pointer_type(DT))
 
 
 @triton.jit
-def persistent_decode_layer_kernel(
-    h_ptr, ln1_ptr, qkv_w_ptr, qkv_b_ptr, cos_sin_ptr, positions_ptr, slot_mapping_ptr, k_cache_ptr, v_cache_ptr,
-    block_table_ptr, seq_lens_ptr, q_ptr, attn_ptr, part_m_ptr, part_l_ptr, part_acc_ptr,
-    o_w_ptr, o_b_ptr, ln2_ptr, gu_w_ptr, gu_b_ptr, act_ptr, down_w_ptr, down_b_ptr, counters_ptr, timing_ptr,
-    eps, qk_scale, sliding_window,
-    H: tl.constexpr, HP: tl.constexpr, NH: tl.constexpr, NKV: tl.constexpr, D: tl.constexpr, DP: tl.constexpr,
-    I: tl.constexpr, KC: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_SIZE: tl.constexpr, TILE_N: tl.constexpr,
-    NUM_SPLITS: tl.constexpr, SPLITS_PAD: tl.constexpr, QKV_BIAS: tl.constexpr, O_BIAS: tl.constexpr,
-    MLP_BIAS: tl.constexpr, USE_WINDOW: tl.constexpr, DOT_PRECISION: tl.constexpr, USE_PDL: tl.constexpr,
-    TIMING: tl.constexpr,
-):
-    # TIMING: each program writes the GPU's global timer (ns) at TIMING_POINTS points to timing [P, 16].
-    pid = tl.program_id(0)
+def _split_range(split, seq_len, sliding_window, NUM_SPLITS: tl.constexpr, TILE_N: tl.constexpr,
+                 USE_WINDOW: tl.constexpr):
+    # Keys [begin, end) of a split: whole tiles, each split cdiv(cdiv(seq_len, NUM_SPLITS), TILE_N) tiles.
+    split_size = tl.cdiv(tl.cdiv(seq_len, NUM_SPLITS), TILE_N) * TILE_N
+    begin = split * split_size
+    end = tl.minimum(begin + split_size, seq_len)
+    if USE_WINDOW:
+        begin = tl.maximum(begin, tl.maximum(seq_len - sliding_window, 0) // TILE_N * TILE_N)
+    return begin, end
+
+
+@triton.jit
+def _kv_tile(k_cache_ptr, v_cache_ptr, block_table_ptr, kv_head, start, end, NKV: tl.constexpr, D: tl.constexpr,
+             DP: tl.constexpr, BLOCK_SIZE: tl.constexpr, TILE_N: tl.constexpr):
+    # K and V [TILE_N, DP] of keys start.. (rows at or past `end` read as zeros), both loads at once.
+    offs_n = start + tl.arange(0, TILE_N)
+    offs_d = tl.arange(0, DP)
+    n_ok = offs_n < end
+    block_ids = tl.load(block_table_ptr + offs_n // BLOCK_SIZE, mask=n_ok, other=0)
+    rows = block_ids.to(tl.int64) * BLOCK_SIZE + offs_n % BLOCK_SIZE
+    offs = rows[:, None] * (NKV * D) + kv_head * D + offs_d[None, :]
+    mask = n_ok[:, None] & (offs_d < D)[None, :]
+    k = tl.load(k_cache_ptr + offs, mask=mask, other=0.0, cache_modifier=".cg")
+    v = tl.load(v_cache_ptr + offs, mask=mask, other=0.0, cache_modifier=".cg")
+    return k, v
+
+
+@triton.jit
+def _attend(acc, m_i, l_i, q, k, v, start, end, q_pos, qk_scale, sliding_window, TILE_N: tl.constexpr,
+            USE_WINDOW: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    # Online-softmax update with the keys start..end-1 of tile (k, v) (log2 domain, as the attention kernels).
+    offs_n = start + tl.arange(0, TILE_N)
+    s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale  # [BH, N]
+    visible = (offs_n[None, :] < end) & (offs_n[None, :] <= q_pos[:, None])
+    if USE_WINDOW:
+        visible = visible & (offs_n[None, :] > q_pos[:, None] - sliding_window)
+    s = tl.where(visible, s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    alpha = tl.exp2(m_i - m_new)
+    p = tl.exp2(s - m_new[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
+    return acc, m_new, l_i
+
+
+@triton.jit
+def _first_kv_tile(t, k_cache_ptr, v_cache_ptr, block_table_ptr, seq_len, sliding_window, NKV: tl.constexpr,
+                   D: tl.constexpr, DP: tl.constexpr, BLOCK_SIZE: tl.constexpr, TILE_N: tl.constexpr,
+                   NUM_SPLITS: tl.constexpr, USE_WINDOW: tl.constexpr):
+    # The first tile of attention task t's keys, without the step's own key (stage A writes it): this
+    # load needs nothing from stage A, so it is issued before barrier A. Nothing is read for t past
+    # the last task.
+    begin, end = _split_range(t % NUM_SPLITS, seq_len, sliding_window, NUM_SPLITS, TILE_N, USE_WINDOW)
+    end = tl.where(t < NKV * NUM_SPLITS, tl.minimum(end, seq_len - 1), begin)
+    return _kv_tile(k_cache_ptr, v_cache_ptr, block_table_ptr, t // NUM_SPLITS, begin, end, NKV, D, DP, BLOCK_SIZE,
+                    TILE_N)
+
+
+@triton.jit
+def _attention_task(t, k, v, q_ptr, k_cache_ptr, v_cache_ptr, block_table_ptr, seq_len, slot,
+                    part_m_ptr, part_l_ptr, part_acc_ptr, out_ptr, head_counters_ptr, qk_scale, sliding_window,
+                    NH: tl.constexpr, NKV: tl.constexpr, D: tl.constexpr, DP: tl.constexpr, BLOCK_H: tl.constexpr,
+                    GROUP_PAD: tl.constexpr, BLOCK_SIZE: tl.constexpr, TILE_N: tl.constexpr,
+                    NUM_SPLITS: tl.constexpr, SPLITS_PAD: tl.constexpr, USE_WINDOW: tl.constexpr,
+                    DOT_PRECISION: tl.constexpr):
+    # Task t = (kv head, split); (k, v): its first tile from _first_kv_tile. The split of a kv head
+    # that finishes last combines the splits of the head's GROUP query heads into out.
+    GROUP: tl.constexpr = NH // NKV
+    kv_head = t // NUM_SPLITS
+    split = t % NUM_SPLITS
+    begin, end = _split_range(split, seq_len, sliding_window, NUM_SPLITS, TILE_N, USE_WINDOW)
+    offs_h = tl.arange(0, BLOCK_H)
+    offs_d = tl.arange(0, DP)
+    d_ok = offs_d < D
+    head = kv_head * GROUP + offs_h
+    io_mask = (offs_h < GROUP)[:, None] & d_ok[None, :]
+    q = tl.load(q_ptr + head[:, None] * D + offs_d[None, :], mask=io_mask, other=0.0, cache_modifier=".cg")
+    q_pos = tl.zeros([BLOCK_H], dtype=tl.int32) + seq_len - 1
+    # The step's own key and value (position seq_len - 1, cache slot `slot`), written in stage A.
+    offs_n = begin + tl.arange(0, TILE_N)
+    own = ((offs_n == seq_len - 1) & (offs_n < end))[:, None]
+    own_row = slot * (NKV * D) + kv_head * D + offs_d
+    k_own = tl.load(k_cache_ptr + own_row, mask=d_ok & (slot >= 0), other=0.0, cache_modifier=".cg")
+    v_own = tl.load(v_cache_ptr + own_row, mask=d_ok & (slot >= 0), other=0.0, cache_modifier=".cg")
+    k = tl.where(own, k_own[None, :], k)
+    v = tl.where(own, v_own[None, :], v)
+    acc = tl.zeros([BLOCK_H, DP], dtype=tl.float32)
+    m_i = tl.full([BLOCK_H], M_INIT, dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_H], dtype=tl.float32)
+    acc, m_i, l_i = _attend(acc, m_i, l_i, q, k, v, begin, end, q_pos, qk_scale, sliding_window, TILE_N,
+                            USE_WINDOW, DOT_PRECISION)
+    for start in range(begin + TILE_N, end, TILE_N):  # the split's other tiles (long contexts)
+        k, v = _kv_tile(k_cache_ptr, v_cache_ptr, block_table_ptr, kv_head, start, end, NKV, D, DP, BLOCK_SIZE,
+                        TILE_N)
+        acc, m_i, l_i = _attend(acc, m_i, l_i, q, k, v, start, end, q_pos, qk_scale, sliding_window, TILE_N,
+                                USE_WINDOW, DOT_PRECISION)
+    part = head.to(tl.int64) * NUM_SPLITS + split  # [BH]: partials [NH, NUM_SPLITS(, D)]
+    tl.store(part_m_ptr + part, m_i, mask=offs_h < GROUP)
+    tl.store(part_l_ptr + part, l_i, mask=offs_h < GROUP)
+    tl.store(part_acc_ptr + part[:, None] * D + offs_d[None, :], acc, mask=io_mask)
+    tl.debug_barrier()
+    done = tl.atomic_add(head_counters_ptr + kv_head, 1, sem="acq_rel", scope="gpu")
+    if done == NUM_SPLITS - 1:
+        # Every split of the GROUP heads at once (one round trip to L2).
+        offs_g = tl.arange(0, GROUP_PAD)
+        offs_s = tl.arange(0, SPLITS_PAD)
+        heads = kv_head * GROUP + offs_g
+        parts = heads[:, None] * NUM_SPLITS + offs_s[None, :]  # [GP, SP]
+        ok = (offs_g < GROUP)[:, None] & (offs_s < NUM_SPLITS)[None, :]
+        m = tl.load(part_m_ptr + parts, mask=ok, other=M_INIT, cache_modifier=".cg")
+        l = tl.load(part_l_ptr + parts, mask=ok, other=0.0, cache_modifier=".cg")
+        accs = tl.load(part_acc_ptr + parts[:, :, None] * D + offs_d[None, None, :],
+                       mask=ok[:, :, None] & d_ok[None, None, :], other=0.0, cache_modifier=".cg")
+        weight = tl.exp2(m - tl.max(m, 1)[:, None])  # empty splits have m = M_INIT: weight 0
+        total = tl.sum(l * weight, 1)
+        result = tl.sum(accs * weight[:, :, None], 1) / tl.where(total > 0, total, 1.0)[:, None]  # [GP, DP]
+        tl.store(out_ptr + heads[:, None] * D + offs_d[None, :], result.to(out_ptr.dtype.element_ty),
+                 mask=(offs_g < GROUP)[:, None] & d_ok[None, :])
+        tl.atomic_xchg(head_counters_ptr + kv_head, 0)
+
+
+@triton.jit
+def _barrier(counters_ptr, count, num_programs):
+    # Grid barrier number `count` (1, 2, ...): one counter counts every arrival of the launch.
+    _grid_arrive(counters_ptr)
+    _grid_wait(counters_ptr, count * num_programs)
+
+
+@triton.jit
+def _mark(timing_ptr, layer, pid, num_programs, point: tl.constexpr, TIMING: tl.constexpr):
     if TIMING:
-        tl.store(timing_ptr + pid * 16, tl.extra.cuda.globaltimer())
+        tl.store(timing_ptr + (layer * num_programs + pid) * 16 + point, tl.extra.cuda.globaltimer())
+
+
+@triton.jit
+def persistent_decode_kernel(
+    h_ptr, table_ptr, cos_sin_ptr, positions_ptr, slot_mapping_ptr, block_table_ptr, seq_lens_ptr,
+    q_ptr, attn_ptr, part_m_ptr, part_l_ptr, part_acc_ptr, act_ptr, counters_ptr, timing_ptr,
+    num_layers, eps, qk_scale, sliding_window,
+    H: tl.constexpr, HP: tl.constexpr, NH: tl.constexpr, NKV: tl.constexpr, D: tl.constexpr, DP: tl.constexpr,
+    I: tl.constexpr, KC: tl.constexpr, BLOCK_H: tl.constexpr, GROUP_PAD: tl.constexpr, BLOCK_SIZE: tl.constexpr,
+    TILE_N: tl.constexpr, NUM_SPLITS: tl.constexpr, SPLITS_PAD: tl.constexpr, QKV_BIAS: tl.constexpr,
+    O_BIAS: tl.constexpr, MLP_BIAS: tl.constexpr, USE_WINDOW: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    USE_PDL: tl.constexpr, TIMING: tl.constexpr,
+):
+    # Every decoder layer of one token (module docstring); TIMING: timestamps of TIMING_POINTS per
+    # layer and program into timing [num_layers, P, 16].
+    DT: tl.constexpr = h_ptr.dtype.element_ty
+    pid = tl.program_id(0)
     num_programs = tl.num_programs(0)
     TASKS_QKV: tl.constexpr = (NH + 2 * NKV) * D // 8
     TASKS_O: tl.constexpr = H // 8
     TASKS_GU: tl.constexpr = I // 4
-    # Stage A's first weight tile needs nothing from the kernel before (PDL, pdl.py).
-    w = _load_tile(qkv_w_ptr, pid, 0, pid < TASKS_QKV, 0, H, KC, D, I)
+    TASKS_ATTN: tl.constexpr = NKV * NUM_SPLITS
+    _mark(timing_ptr, 0, pid, num_programs, 0, TIMING)
+    # Layer 0's first weight tile needs nothing from the kernel before (PDL, pdl.py).
+    w = _load_tile(_layer_ptr(table_ptr, 0, QKV, DT), pid, 0, pid < TASKS_QKV, 0, H, KC, D, I)
     if USE_PDL:
         tl.extra.cuda.gdc_launch_dependents()
         tl.extra.cuda.gdc_wait()
-    if TIMING:
-        tl.store(timing_ptr + pid * 16 + 1, tl.extra.cuda.globaltimer())
     pos = tl.load(positions_ptr).to(tl.int64)
     slot = tl.load(slot_mapping_ptr).to(tl.int64)
     seq_len = tl.load(seq_lens_ptr)
-    rstd = _rstd(h_ptr, eps, H, HP)
-    _linear_stage(qkv_w_ptr, w, pid, num_programs, h_ptr, ln1_ptr, rstd, qkv_b_ptr, q_ptr, k_cache_ptr, v_cache_ptr,
-                  cos_sin_ptr, pos, slot, 0, H, KC, TASKS_QKV, QKV_BIAS, NH, NKV, D, I)
-    if TIMING:
-        tl.store(timing_ptr + pid * 16 + 2, tl.extra.cuda.globaltimer())
-    _grid_arrive(counters_ptr + 0)
-    _grid_wait(counters_ptr + 0, num_programs)
-    if TIMING:
-        tl.store(timing_ptr + pid * 16 + 3, tl.extra.cuda.globaltimer())
-    _attention_stage(pid, num_programs, q_ptr, k_cache_ptr, v_cache_ptr, block_table_ptr, seq_len,
-                     part_m_ptr, part_l_ptr, part_acc_ptr, attn_ptr, counters_ptr + HEAD_SLOTS, qk_scale,
-                     sliding_window, NH, NKV, D, DP, BLOCK_H, BLOCK_SIZE, TILE_N, NUM_SPLITS, SPLITS_PAD,
-                     USE_WINDOW, DOT_PRECISION)
-    if TIMING:
-        tl.store(timing_ptr + pid * 16 + 4, tl.extra.cuda.globaltimer())
-    _grid_arrive(counters_ptr + 1)
-    w = _load_tile(o_w_ptr, pid, 0, pid < TASKS_O, 1, NH * D, KC, D, I)
-    _grid_wait(counters_ptr + 1, num_programs)
-    if TIMING:
-        tl.store(timing_ptr + pid * 16 + 5, tl.extra.cuda.globaltimer())
-    _linear_stage(o_w_ptr, w, pid, num_programs, attn_ptr, ln2_ptr, rstd, o_b_ptr, h_ptr, k_cache_ptr, v_cache_ptr,
-                  cos_sin_ptr, pos, slot, 1, NH * D, KC, TASKS_O, O_BIAS, NH, NKV, D, I)
-    if TIMING:
-        tl.store(timing_ptr + pid * 16 + 6, tl.extra.cuda.globaltimer())
-    _grid_arrive(counters_ptr + 2)
-    w = _load_tile(gu_w_ptr, pid, 0, pid < TASKS_GU, 2, H, KC, D, I)
-    _grid_wait(counters_ptr + 2, num_programs)
-    if TIMING:
-        tl.store(timing_ptr + pid * 16 + 7, tl.extra.cuda.globaltimer())
-    rstd = _rstd(h_ptr, eps, H, HP)
-    _linear_stage(gu_w_ptr, w, pid, num_programs, h_ptr, ln2_ptr, rstd, gu_b_ptr, act_ptr, k_cache_ptr, v_cache_ptr,
-                  cos_sin_ptr, pos, slot, 2, H, KC, TASKS_GU, MLP_BIAS, NH, NKV, D, I)
-    if TIMING:
-        tl.store(timing_ptr + pid * 16 + 8, tl.extra.cuda.globaltimer())
-    _grid_arrive(counters_ptr + 3)
-    w = _load_tile(down_w_ptr, pid, 0, pid < TASKS_O, 3, I, KC, D, I)
-    _grid_wait(counters_ptr + 3, num_programs)
-    if TIMING:
-        tl.store(timing_ptr + pid * 16 + 9, tl.extra.cuda.globaltimer())
-    _linear_stage(down_w_ptr, w, pid, num_programs, act_ptr, ln2_ptr, rstd, down_b_ptr, h_ptr, k_cache_ptr,
-                  v_cache_ptr, cos_sin_ptr, pos, slot, 3, I, KC, TASKS_O, MLP_BIAS, NH, NKV, D, I)
-    if TIMING:
-        tl.store(timing_ptr + pid * 16 + 10, tl.extra.cuda.globaltimer())
-    # Every program has left every barrier once it counts here: the last one resets them.
+    barriers = 0
+    for layer in range(0, num_layers):
+        _mark(timing_ptr, layer, pid, num_programs, 1, TIMING)
+        k_cache_ptr = _layer_ptr(table_ptr, layer, K_CACHE, DT)
+        v_cache_ptr = _layer_ptr(table_ptr, layer, V_CACHE, DT)
+        rstd = _rstd(h_ptr, eps, H, HP)
+        _linear_stage(_layer_ptr(table_ptr, layer, QKV, DT), w, pid, num_programs, h_ptr,
+                      _layer_ptr(table_ptr, layer, LN1, DT), rstd, _layer_ptr(table_ptr, layer, QKV_B, DT), q_ptr,
+                      k_cache_ptr, v_cache_ptr, cos_sin_ptr, pos, slot, 0, H, KC, TASKS_QKV, QKV_BIAS, NH, NKV, D, I)
+        _mark(timing_ptr, layer, pid, num_programs, 2, TIMING)
+        # The first tile of this program's attention task loads while the others finish q/k/v.
+        k_first, v_first = _first_kv_tile(pid, k_cache_ptr, v_cache_ptr, block_table_ptr, seq_len, sliding_window,
+                                          NKV, D, DP, BLOCK_SIZE, TILE_N, NUM_SPLITS, USE_WINDOW)
+        barriers += 1
+        _barrier(counters_ptr, barriers, num_programs)
+        _mark(timing_ptr, layer, pid, num_programs, 3, TIMING)
+        for t in range(pid, TASKS_ATTN, num_programs):
+            if t != pid:  # more tasks than programs (the interpreter's one program)
+                k_first, v_first = _first_kv_tile(t, k_cache_ptr, v_cache_ptr, block_table_ptr, seq_len,
+                                                  sliding_window, NKV, D, DP, BLOCK_SIZE, TILE_N, NUM_SPLITS,
+                                                  USE_WINDOW)
+            _attention_task(t, k_first, v_first, q_ptr, k_cache_ptr, v_cache_ptr, block_table_ptr, seq_len, slot,
+                            part_m_ptr, part_l_ptr, part_acc_ptr, attn_ptr, counters_ptr + HEAD_SLOTS, qk_scale,
+                            sliding_window, NH, NKV, D, DP, BLOCK_H, GROUP_PAD, BLOCK_SIZE, TILE_N, NUM_SPLITS,
+                            SPLITS_PAD, USE_WINDOW, DOT_PRECISION)
+        _mark(timing_ptr, layer, pid, num_programs, 4, TIMING)
+        o_w_ptr = _layer_ptr(table_ptr, layer, O, DT)
+        w = _load_tile(o_w_ptr, pid, 0, pid < TASKS_O, 1, NH * D, KC, D, I)
+        barriers += 1
+        _barrier(counters_ptr, barriers, num_programs)
+        _mark(timing_ptr, layer, pid, num_programs, 5, TIMING)
+        _linear_stage(o_w_ptr, w, pid, num_programs, attn_ptr, h_ptr, rstd, _layer_ptr(table_ptr, layer, O_B, DT),
+                      h_ptr, k_cache_ptr, v_cache_ptr, cos_sin_ptr, pos, slot, 1, NH * D, KC, TASKS_O, O_BIAS,
+                      NH, NKV, D, I)
+        _mark(timing_ptr, layer, pid, num_programs, 6, TIMING)
+        gu_w_ptr = _layer_ptr(table_ptr, layer, GATE_UP, DT)
+        w = _load_tile(gu_w_ptr, pid, 0, pid < TASKS_GU, 2, H, KC, D, I)
+        barriers += 1
+        _barrier(counters_ptr, barriers, num_programs)
+        _mark(timing_ptr, layer, pid, num_programs, 7, TIMING)
+        rstd = _rstd(h_ptr, eps, H, HP)
+        _linear_stage(gu_w_ptr, w, pid, num_programs, h_ptr, _layer_ptr(table_ptr, layer, LN2, DT), rstd,
+                      _layer_ptr(table_ptr, layer, GATE_UP_B, DT), act_ptr, k_cache_ptr, v_cache_ptr, cos_sin_ptr,
+                      pos, slot, 2, H, KC, TASKS_GU, MLP_BIAS, NH, NKV, D, I)
+        _mark(timing_ptr, layer, pid, num_programs, 8, TIMING)
+        down_w_ptr = _layer_ptr(table_ptr, layer, DOWN, DT)
+        w = _load_tile(down_w_ptr, pid, 0, pid < TASKS_O, 3, I, KC, D, I)
+        barriers += 1
+        _barrier(counters_ptr, barriers, num_programs)
+        _mark(timing_ptr, layer, pid, num_programs, 9, TIMING)
+        _linear_stage(down_w_ptr, w, pid, num_programs, act_ptr, h_ptr, rstd, _layer_ptr(table_ptr, layer, DOWN_B, DT),
+                      h_ptr, k_cache_ptr, v_cache_ptr, cos_sin_ptr, pos, slot, 3, I, KC, TASKS_O, MLP_BIAS,
+                      NH, NKV, D, I)
+        _mark(timing_ptr, layer, pid, num_programs, 10, TIMING)
+        if layer + 1 < num_layers:
+            # The next layer's first tile loads while the others finish down.
+            w = _load_tile(_layer_ptr(table_ptr, layer + 1, QKV, DT), pid, 0, pid < TASKS_QKV, 0, H, KC, D, I)
+            barriers += 1
+            _barrier(counters_ptr, barriers, num_programs)
+    # Every program has left every barrier once it counts here: the last one resets the counters.
     tl.debug_barrier()
     done = tl.atomic_add(counters_ptr + EXIT_SLOT, 1, sem="acq_rel", scope="gpu")
     if done == num_programs - 1:
-        for b in tl.static_range(NUM_BARRIERS + 1):
-            tl.atomic_xchg(counters_ptr + b, 0)
+        tl.atomic_xchg(counters_ptr, 0)
+        tl.atomic_xchg(counters_ptr + EXIT_SLOT, 0)
 
 
 def chunk_columns(*ks: int, max_chunk: int = MAX_CHUNK) -> int:
@@ -335,7 +453,7 @@ def chunk_columns(*ks: int, max_chunk: int = MAX_CHUNK) -> int:
 
 def persistent_decode_supported(hidden: int, num_heads: int, num_kv_heads: int, head_dim: int,
                                 intermediate: int) -> bool:
-    """Whether a layer of these sizes fits the kernel's tiling (module docstring)."""
+    """Whether layers of these sizes fit the kernel's tiling (module docstring)."""
     return (head_dim % 8 == 0 and hidden % 8 == 0 and intermediate % 4 == 0 and num_heads % num_kv_heads == 0
             and num_kv_heads <= COUNTER_SLOTS - HEAD_SLOTS.value
             and chunk_columns(hidden, num_heads * head_dim, intermediate) > 0)
@@ -347,10 +465,14 @@ def default_num_programs(device: torch.device) -> int:
     return device_num_sms(device) if device.type == "cuda" else 1
 
 
+def attention_splits(num_kv_heads: int, num_programs: int) -> int:
+    """Splits of the keys per kv head: at most one attention task per program, at most MAX_ATTENTION_SPLITS."""
+    return max(1, min(MAX_ATTENTION_SPLITS, num_programs // num_kv_heads))
+
 
 class DecodeWorkspace:
-    """Buffers of one layer launch, reused by every layer of a forward: q and the attention output
-    [NH * D], the attention splits' partials, SiLU(gate) * up [I]."""
+    """Buffers of one launch, reused by every layer: q and the attention output [NH * D], the
+    attention splits' partials, SiLU(gate) * up [I]."""
 
     def __init__(self, num_heads: int, head_dim: int, intermediate: int, num_splits: int, dtype: torch.dtype,
                  device: torch.device) -> None:
@@ -363,72 +485,100 @@ class DecodeWorkspace:
         self.act = torch.empty(intermediate, dtype=dtype, device=device)
 
 
-def attention_splits(num_kv_heads: int, num_programs: int) -> int:
-    """Splits of the keys per kv head: enough for one attention task per program, at most MAX_ATTENTION_SPLITS."""
-    return max(1, min(MAX_ATTENTION_SPLITS, num_programs // num_kv_heads))
+class DecodeLayers:
+    """The pointer table of a model's decoder layers (weights and KV caches) for the kernel, checked once.
+
+    layers: one dict per layer with the LAYER_FIELDS tensors (biases may be None), as the Llama
+    modules hold them: ln1/ln2 [H]; qkv [(NH + 2 NKV) D, H] (q, k, v heads); o [H, NH D];
+    gate_up [2 I, H] (gate, up); down [H, I]; k_cache/v_cache [num_blocks, block_size, NKV, D].
+    The table holds addresses: the tensors are kept referenced here.
+    """
+
+    def __init__(self, layers: list[dict[str, torch.Tensor | None]], num_heads: int) -> None:
+        if not layers:
+            raise ValueError("DecodeLayers needs at least one layer")
+        first = layers[0]
+        self.tensors = layers
+        self.num_layers = len(layers)
+        self.num_heads = num_heads
+        self.hidden = first["ln1"].numel()
+        self.block_size, self.num_kv_heads, self.head_dim = first["k_cache"].shape[1:]
+        self.intermediate = first["down"].shape[1]
+        self.dtype = first["qkv"].dtype
+        self.device = first["qkv"].device
+        self.qkv_bias, self.o_bias = first["qkv_bias"] is not None, first["o_bias"] is not None
+        self.mlp_bias = first["gate_up_bias"] is not None
+        if not persistent_decode_supported(self.hidden, num_heads, self.num_kv_heads, self.head_dim,
+                                           self.intermediate):
+            raise ValueError(f"persistent decode: hidden {self.hidden}, {num_heads} heads / {self.num_kv_heads} kv "
+                             f"heads of {self.head_dim}, intermediate {self.intermediate} do not fit the kernel's tiles")
+        h, nh, nkv, d, inter = self.hidden, num_heads, self.num_kv_heads, self.head_dim, self.intermediate
+        shapes = {"ln1": (h,), "ln2": (h,), "qkv": ((nh + 2 * nkv) * d, h), "qkv_bias": ((nh + 2 * nkv) * d,),
+                  "o": (h, nh * d), "o_bias": (h,), "gate_up": (2 * inter, h), "gate_up_bias": (2 * inter,),
+                  "down": (h, inter), "down_bias": (h,), "k_cache": tuple(first["k_cache"].shape),
+                  "v_cache": tuple(first["k_cache"].shape)}
+        optional = {"qkv_bias": self.qkv_bias, "o_bias": self.o_bias, "gate_up_bias": self.mlp_bias,
+                    "down_bias": self.mlp_bias}
+        rows = []
+        for index, layer in enumerate(layers):
+            row = []
+            for name in LAYER_FIELDS:
+                tensor = layer.get(name)
+                if tensor is None:
+                    if optional.get(name, True) is not False:
+                        raise ValueError(f"persistent decode: layer {index} has no {name}")
+                    row.append(0)
+                    continue
+                if optional.get(name) is False:
+                    raise ValueError(f"persistent decode: layer {index} has a {name}, layer 0 none")
+                if (tuple(tensor.shape) != shapes[name] or tensor.dtype != self.dtype or not tensor.is_contiguous()
+                        or tensor.device != self.device):
+                    raise ValueError(f"persistent decode: layer {index} {name} {tuple(tensor.shape)} {tensor.dtype} "
+                                     f"must be a contiguous {list(shapes[name])} {self.dtype} on {self.device}")
+                row.append(tensor.data_ptr())
+            rows.append(row)
+        self.table = torch.tensor(rows, dtype=torch.int64, device=self.device)
 
 
-def persistent_decode_layer(
-    h: torch.Tensor, *, ln1: torch.Tensor, qkv_weight: torch.Tensor, o_weight: torch.Tensor, ln2: torch.Tensor,
-    gate_up_weight: torch.Tensor, down_weight: torch.Tensor, eps: float, num_heads: int,
-    k_cache: torch.Tensor, v_cache: torch.Tensor, positions: torch.Tensor, slot_mapping: torch.Tensor,
-    block_table: torch.Tensor, seq_lens: torch.Tensor, cos_sin: torch.Tensor, scale: float,
-    qkv_bias: torch.Tensor | None = None, o_bias: torch.Tensor | None = None,
-    gate_up_bias: torch.Tensor | None = None, down_bias: torch.Tensor | None = None,
-    sliding_window: int | None = None, workspace: DecodeWorkspace | None = None,
-    num_programs: int | None = None, num_warps: int = 8, max_chunk: int = MAX_CHUNK,
-    timing: torch.Tensor | None = None,
+def persistent_decode(
+    h: torch.Tensor, layers: DecodeLayers, *, positions: torch.Tensor, slot_mapping: torch.Tensor,
+    block_table: torch.Tensor, seq_lens: torch.Tensor, cos_sin: torch.Tensor, scale: float, eps: float,
+    sliding_window: int | None = None, workspace: DecodeWorkspace | None = None, num_programs: int | None = None,
+    num_warps: int = 8, max_chunk: int = MAX_CHUNK, timing: torch.Tensor | None = None,
 ) -> None:
-    """One Llama-family decoder layer for one token, in place: h [H] (the residual stream, the layer's
-    input) becomes the layer's output h + attn + mlp, and the token's k/v go to cache slot
-    slot_mapping[0]. positions, slot_mapping, seq_lens: device tensors of one entry (the token's
-    position, its cache slot (-1: not stored), the context length including it); block_table: the
-    sequence's row of block ids. Weights as the Llama modules hold them: qkv [(NH + 2 NKV) D, H]
-    (q, k, v heads), o [H, NH D], gate_up [2 I, H] (gate, up), down [H, I]. cos_sin: fp32
-    [max_position, D]. Reads no device value on the host (CUDA-graph safe). timing: int64
-    [num_programs, 16] to receive each program's timestamps (TIMING_POINTS, bench/ diagnostics)."""
-    hidden = h.numel()
-    num_kv_heads, head_dim = k_cache.shape[2], k_cache.shape[3]
-    intermediate = down_weight.shape[1]
-    if not h.is_contiguous() or not persistent_decode_supported(hidden, num_heads, num_kv_heads, head_dim,
-                                                                 intermediate):
-        raise ValueError(f"persistent_decode_layer: hidden {hidden}, {num_heads} heads / {num_kv_heads} kv heads of "
-                         f"{head_dim}, intermediate {intermediate} do not fit the kernel's tiles")
-    expected = {"qkv_weight": (qkv_weight, ((num_heads + 2 * num_kv_heads) * head_dim, hidden)),
-                "o_weight": (o_weight, (hidden, num_heads * head_dim)),
-                "gate_up_weight": (gate_up_weight, (2 * intermediate, hidden)),
-                "down_weight": (down_weight, (hidden, intermediate))}
-    for name, (weight, shape) in expected.items():
-        if tuple(weight.shape) != shape or not weight.is_contiguous() or weight.dtype != h.dtype:
-            raise ValueError(f"persistent_decode_layer: {name} {tuple(weight.shape)} {weight.dtype} must be a "
-                             f"contiguous {list(shape)} {h.dtype}")
-    if not (k_cache.is_contiguous() and v_cache.is_contiguous() and k_cache.shape == v_cache.shape
-            and k_cache.dtype == v_cache.dtype == h.dtype):
-        raise ValueError("persistent_decode_layer: k/v caches must be contiguous, alike, of h's dtype")
-    if cos_sin.dtype != torch.float32 or cos_sin.shape[1] != head_dim or not cos_sin.is_contiguous():
-        raise ValueError(f"persistent_decode_layer: cos_sin {tuple(cos_sin.shape)} {cos_sin.dtype} must be fp32 "
-                         f"[max_position, {head_dim}]")
+    """Every decoder layer of `layers` for one token, in place: h [H] (the residual stream: the
+    embedding) becomes the last layer's output, and the token's k/v go to cache slot
+    slot_mapping[0] of each layer. positions, slot_mapping, seq_lens: device tensors of one entry
+    (the token's position, its cache slot (-1: not stored), the context length including it);
+    block_table: the sequence's row of block ids. cos_sin: fp32 [max_position, D]. Reads no device
+    value on the host (CUDA-graph safe). timing: int64 [num_layers, num_programs, 16] to receive
+    each program's timestamps (TIMING_POINTS; bench/ diagnostics)."""
+    if h.numel() != layers.hidden or not h.is_contiguous() or h.dtype != layers.dtype:
+        raise ValueError(f"persistent decode: h {tuple(h.shape)} {h.dtype} must be {layers.hidden} contiguous "
+                         f"{layers.dtype} values")
+    d = layers.head_dim
+    if cos_sin.dtype != torch.float32 or cos_sin.shape[1] != d or not cos_sin.is_contiguous():
+        raise ValueError(f"persistent decode: cos_sin {tuple(cos_sin.shape)} {cos_sin.dtype} must be fp32 "
+                         f"[max_position, {d}]")
     if num_programs is None:
         num_programs = default_num_programs(h.device)
+    nh, nkv = layers.num_heads, layers.num_kv_heads
     if workspace is None:
-        workspace = DecodeWorkspace(num_heads, head_dim, intermediate, attention_splits(num_kv_heads, num_programs),
-                                    h.dtype, h.device)
+        workspace = DecodeWorkspace(nh, d, layers.intermediate, attention_splits(nkv, num_programs), h.dtype,
+                                    h.device)
     counters = layer_counters(h.device)
     use_pdl, launch = pdl_launch_args(h.device)
-    dummy = h
-    persistent_decode_layer_kernel[(num_programs,)](
-        h, ln1, qkv_weight, dummy if qkv_bias is None else qkv_bias, cos_sin, positions, slot_mapping,
-        k_cache, v_cache, block_table, seq_lens, workspace.q, workspace.attn, workspace.part_m, workspace.part_l,
-        workspace.part_acc, o_weight, dummy if o_bias is None else o_bias, ln2, gate_up_weight,
-        dummy if gate_up_bias is None else gate_up_bias, workspace.act, down_weight,
-        dummy if down_bias is None else down_bias, counters, counters if timing is None else timing, eps, scale * LOG2E, sliding_window or 0,
-        H=hidden, HP=triton.next_power_of_2(hidden), NH=num_heads, NKV=num_kv_heads, D=head_dim,
-        DP=max(16, triton.next_power_of_2(head_dim)), I=intermediate,
-        KC=chunk_columns(hidden, num_heads * head_dim, intermediate, max_chunk=max_chunk),
-        BLOCK_H=max(16, triton.next_power_of_2(num_heads // num_kv_heads)), BLOCK_SIZE=k_cache.shape[1],
-        TILE_N=ATTENTION_TILE_N, NUM_SPLITS=workspace.num_splits,
-        SPLITS_PAD=triton.next_power_of_2(workspace.num_splits), QKV_BIAS=qkv_bias is not None,
-        O_BIAS=o_bias is not None, MLP_BIAS=gate_up_bias is not None,
-        USE_WINDOW=sliding_window is not None, DOT_PRECISION="ieee" if h.dtype == torch.float32 else "tf32",
-        USE_PDL=use_pdl, TIMING=timing is not None, num_warps=num_warps, **launch,
+    persistent_decode_kernel[(num_programs,)](
+        h, layers.table, cos_sin, positions, slot_mapping, block_table, seq_lens, workspace.q, workspace.attn,
+        workspace.part_m, workspace.part_l, workspace.part_acc, workspace.act, counters,
+        counters if timing is None else timing, layers.num_layers, eps, scale * LOG2E, sliding_window or 0,
+        H=layers.hidden, HP=triton.next_power_of_2(layers.hidden), NH=nh, NKV=nkv, D=d,
+        DP=max(16, triton.next_power_of_2(d)), I=layers.intermediate,
+        KC=chunk_columns(layers.hidden, nh * d, layers.intermediate, max_chunk=max_chunk),
+        BLOCK_H=max(16, triton.next_power_of_2(nh // nkv)), GROUP_PAD=triton.next_power_of_2(nh // nkv),
+        BLOCK_SIZE=layers.block_size, TILE_N=ATTENTION_TILE_N, NUM_SPLITS=workspace.num_splits,
+        SPLITS_PAD=triton.next_power_of_2(workspace.num_splits), QKV_BIAS=layers.qkv_bias, O_BIAS=layers.o_bias,
+        MLP_BIAS=layers.mlp_bias, USE_WINDOW=sliding_window is not None,
+        DOT_PRECISION="ieee" if h.dtype == torch.float32 else "tf32", USE_PDL=use_pdl, TIMING=timing is not None,
+        num_warps=num_warps, **launch,
     )

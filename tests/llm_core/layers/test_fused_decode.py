@@ -142,7 +142,7 @@ def test_persistent_decode_equals_unfused_fp32(tmp_path, arch):
     model, cfg = make_model(tmp_path, checkpoint_arch, torch.float32, seed, **overrides)
     assert model._persistent_capable
     rng = random.Random(seed)
-    prompts = [[rng.randrange(512) for _ in range(rng.randrange(3, 40))]]
+    prompts = [[rng.randrange(512) for _ in range(rng.randrange(3, 31))]]  # two blocks of 16 hold it
     calls = []
     original = llama.LlamaForCausalLM._persistent_decode_forward
 
