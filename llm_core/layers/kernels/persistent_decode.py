@@ -61,7 +61,7 @@ NUM_FIELDS = tl.constexpr(len(LAYER_FIELDS))
 (LN1, QKV, QKV_B, O, O_B, LN2, GATE_UP, GATE_UP_B, DOWN, DOWN_B, K_CACHE, V_CACHE) = (
     tl.constexpr(i) for i in range(len(LAYER_FIELDS)))
 COUNTER_SLOTS = 256
-MAX_CHUNK = 2048  # columns of a weight tile (KC): 4 x 2 rows x 2048 bf16 = 32 KiB
+MAX_CHUNK = 1024  # columns of a weight tile (KC): 4 x 2 rows x 1024 bf16 = 16 KiB, four in flight
 ATTENTION_TILE_N = 64
 MAX_ATTENTION_SPLITS = 16
 # What the TIMING timestamps mark, in order (index = column of the timing buffer).
@@ -134,82 +134,135 @@ def _rstd(h_ptr, eps, H: tl.constexpr, HP: tl.constexpr):
 
 
 @triton.jit
-def _x_chunk(x_ptr, norm_w_ptr, rstd, k0, NORM: tl.constexpr, KC: tl.constexpr):
-    # KC entries of the stage's input at k0: RMSNorm(h) (NORM) or a buffer of this launch.
+def _x_raw(x_ptr, norm_w_ptr, k0, NORM: tl.constexpr, KC: tl.constexpr):
+    # The stage input's KC entries at k0 as loaded (a buffer of this launch: h, attn or act), and
+    # the RMSNorm weight's entries (NORM), to be combined by _x_use when the tile is used.
     offs = k0 + tl.arange(0, KC)
     x = tl.load(x_ptr + offs, cache_modifier=".cg")
+    g = x
     if NORM:
+        g = tl.load(norm_w_ptr + offs)
+    return x, g
+
+
+@triton.jit
+def _x_use(x, g, rstd, NORM: tl.constexpr):
+    if NORM:  # RMSNorm(h), rounded as the RMSNorm kernel rounds
         normed = (x.to(tl.float32) * rstd).to(x.dtype).to(tl.float32)
-        x = (normed * tl.load(norm_w_ptr + offs).to(tl.float32)).to(x.dtype)
+        x = (normed * g.to(tl.float32)).to(x.dtype)
     return x
 
 
 @triton.jit
-def _linear_stage(w_ptr, w, pid, num_programs, x_ptr, norm_w_ptr, rstd, bias_ptr,
+def _stage_tile(w_ptr, j, n_tiles, pid, num_programs, STAGE: tl.constexpr, K: tl.constexpr, KC: tl.constexpr,
+                D: tl.constexpr, I: tl.constexpr):
+    # Tile j of this program's stream in a stage: chunk j % (K / KC) of task pid + (j // (K / KC)) * P.
+    NUM_CHUNKS: tl.constexpr = K // KC
+    return _load_tile(w_ptr, pid + (j // NUM_CHUNKS) * num_programs, (j % NUM_CHUNKS) * KC, j < n_tiles, STAGE, K,
+                      KC, D, I)
+
+
+@triton.jit
+def _stage_num_tiles(pid, num_programs, NUM_TASKS: tl.constexpr, NUM_CHUNKS: tl.constexpr):
+    return tl.cdiv(tl.maximum(NUM_TASKS - pid, 0), num_programs) * NUM_CHUNKS
+
+
+@triton.jit
+def _prefetch_stage(w_ptr, pid, num_programs, STAGE: tl.constexpr, K: tl.constexpr, KC: tl.constexpr,
+                    NUM_TASKS: tl.constexpr, D: tl.constexpr, I: tl.constexpr):
+    # The first four weight tiles of this program's stream in a stage (weights only: loaded before
+    # the barrier that the stage waits for).
+    n = _stage_num_tiles(pid, num_programs, NUM_TASKS, K // KC)
+    return (_stage_tile(w_ptr, 0, n, pid, num_programs, STAGE, K, KC, D, I),
+            _stage_tile(w_ptr, 1, n, pid, num_programs, STAGE, K, KC, D, I),
+            _stage_tile(w_ptr, 2, n, pid, num_programs, STAGE, K, KC, D, I),
+            _stage_tile(w_ptr, 3, n, pid, num_programs, STAGE, K, KC, D, I))
+
+
+@triton.jit
+def _linear_stage(w_ptr, tiles, pid, num_programs, x_ptr, norm_w_ptr, rstd, bias_ptr,
                   out_ptr, k_cache_ptr, v_cache_ptr, cos_sin_ptr, pos, slot,
                   STAGE: tl.constexpr, K: tl.constexpr, KC: tl.constexpr, NUM_TASKS: tl.constexpr,
                   HAS_BIAS: tl.constexpr, NH: tl.constexpr, NKV: tl.constexpr, D: tl.constexpr, I: tl.constexpr):
-    # Tasks pid, pid + P, ... of a stage; w is the first one's first tile (loaded by the caller).
-    # STAGE 0: q/k/v + rotary + KV store; 1: o, added into out (h); 2: gate/up -> SiLU pairs
-    # into out (act); 3: down, added into out (h).
+    # Tasks pid, pid + P, ... of a stage as one stream of [4, 2, KC] tiles, each loaded four tiles
+    # before it is used; `tiles` holds the first four (_prefetch_stage). STAGE 0: q/k/v + rotary +
+    # KV store; 1: o, added into out (h); 2: gate/up -> SiLU pairs into out (act); 3: down, added
+    # into out (h).
     NUM_CHUNKS: tl.constexpr = K // KC
     NORM: tl.constexpr = STAGE == 0 or STAGE == 2
-    my_tasks = tl.cdiv(tl.maximum(NUM_TASKS - pid, 0), num_programs)
-    if NUM_CHUNKS == 1:
-        x = _x_chunk(x_ptr, norm_w_ptr, rstd, 0, NORM, KC)
+    n_tiles = _stage_num_tiles(pid, num_programs, NUM_TASKS, NUM_CHUNKS)
+    w0, w1, w2, w3 = tiles
+    if NUM_CHUNKS == 1:  # every tile meets the same x
+        xr, xg = _x_raw(x_ptr, norm_w_ptr, 0, NORM, KC)
+        x = _x_use(xr, xg, rstd, NORM)
+    else:  # x chunks travel with their tiles
+        x0, g0 = _x_raw(x_ptr, norm_w_ptr, 0, NORM, KC)
+        x1, g1 = _x_raw(x_ptr, norm_w_ptr, (1 % NUM_CHUNKS) * KC, NORM, KC)
+        x2, g2 = _x_raw(x_ptr, norm_w_ptr, (2 % NUM_CHUNKS) * KC, NORM, KC)
+        x3, g3 = _x_raw(x_ptr, norm_w_ptr, (3 % NUM_CHUNKS) * KC, NORM, KC)
+    acc = tl.zeros([4, 2, KC // 8], dtype=tl.float32)
+    for j in range(0, n_tiles):
+        w4 = _stage_tile(w_ptr, j + 4, n_tiles, pid, num_programs, STAGE, K, KC, D, I)
+        if NUM_CHUNKS > 1:
+            x4, g4 = _x_raw(x_ptr, norm_w_ptr, ((j + 4) % NUM_CHUNKS) * KC, NORM, KC)
+            x = _x_use(x0, g0, rstd, NORM)
+        prod = w0.to(tl.float32) * x.to(tl.float32)[None, None, :]
+        acc += tl.sum(tl.reshape(prod, [4, 2, KC // 8, 8]), axis=3)
+        w0, w1, w2, w3 = w1, w2, w3, w4
+        if NUM_CHUNKS > 1:
+            x0, x1, x2, x3 = x1, x2, x3, x4
+            g0, g1, g2, g3 = g1, g2, g3, g4
+        if j % NUM_CHUNKS == NUM_CHUNKS - 1:  # the task's last chunk: finish it
+            t = pid + (j // NUM_CHUNKS) * num_programs
+            _finish_task(acc, t, bias_ptr, out_ptr, k_cache_ptr, v_cache_ptr, cos_sin_ptr, pos, slot, STAGE, HAS_BIAS,
+                         NH, NKV, D, I)
+            acc = tl.zeros([4, 2, KC // 8], dtype=tl.float32)
+
+
+@triton.jit
+def _finish_task(acc, t, bias_ptr, out_ptr, k_cache_ptr, v_cache_ptr, cos_sin_ptr, pos, slot, STAGE: tl.constexpr,
+                 HAS_BIAS: tl.constexpr, NH: tl.constexpr, NKV: tl.constexpr, D: tl.constexpr, I: tl.constexpr):
+    # Task t's rows from its sums acc [4, 2, KC // 8] (_linear_stage's STAGE).
     offs_r = tl.arange(0, 4)
     offs_p = tl.arange(0, 2)
-    for i in range(0, my_tasks):
-        t = pid + i * num_programs
-        acc = tl.zeros([4, 2, KC // 8], dtype=tl.float32)
-        for c in tl.static_range(NUM_CHUNKS):
-            # The next tile is in flight while this one is used.
-            if c + 1 < NUM_CHUNKS:
-                w_next = _load_tile(w_ptr, t, (c + 1) * KC, True, STAGE, K, KC, D, I)
-            else:
-                w_next = _load_tile(w_ptr, t + num_programs, 0, i + 1 < my_tasks, STAGE, K, KC, D, I)
-            if NUM_CHUNKS > 1:
-                x = _x_chunk(x_ptr, norm_w_ptr, rstd, c * KC, NORM, KC)
-            prod = w.to(tl.float32) * x.to(tl.float32)[None, None, :]
-            acc += tl.sum(tl.reshape(prod, [4, 2, KC // 8, 8]), axis=3)
-            w = w_next
-        base, dist = _task_rows(t, STAGE, D, I)
-        rows = base + offs_r[:, None] + offs_p[None, :] * dist  # [4, 2]
-        y = tl.sum(acc, axis=2)
-        if HAS_BIAS:
-            y += tl.load(bias_ptr + rows).to(tl.float32)
-        y = y.to(out_ptr.dtype.element_ty)
-        if STAGE == 0:
-            head = t // (D // 8)
-            pair = (t % (D // 8)) * 4 + offs_r  # [4] rotary pair index within the head
-            cols = pair[:, None] + offs_p[None, :] * (D // 2)  # [4, 2] within the head
-            if head < NH + NKV:  # q or k: rotate
-                cos = tl.load(cos_sin_ptr + pos * D + pair)
-                sin = tl.load(cos_sin_ptr + pos * D + D // 2 + pair)
-                x1, x2 = tl.split(y)
-                x1f, x2f = x1.to(tl.float32), x2.to(tl.float32)
-                y = tl.join((x1f * cos - x2f * sin).to(y.dtype), (x2f * cos + x1f * sin).to(y.dtype))
-            if head < NH:
-                tl.store(out_ptr + head * D + cols, y)
-            elif head < NH + NKV:
-                tl.store(k_cache_ptr + slot * (NKV * D) + (head - NH) * D + cols, y, mask=(cols >= 0) & (slot >= 0))
-            else:
-                tl.store(v_cache_ptr + slot * (NKV * D) + (head - NH - NKV) * D + cols, y,
-                         mask=(cols >= 0) & (slot >= 0))
-        elif STAGE == 2:
-            gate, up = tl.split(y)
-            gf = gate.to(tl.float32)
-            act = (gf / (1.0 + tl.exp(-gf))).to(y.dtype).to(tl.float32) * up.to(tl.float32)
-            tl.store(out_ptr + t * 4 + offs_r, act.to(y.dtype))
+    base, dist = _task_rows(t, STAGE, D, I)
+    rows = base + offs_r[:, None] + offs_p[None, :] * dist  # [4, 2]
+    y = tl.sum(acc, axis=2)
+    if HAS_BIAS:
+        y += tl.load(bias_ptr + rows).to(tl.float32)
+    y = y.to(out_ptr.dtype.element_ty)
+    if STAGE == 0:
+        head = t // (D // 8)
+        pair = (t % (D // 8)) * 4 + offs_r  # [4] rotary pair index within the head
+        cols = pair[:, None] + offs_p[None, :] * (D // 2)  # [4, 2] within the head
+        if head < NH + NKV:  # q or k: rotate
+            cos = tl.load(cos_sin_ptr + pos * D + pair)
+            sin = tl.load(cos_sin_ptr + pos * D + D // 2 + pair)
+            x1, x2 = tl.split(y)
+            x1f, x2f = x1.to(tl.float32), x2.to(tl.float32)
+            y = tl.join((x1f * cos - x2f * sin).to(y.dtype), (x2f * cos + x1f * sin).to(y.dtype))
+        if head < NH:
+            tl.store(out_ptr + head * D + cols, y)
+        elif head < NH + NKV:
+            tl.store(k_cache_ptr + slot * (NKV * D) + (head - NH) * D + cols, y, mask=(cols >= 0) & (slot >= 0))
         else:
-            r = tl.load(out_ptr + rows, cache_modifier=".cg")
-            tl.store(out_ptr + rows, (y.to(tl.float32) + r.to(tl.float32)).to(y.dtype))
+            tl.store(v_cache_ptr + slot * (NKV * D) + (head - NH - NKV) * D + cols, y,
+                     mask=(cols >= 0) & (slot >= 0))
+    elif STAGE == 2:
+        gate, up = tl.split(y)
+        gf = gate.to(tl.float32)
+        act = (gf / (1.0 + tl.exp(-gf))).to(y.dtype).to(tl.float32) * up.to(tl.float32)
+        tl.store(out_ptr + t * 4 + offs_r, act.to(y.dtype))
+    else:
+        r = tl.load(out_ptr + rows, cache_modifier=".cg")
+        tl.store(out_ptr + rows, (y.to(tl.float32) + r.to(tl.float32)).to(y.dtype))
 
 
 @triton.jit
 def _layer_ptr(table_ptr, layer, field, DT: tl.constexpr):
-    # Field `field` of layer `layer` in the pointer table (NUM_FIELDS int64 addresses per layer).
-    return tl.load(table_ptr + layer * NUM_FIELDS + field).to(tl.pointer_type(DT))
+    # Field `field` of layer `layer` in the pointer table (NUM_FIELDS int64 addresses per layer). The
+    # addresses are 16-byte aligned (DecodeLayers checks): said here, or loads would not be vectorized.
+    return tl.multiple_of(tl.load(table_ptr + layer * NUM_FIELDS + field).to(tl.pointer_type(DT)), 16)
 
 
 @triton.jit
@@ -369,7 +422,7 @@ def persistent_decode_kernel(
     TASKS_ATTN: tl.constexpr = NKV * NUM_SPLITS
     _mark(timing_ptr, 0, pid, num_programs, 0, TIMING)
     # Layer 0's first weight tile needs nothing from the kernel before (PDL, pdl.py).
-    w = _load_tile(_layer_ptr(table_ptr, 0, QKV, DT), pid, 0, pid < TASKS_QKV, 0, H, KC, D, I)
+    tiles = _prefetch_stage(_layer_ptr(table_ptr, 0, QKV, DT), pid, num_programs, 0, H, KC, TASKS_QKV, D, I)
     if USE_PDL:
         tl.extra.cuda.gdc_launch_dependents()
         tl.extra.cuda.gdc_wait()
@@ -382,7 +435,7 @@ def persistent_decode_kernel(
         k_cache_ptr = _layer_ptr(table_ptr, layer, K_CACHE, DT)
         v_cache_ptr = _layer_ptr(table_ptr, layer, V_CACHE, DT)
         rstd = _rstd(h_ptr, eps, H, HP)
-        _linear_stage(_layer_ptr(table_ptr, layer, QKV, DT), w, pid, num_programs, h_ptr,
+        _linear_stage(_layer_ptr(table_ptr, layer, QKV, DT), tiles, pid, num_programs, h_ptr,
                       _layer_ptr(table_ptr, layer, LN1, DT), rstd, _layer_ptr(table_ptr, layer, QKV_B, DT), q_ptr,
                       k_cache_ptr, v_cache_ptr, cos_sin_ptr, pos, slot, 0, H, KC, TASKS_QKV, QKV_BIAS, NH, NKV, D, I)
         _mark(timing_ptr, layer, pid, num_programs, 2, TIMING)
@@ -403,36 +456,37 @@ def persistent_decode_kernel(
                             SPLITS_PAD, USE_WINDOW, DOT_PRECISION)
         _mark(timing_ptr, layer, pid, num_programs, 4, TIMING)
         o_w_ptr = _layer_ptr(table_ptr, layer, O, DT)
-        w = _load_tile(o_w_ptr, pid, 0, pid < TASKS_O, 1, NH * D, KC, D, I)
+        tiles = _prefetch_stage(o_w_ptr, pid, num_programs, 1, NH * D, KC, TASKS_O, D, I)
         barriers += 1
         _barrier(counters_ptr, barriers, num_programs)
         _mark(timing_ptr, layer, pid, num_programs, 5, TIMING)
-        _linear_stage(o_w_ptr, w, pid, num_programs, attn_ptr, h_ptr, rstd, _layer_ptr(table_ptr, layer, O_B, DT),
+        _linear_stage(o_w_ptr, tiles, pid, num_programs, attn_ptr, h_ptr, rstd, _layer_ptr(table_ptr, layer, O_B, DT),
                       h_ptr, k_cache_ptr, v_cache_ptr, cos_sin_ptr, pos, slot, 1, NH * D, KC, TASKS_O, O_BIAS,
                       NH, NKV, D, I)
         _mark(timing_ptr, layer, pid, num_programs, 6, TIMING)
         gu_w_ptr = _layer_ptr(table_ptr, layer, GATE_UP, DT)
-        w = _load_tile(gu_w_ptr, pid, 0, pid < TASKS_GU, 2, H, KC, D, I)
+        tiles = _prefetch_stage(gu_w_ptr, pid, num_programs, 2, H, KC, TASKS_GU, D, I)
         barriers += 1
         _barrier(counters_ptr, barriers, num_programs)
         _mark(timing_ptr, layer, pid, num_programs, 7, TIMING)
         rstd = _rstd(h_ptr, eps, H, HP)
-        _linear_stage(gu_w_ptr, w, pid, num_programs, h_ptr, _layer_ptr(table_ptr, layer, LN2, DT), rstd,
+        _linear_stage(gu_w_ptr, tiles, pid, num_programs, h_ptr, _layer_ptr(table_ptr, layer, LN2, DT), rstd,
                       _layer_ptr(table_ptr, layer, GATE_UP_B, DT), act_ptr, k_cache_ptr, v_cache_ptr, cos_sin_ptr,
                       pos, slot, 2, H, KC, TASKS_GU, MLP_BIAS, NH, NKV, D, I)
         _mark(timing_ptr, layer, pid, num_programs, 8, TIMING)
         down_w_ptr = _layer_ptr(table_ptr, layer, DOWN, DT)
-        w = _load_tile(down_w_ptr, pid, 0, pid < TASKS_O, 3, I, KC, D, I)
+        tiles = _prefetch_stage(down_w_ptr, pid, num_programs, 3, I, KC, TASKS_O, D, I)
         barriers += 1
         _barrier(counters_ptr, barriers, num_programs)
         _mark(timing_ptr, layer, pid, num_programs, 9, TIMING)
-        _linear_stage(down_w_ptr, w, pid, num_programs, act_ptr, h_ptr, rstd, _layer_ptr(table_ptr, layer, DOWN_B, DT),
+        _linear_stage(down_w_ptr, tiles, pid, num_programs, act_ptr, h_ptr, rstd, _layer_ptr(table_ptr, layer, DOWN_B, DT),
                       h_ptr, k_cache_ptr, v_cache_ptr, cos_sin_ptr, pos, slot, 3, I, KC, TASKS_O, MLP_BIAS,
                       NH, NKV, D, I)
         _mark(timing_ptr, layer, pid, num_programs, 10, TIMING)
         if layer + 1 < num_layers:
             # The next layer's first tile loads while the others finish down.
-            w = _load_tile(_layer_ptr(table_ptr, layer + 1, QKV, DT), pid, 0, pid < TASKS_QKV, 0, H, KC, D, I)
+            tiles = _prefetch_stage(_layer_ptr(table_ptr, layer + 1, QKV, DT), pid, num_programs, 0, H, KC, TASKS_QKV,
+                                    D, I)
             barriers += 1
             _barrier(counters_ptr, barriers, num_programs)
     # Every program has left every barrier once it counts here: the last one resets the counters.
