@@ -180,43 +180,67 @@ def _prefetch_stage(w_ptr, pid, num_programs, STAGE: tl.constexpr, K: tl.constex
 
 
 @triton.jit
+def _use_tile(acc, w, xr, xg, x, tile, n_tiles, pid, num_programs, rstd, bias_ptr, out_ptr, k_cache_ptr, v_cache_ptr,
+              cos_sin_ptr, pos, slot, STAGE: tl.constexpr, K: tl.constexpr, KC: tl.constexpr, HAS_BIAS: tl.constexpr,
+              NH: tl.constexpr, NKV: tl.constexpr, D: tl.constexpr, I: tl.constexpr):
+    # Adds tile `tile` (weights w; its x chunk xr/xg, or x when K is one chunk) into acc; at a task's
+    # last chunk finishes the task and returns zeros. Tiles past n_tiles were loaded as zeros (no
+    # memory traffic) and finish nothing.
+    NUM_CHUNKS: tl.constexpr = K // KC
+    if NUM_CHUNKS > 1:
+        x = _x_use(xr, xg, rstd, STAGE == 0 or STAGE == 2)
+    prod = w.to(tl.float32) * x.to(tl.float32)[None, None, :]
+    acc += tl.sum(tl.reshape(prod, [4, 2, KC // 8, 8]), axis=3)
+    if (tile % NUM_CHUNKS == NUM_CHUNKS - 1) & (tile < n_tiles):
+        _finish_task(acc, pid + (tile // NUM_CHUNKS) * num_programs, bias_ptr, out_ptr, k_cache_ptr, v_cache_ptr,
+                     cos_sin_ptr, pos, slot, STAGE, HAS_BIAS, NH, NKV, D, I)
+        acc = tl.zeros([4, 2, KC // 8], dtype=tl.float32)
+    return acc
+
+
+@triton.jit
 def _linear_stage(w_ptr, tiles, pid, num_programs, x_ptr, norm_w_ptr, rstd, bias_ptr,
                   out_ptr, k_cache_ptr, v_cache_ptr, cos_sin_ptr, pos, slot,
                   STAGE: tl.constexpr, K: tl.constexpr, KC: tl.constexpr, NUM_TASKS: tl.constexpr,
                   HAS_BIAS: tl.constexpr, NH: tl.constexpr, NKV: tl.constexpr, D: tl.constexpr, I: tl.constexpr):
-    # Tasks pid, pid + P, ... of a stage as one stream of [4, 2, KC] tiles, each loaded four tiles
-    # before it is used; `tiles` holds the first four (_prefetch_stage). STAGE 0: q/k/v + rotary +
-    # KV store; 1: o, added into out (h); 2: gate/up -> SiLU pairs into out (act); 3: down, added
-    # into out (h).
+    # Tasks pid, pid + P, ... of a stage as one stream of [4, 2, KC] tiles with four in flight;
+    # `tiles` holds the first four (_prefetch_stage). The loop is unrolled by four so that each tile
+    # register is refilled by its own load: rotating tiles through registers would wait for every
+    # load in flight at each step. STAGE 0: q/k/v + rotary + KV store; 1: o, added into out (h);
+    # 2: gate/up -> SiLU pairs into out (act); 3: down, added into out (h).
     NUM_CHUNKS: tl.constexpr = K // KC
     NORM: tl.constexpr = STAGE == 0 or STAGE == 2
     n_tiles = _stage_num_tiles(pid, num_programs, NUM_TASKS, NUM_CHUNKS)
     w0, w1, w2, w3 = tiles
-    if NUM_CHUNKS == 1:  # every tile meets the same x
-        xr, xg = _x_raw(x_ptr, norm_w_ptr, 0, NORM, KC)
-        x = _x_use(xr, xg, rstd, NORM)
-    else:  # x chunks travel with their tiles
-        x0, g0 = _x_raw(x_ptr, norm_w_ptr, 0, NORM, KC)
-        x1, g1 = _x_raw(x_ptr, norm_w_ptr, (1 % NUM_CHUNKS) * KC, NORM, KC)
-        x2, g2 = _x_raw(x_ptr, norm_w_ptr, (2 % NUM_CHUNKS) * KC, NORM, KC)
-        x3, g3 = _x_raw(x_ptr, norm_w_ptr, (3 % NUM_CHUNKS) * KC, NORM, KC)
+    # x: the stage's input when K is one chunk; else chunks x0..x3 (with RMSNorm weights g0..g3)
+    # travel with tiles w0..w3.
+    x0, g0 = _x_raw(x_ptr, norm_w_ptr, 0, NORM, KC)
+    x = _x_use(x0, g0, rstd, NORM)
+    x1, g1 = _x_raw(x_ptr, norm_w_ptr, (1 % NUM_CHUNKS) * KC, NORM, KC)
+    x2, g2 = _x_raw(x_ptr, norm_w_ptr, (2 % NUM_CHUNKS) * KC, NORM, KC)
+    x3, g3 = _x_raw(x_ptr, norm_w_ptr, (3 % NUM_CHUNKS) * KC, NORM, KC)
     acc = tl.zeros([4, 2, KC // 8], dtype=tl.float32)
-    for j in range(0, n_tiles):
-        w4 = _stage_tile(w_ptr, j + 4, n_tiles, pid, num_programs, STAGE, K, KC, D, I)
+    for j in range(0, n_tiles, 4):
+        acc = _use_tile(acc, w0, x0, g0, x, j, n_tiles, pid, num_programs, rstd, bias_ptr, out_ptr, k_cache_ptr,
+                        v_cache_ptr, cos_sin_ptr, pos, slot, STAGE, K, KC, HAS_BIAS, NH, NKV, D, I)
+        w0 = _stage_tile(w_ptr, j + 4, n_tiles, pid, num_programs, STAGE, K, KC, D, I)
         if NUM_CHUNKS > 1:
-            x4, g4 = _x_raw(x_ptr, norm_w_ptr, ((j + 4) % NUM_CHUNKS) * KC, NORM, KC)
-            x = _x_use(x0, g0, rstd, NORM)
-        prod = w0.to(tl.float32) * x.to(tl.float32)[None, None, :]
-        acc += tl.sum(tl.reshape(prod, [4, 2, KC // 8, 8]), axis=3)
-        w0, w1, w2, w3 = w1, w2, w3, w4
+            x0, g0 = _x_raw(x_ptr, norm_w_ptr, ((j + 4) % NUM_CHUNKS) * KC, NORM, KC)
+        acc = _use_tile(acc, w1, x1, g1, x, j + 1, n_tiles, pid, num_programs, rstd, bias_ptr, out_ptr, k_cache_ptr,
+                        v_cache_ptr, cos_sin_ptr, pos, slot, STAGE, K, KC, HAS_BIAS, NH, NKV, D, I)
+        w1 = _stage_tile(w_ptr, j + 5, n_tiles, pid, num_programs, STAGE, K, KC, D, I)
         if NUM_CHUNKS > 1:
-            x0, x1, x2, x3 = x1, x2, x3, x4
-            g0, g1, g2, g3 = g1, g2, g3, g4
-        if j % NUM_CHUNKS == NUM_CHUNKS - 1:  # the task's last chunk: finish it
-            t = pid + (j // NUM_CHUNKS) * num_programs
-            _finish_task(acc, t, bias_ptr, out_ptr, k_cache_ptr, v_cache_ptr, cos_sin_ptr, pos, slot, STAGE, HAS_BIAS,
-                         NH, NKV, D, I)
-            acc = tl.zeros([4, 2, KC // 8], dtype=tl.float32)
+            x1, g1 = _x_raw(x_ptr, norm_w_ptr, ((j + 5) % NUM_CHUNKS) * KC, NORM, KC)
+        acc = _use_tile(acc, w2, x2, g2, x, j + 2, n_tiles, pid, num_programs, rstd, bias_ptr, out_ptr, k_cache_ptr,
+                        v_cache_ptr, cos_sin_ptr, pos, slot, STAGE, K, KC, HAS_BIAS, NH, NKV, D, I)
+        w2 = _stage_tile(w_ptr, j + 6, n_tiles, pid, num_programs, STAGE, K, KC, D, I)
+        if NUM_CHUNKS > 1:
+            x2, g2 = _x_raw(x_ptr, norm_w_ptr, ((j + 6) % NUM_CHUNKS) * KC, NORM, KC)
+        acc = _use_tile(acc, w3, x3, g3, x, j + 3, n_tiles, pid, num_programs, rstd, bias_ptr, out_ptr, k_cache_ptr,
+                        v_cache_ptr, cos_sin_ptr, pos, slot, STAGE, K, KC, HAS_BIAS, NH, NKV, D, I)
+        w3 = _stage_tile(w_ptr, j + 7, n_tiles, pid, num_programs, STAGE, K, KC, D, I)
+        if NUM_CHUNKS > 1:
+            x3, g3 = _x_raw(x_ptr, norm_w_ptr, ((j + 7) % NUM_CHUNKS) * KC, NORM, KC)
 
 
 @triton.jit
