@@ -154,17 +154,21 @@ def _x_use(x, g, rstd, NORM: tl.constexpr):
 
 
 @triton.jit
-def _stage_tile(w_ptr, j, n_tiles, pid, num_programs, STAGE: tl.constexpr, K: tl.constexpr, KC: tl.constexpr,
-                D: tl.constexpr, I: tl.constexpr):
-    # Tile j of this program's stream in a stage: chunk j % (K / KC) of task pid + (j // (K / KC)) * P.
-    NUM_CHUNKS: tl.constexpr = K // KC
-    return _load_tile(w_ptr, pid + (j // NUM_CHUNKS) * num_programs, (j % NUM_CHUNKS) * KC, j < n_tiles, STAGE, K,
-                      KC, D, I)
+def _my_tasks(pid, num_programs, NUM_TASKS: tl.constexpr):
+    # (first task, number of tasks) of this program in a stage: contiguous ranges, so that a program's
+    # weight rows are contiguous too (few pages, few TLB misses); program p starts at
+    # p * (T // P) + min(p, T % P).
+    base = NUM_TASKS // num_programs
+    extra = NUM_TASKS % num_programs
+    return pid * base + tl.minimum(pid, extra), base + (pid < extra).to(tl.int32)
 
 
 @triton.jit
-def _stage_num_tiles(pid, num_programs, NUM_TASKS: tl.constexpr, NUM_CHUNKS: tl.constexpr):
-    return tl.cdiv(tl.maximum(NUM_TASKS - pid, 0), num_programs) * NUM_CHUNKS
+def _stage_tile(w_ptr, j, n_tiles, first, STAGE: tl.constexpr, K: tl.constexpr, KC: tl.constexpr, D: tl.constexpr,
+                I: tl.constexpr):
+    # Tile j of this program's stream in a stage: chunk j % (K / KC) of task first + j // (K / KC).
+    NUM_CHUNKS: tl.constexpr = K // KC
+    return _load_tile(w_ptr, first + j // NUM_CHUNKS, (j % NUM_CHUNKS) * KC, j < n_tiles, STAGE, K, KC, D, I)
 
 
 @triton.jit
@@ -172,15 +176,16 @@ def _prefetch_stage(w_ptr, pid, num_programs, STAGE: tl.constexpr, K: tl.constex
                     NUM_TASKS: tl.constexpr, D: tl.constexpr, I: tl.constexpr):
     # The first four weight tiles of this program's stream in a stage (weights only: loaded before
     # the barrier that the stage waits for).
-    n = _stage_num_tiles(pid, num_programs, NUM_TASKS, K // KC)
-    return (_stage_tile(w_ptr, 0, n, pid, num_programs, STAGE, K, KC, D, I),
-            _stage_tile(w_ptr, 1, n, pid, num_programs, STAGE, K, KC, D, I),
-            _stage_tile(w_ptr, 2, n, pid, num_programs, STAGE, K, KC, D, I),
-            _stage_tile(w_ptr, 3, n, pid, num_programs, STAGE, K, KC, D, I))
+    first, num = _my_tasks(pid, num_programs, NUM_TASKS)
+    n = num * (K // KC)
+    return (_stage_tile(w_ptr, 0, n, first, STAGE, K, KC, D, I),
+            _stage_tile(w_ptr, 1, n, first, STAGE, K, KC, D, I),
+            _stage_tile(w_ptr, 2, n, first, STAGE, K, KC, D, I),
+            _stage_tile(w_ptr, 3, n, first, STAGE, K, KC, D, I))
 
 
 @triton.jit
-def _use_tile(acc, w, xr, xg, x, tile, n_tiles, pid, num_programs, rstd, bias_ptr, out_ptr, k_cache_ptr, v_cache_ptr,
+def _use_tile(acc, w, xr, xg, x, tile, n_tiles, first, rstd, bias_ptr, out_ptr, k_cache_ptr, v_cache_ptr,
               cos_sin_ptr, pos, slot, STAGE: tl.constexpr, K: tl.constexpr, KC: tl.constexpr, HAS_BIAS: tl.constexpr,
               NH: tl.constexpr, NKV: tl.constexpr, D: tl.constexpr, I: tl.constexpr):
     # Adds tile `tile` (weights w; its x chunk xr/xg, or x when K is one chunk) into acc; at a task's
@@ -192,7 +197,7 @@ def _use_tile(acc, w, xr, xg, x, tile, n_tiles, pid, num_programs, rstd, bias_pt
     prod = w.to(tl.float32) * x.to(tl.float32)[None, None, :]
     acc += tl.sum(tl.reshape(prod, [4, 2, KC // 8, 8]), axis=3)
     if (tile % NUM_CHUNKS == NUM_CHUNKS - 1) & (tile < n_tiles):
-        _finish_task(acc, pid + (tile // NUM_CHUNKS) * num_programs, bias_ptr, out_ptr, k_cache_ptr, v_cache_ptr,
+        _finish_task(acc, first + tile // NUM_CHUNKS, bias_ptr, out_ptr, k_cache_ptr, v_cache_ptr,
                      cos_sin_ptr, pos, slot, STAGE, HAS_BIAS, NH, NKV, D, I)
         acc = tl.zeros([4, 2, KC // 8], dtype=tl.float32)
     return acc
@@ -210,7 +215,8 @@ def _linear_stage(w_ptr, tiles, pid, num_programs, x_ptr, norm_w_ptr, rstd, bias
     # 2: gate/up -> SiLU pairs into out (act); 3: down, added into out (h).
     NUM_CHUNKS: tl.constexpr = K // KC
     NORM: tl.constexpr = STAGE == 0 or STAGE == 2
-    n_tiles = _stage_num_tiles(pid, num_programs, NUM_TASKS, NUM_CHUNKS)
+    first, num = _my_tasks(pid, num_programs, NUM_TASKS)
+    n_tiles = num * NUM_CHUNKS
     w0, w1, w2, w3 = tiles
     # x: the stage's input when K is one chunk; else chunks x0..x3 (with RMSNorm weights g0..g3)
     # travel with tiles w0..w3.
@@ -221,24 +227,24 @@ def _linear_stage(w_ptr, tiles, pid, num_programs, x_ptr, norm_w_ptr, rstd, bias
     x3, g3 = _x_raw(x_ptr, norm_w_ptr, (3 % NUM_CHUNKS) * KC, NORM, KC)
     acc = tl.zeros([4, 2, KC // 8], dtype=tl.float32)
     for j in range(0, n_tiles, 4):
-        acc = _use_tile(acc, w0, x0, g0, x, j, n_tiles, pid, num_programs, rstd, bias_ptr, out_ptr, k_cache_ptr,
+        acc = _use_tile(acc, w0, x0, g0, x, j, n_tiles, first, rstd, bias_ptr, out_ptr, k_cache_ptr,
                         v_cache_ptr, cos_sin_ptr, pos, slot, STAGE, K, KC, HAS_BIAS, NH, NKV, D, I)
-        w0 = _stage_tile(w_ptr, j + 4, n_tiles, pid, num_programs, STAGE, K, KC, D, I)
+        w0 = _stage_tile(w_ptr, j + 4, n_tiles, first, STAGE, K, KC, D, I)
         if NUM_CHUNKS > 1:
             x0, g0 = _x_raw(x_ptr, norm_w_ptr, ((j + 4) % NUM_CHUNKS) * KC, NORM, KC)
-        acc = _use_tile(acc, w1, x1, g1, x, j + 1, n_tiles, pid, num_programs, rstd, bias_ptr, out_ptr, k_cache_ptr,
+        acc = _use_tile(acc, w1, x1, g1, x, j + 1, n_tiles, first, rstd, bias_ptr, out_ptr, k_cache_ptr,
                         v_cache_ptr, cos_sin_ptr, pos, slot, STAGE, K, KC, HAS_BIAS, NH, NKV, D, I)
-        w1 = _stage_tile(w_ptr, j + 5, n_tiles, pid, num_programs, STAGE, K, KC, D, I)
+        w1 = _stage_tile(w_ptr, j + 5, n_tiles, first, STAGE, K, KC, D, I)
         if NUM_CHUNKS > 1:
             x1, g1 = _x_raw(x_ptr, norm_w_ptr, ((j + 5) % NUM_CHUNKS) * KC, NORM, KC)
-        acc = _use_tile(acc, w2, x2, g2, x, j + 2, n_tiles, pid, num_programs, rstd, bias_ptr, out_ptr, k_cache_ptr,
+        acc = _use_tile(acc, w2, x2, g2, x, j + 2, n_tiles, first, rstd, bias_ptr, out_ptr, k_cache_ptr,
                         v_cache_ptr, cos_sin_ptr, pos, slot, STAGE, K, KC, HAS_BIAS, NH, NKV, D, I)
-        w2 = _stage_tile(w_ptr, j + 6, n_tiles, pid, num_programs, STAGE, K, KC, D, I)
+        w2 = _stage_tile(w_ptr, j + 6, n_tiles, first, STAGE, K, KC, D, I)
         if NUM_CHUNKS > 1:
             x2, g2 = _x_raw(x_ptr, norm_w_ptr, ((j + 6) % NUM_CHUNKS) * KC, NORM, KC)
-        acc = _use_tile(acc, w3, x3, g3, x, j + 3, n_tiles, pid, num_programs, rstd, bias_ptr, out_ptr, k_cache_ptr,
+        acc = _use_tile(acc, w3, x3, g3, x, j + 3, n_tiles, first, rstd, bias_ptr, out_ptr, k_cache_ptr,
                         v_cache_ptr, cos_sin_ptr, pos, slot, STAGE, K, KC, HAS_BIAS, NH, NKV, D, I)
-        w3 = _stage_tile(w_ptr, j + 7, n_tiles, pid, num_programs, STAGE, K, KC, D, I)
+        w3 = _stage_tile(w_ptr, j + 7, n_tiles, first, STAGE, K, KC, D, I)
         if NUM_CHUNKS > 1:
             x3, g3 = _x_raw(x_ptr, norm_w_ptr, ((j + 7) % NUM_CHUNKS) * KC, NORM, KC)
 
