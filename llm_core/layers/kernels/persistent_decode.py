@@ -61,7 +61,11 @@ NUM_FIELDS = tl.constexpr(len(LAYER_FIELDS))
 (LN1, QKV, QKV_B, O, O_B, LN2, GATE_UP, GATE_UP_B, DOWN, DOWN_B, K_CACHE, V_CACHE) = (
     tl.constexpr(i) for i in range(len(LAYER_FIELDS)))
 COUNTER_SLOTS = 256
-MAX_CHUNK = 1024  # columns of a weight tile (KC): 4 x 2 rows x 1024 bf16 = 16 KiB, four in flight
+# Columns of a weight tile (KC) and tiles in flight per program: 4 x 2 rows x 2048 bf16 = 32 KiB, two
+# in flight (a stream of the 1B gate/up at 2.67 TB/s on an H100, the best of the shapes tried, as
+# fast as torch.mv; scratch measurements in docs/performance.md).
+MAX_CHUNK = 2048
+DEPTH = 2
 ATTENTION_TILE_N = 64
 MAX_ATTENTION_SPLITS = 16
 # What the TIMING timestamps mark, in order (index = column of the timing buffer).
@@ -173,15 +177,18 @@ def _stage_tile(w_ptr, j, n_tiles, first, STAGE: tl.constexpr, K: tl.constexpr, 
 
 @triton.jit
 def _prefetch_stage(w_ptr, pid, num_programs, STAGE: tl.constexpr, K: tl.constexpr, KC: tl.constexpr,
-                    NUM_TASKS: tl.constexpr, D: tl.constexpr, I: tl.constexpr):
-    # The first four weight tiles of this program's stream in a stage (weights only: loaded before
-    # the barrier that the stage waits for).
+                    NUM_TASKS: tl.constexpr, D: tl.constexpr, I: tl.constexpr, DEPTH: tl.constexpr):
+    # The first DEPTH weight tiles of this program's stream in a stage (weights only: loaded before
+    # the barrier that the stage waits for); with DEPTH 2 the last two entries are unused copies.
     first, num = _my_tasks(pid, num_programs, NUM_TASKS)
     n = num * (K // KC)
-    return (_stage_tile(w_ptr, 0, n, first, STAGE, K, KC, D, I),
-            _stage_tile(w_ptr, 1, n, first, STAGE, K, KC, D, I),
-            _stage_tile(w_ptr, 2, n, first, STAGE, K, KC, D, I),
-            _stage_tile(w_ptr, 3, n, first, STAGE, K, KC, D, I))
+    w0 = _stage_tile(w_ptr, 0, n, first, STAGE, K, KC, D, I)
+    w1 = _stage_tile(w_ptr, 1, n, first, STAGE, K, KC, D, I)
+    w2, w3 = w0, w1
+    if DEPTH == 4:
+        w2 = _stage_tile(w_ptr, 2, n, first, STAGE, K, KC, D, I)
+        w3 = _stage_tile(w_ptr, 3, n, first, STAGE, K, KC, D, I)
+    return w0, w1, w2, w3
 
 
 @triton.jit
@@ -207,11 +214,12 @@ def _use_tile(acc, w, xr, xg, x, tile, n_tiles, first, rstd, bias_ptr, out_ptr, 
 def _linear_stage(w_ptr, tiles, pid, num_programs, x_ptr, norm_w_ptr, rstd, bias_ptr,
                   out_ptr, k_cache_ptr, v_cache_ptr, cos_sin_ptr, pos, slot,
                   STAGE: tl.constexpr, K: tl.constexpr, KC: tl.constexpr, NUM_TASKS: tl.constexpr,
-                  HAS_BIAS: tl.constexpr, NH: tl.constexpr, NKV: tl.constexpr, D: tl.constexpr, I: tl.constexpr):
-    # Tasks pid, pid + P, ... of a stage as one stream of [4, 2, KC] tiles with four in flight;
-    # `tiles` holds the first four (_prefetch_stage). The loop is unrolled by four so that each tile
-    # register is refilled by its own load: rotating tiles through registers would wait for every
-    # load in flight at each step. STAGE 0: q/k/v + rotary + KV store; 1: o, added into out (h);
+                  HAS_BIAS: tl.constexpr, NH: tl.constexpr, NKV: tl.constexpr, D: tl.constexpr, I: tl.constexpr,
+                  DEPTH: tl.constexpr):
+    # This program's tasks of a stage as one stream of [4, 2, KC] tiles with DEPTH (2 or 4) in
+    # flight; `tiles` holds the first ones (_prefetch_stage). The loop is unrolled by DEPTH so that
+    # each tile register is refilled by its own load: rotating tiles through registers would wait
+    # for every load in flight at each step. STAGE 0: q/k/v + rotary + KV store; 1: o, added into out (h);
     # 2: gate/up -> SiLU pairs into out (act); 3: down, added into out (h).
     NUM_CHUNKS: tl.constexpr = K // KC
     NORM: tl.constexpr = STAGE == 0 or STAGE == 2
@@ -226,27 +234,28 @@ def _linear_stage(w_ptr, tiles, pid, num_programs, x_ptr, norm_w_ptr, rstd, bias
     x2, g2 = _x_raw(x_ptr, norm_w_ptr, (2 % NUM_CHUNKS) * KC, NORM, KC)
     x3, g3 = _x_raw(x_ptr, norm_w_ptr, (3 % NUM_CHUNKS) * KC, NORM, KC)
     acc = tl.zeros([4, 2, KC // 8], dtype=tl.float32)
-    for j in range(0, n_tiles, 4):
+    for j in range(0, n_tiles, DEPTH):
         acc = _use_tile(acc, w0, x0, g0, x, j, n_tiles, first, rstd, bias_ptr, out_ptr, k_cache_ptr,
                         v_cache_ptr, cos_sin_ptr, pos, slot, STAGE, K, KC, HAS_BIAS, NH, NKV, D, I)
-        w0 = _stage_tile(w_ptr, j + 4, n_tiles, first, STAGE, K, KC, D, I)
+        w0 = _stage_tile(w_ptr, j + DEPTH, n_tiles, first, STAGE, K, KC, D, I)
         if NUM_CHUNKS > 1:
-            x0, g0 = _x_raw(x_ptr, norm_w_ptr, ((j + 4) % NUM_CHUNKS) * KC, NORM, KC)
+            x0, g0 = _x_raw(x_ptr, norm_w_ptr, ((j + DEPTH) % NUM_CHUNKS) * KC, NORM, KC)
         acc = _use_tile(acc, w1, x1, g1, x, j + 1, n_tiles, first, rstd, bias_ptr, out_ptr, k_cache_ptr,
                         v_cache_ptr, cos_sin_ptr, pos, slot, STAGE, K, KC, HAS_BIAS, NH, NKV, D, I)
-        w1 = _stage_tile(w_ptr, j + 5, n_tiles, first, STAGE, K, KC, D, I)
+        w1 = _stage_tile(w_ptr, j + DEPTH + 1, n_tiles, first, STAGE, K, KC, D, I)
         if NUM_CHUNKS > 1:
-            x1, g1 = _x_raw(x_ptr, norm_w_ptr, ((j + 5) % NUM_CHUNKS) * KC, NORM, KC)
-        acc = _use_tile(acc, w2, x2, g2, x, j + 2, n_tiles, first, rstd, bias_ptr, out_ptr, k_cache_ptr,
-                        v_cache_ptr, cos_sin_ptr, pos, slot, STAGE, K, KC, HAS_BIAS, NH, NKV, D, I)
-        w2 = _stage_tile(w_ptr, j + 6, n_tiles, first, STAGE, K, KC, D, I)
-        if NUM_CHUNKS > 1:
-            x2, g2 = _x_raw(x_ptr, norm_w_ptr, ((j + 6) % NUM_CHUNKS) * KC, NORM, KC)
-        acc = _use_tile(acc, w3, x3, g3, x, j + 3, n_tiles, first, rstd, bias_ptr, out_ptr, k_cache_ptr,
-                        v_cache_ptr, cos_sin_ptr, pos, slot, STAGE, K, KC, HAS_BIAS, NH, NKV, D, I)
-        w3 = _stage_tile(w_ptr, j + 7, n_tiles, first, STAGE, K, KC, D, I)
-        if NUM_CHUNKS > 1:
-            x3, g3 = _x_raw(x_ptr, norm_w_ptr, ((j + 7) % NUM_CHUNKS) * KC, NORM, KC)
+            x1, g1 = _x_raw(x_ptr, norm_w_ptr, ((j + DEPTH + 1) % NUM_CHUNKS) * KC, NORM, KC)
+        if DEPTH == 4:
+            acc = _use_tile(acc, w2, x2, g2, x, j + 2, n_tiles, first, rstd, bias_ptr, out_ptr, k_cache_ptr,
+                            v_cache_ptr, cos_sin_ptr, pos, slot, STAGE, K, KC, HAS_BIAS, NH, NKV, D, I)
+            w2 = _stage_tile(w_ptr, j + 6, n_tiles, first, STAGE, K, KC, D, I)
+            if NUM_CHUNKS > 1:
+                x2, g2 = _x_raw(x_ptr, norm_w_ptr, ((j + 6) % NUM_CHUNKS) * KC, NORM, KC)
+            acc = _use_tile(acc, w3, x3, g3, x, j + 3, n_tiles, first, rstd, bias_ptr, out_ptr, k_cache_ptr,
+                            v_cache_ptr, cos_sin_ptr, pos, slot, STAGE, K, KC, HAS_BIAS, NH, NKV, D, I)
+            w3 = _stage_tile(w_ptr, j + 7, n_tiles, first, STAGE, K, KC, D, I)
+            if NUM_CHUNKS > 1:
+                x3, g3 = _x_raw(x_ptr, norm_w_ptr, ((j + 7) % NUM_CHUNKS) * KC, NORM, KC)
 
 
 @triton.jit
@@ -439,7 +448,7 @@ def persistent_decode_kernel(
     I: tl.constexpr, KC: tl.constexpr, BLOCK_H: tl.constexpr, GROUP_PAD: tl.constexpr, BLOCK_SIZE: tl.constexpr,
     TILE_N: tl.constexpr, NUM_SPLITS: tl.constexpr, SPLITS_PAD: tl.constexpr, QKV_BIAS: tl.constexpr,
     O_BIAS: tl.constexpr, MLP_BIAS: tl.constexpr, USE_WINDOW: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    USE_PDL: tl.constexpr, TIMING: tl.constexpr,
+    USE_PDL: tl.constexpr, TIMING: tl.constexpr, DEPTH: tl.constexpr,
 ):
     # Every decoder layer of one token (module docstring); TIMING: timestamps of TIMING_POINTS per
     # layer and program into timing [num_layers, P, 16].
@@ -452,7 +461,7 @@ def persistent_decode_kernel(
     TASKS_ATTN: tl.constexpr = NKV * NUM_SPLITS
     _mark(timing_ptr, 0, pid, num_programs, 0, TIMING)
     # Layer 0's first weight tile needs nothing from the kernel before (PDL, pdl.py).
-    tiles = _prefetch_stage(_layer_ptr(table_ptr, 0, QKV, DT), pid, num_programs, 0, H, KC, TASKS_QKV, D, I)
+    tiles = _prefetch_stage(_layer_ptr(table_ptr, 0, QKV, DT), pid, num_programs, 0, H, KC, TASKS_QKV, D, I, DEPTH)
     if USE_PDL:
         tl.extra.cuda.gdc_launch_dependents()
         tl.extra.cuda.gdc_wait()
@@ -467,7 +476,8 @@ def persistent_decode_kernel(
         rstd = _rstd(h_ptr, eps, H, HP)
         _linear_stage(_layer_ptr(table_ptr, layer, QKV, DT), tiles, pid, num_programs, h_ptr,
                       _layer_ptr(table_ptr, layer, LN1, DT), rstd, _layer_ptr(table_ptr, layer, QKV_B, DT), q_ptr,
-                      k_cache_ptr, v_cache_ptr, cos_sin_ptr, pos, slot, 0, H, KC, TASKS_QKV, QKV_BIAS, NH, NKV, D, I)
+                      k_cache_ptr, v_cache_ptr, cos_sin_ptr, pos, slot, 0, H, KC, TASKS_QKV, QKV_BIAS, NH, NKV, D, I,
+                      DEPTH)
         _mark(timing_ptr, layer, pid, num_programs, 2, TIMING)
         # The first tile of this program's attention task loads while the others finish q/k/v.
         k_first, v_first = _first_kv_tile(pid, k_cache_ptr, v_cache_ptr, block_table_ptr, seq_len, sliding_window,
@@ -486,37 +496,37 @@ def persistent_decode_kernel(
                             SPLITS_PAD, USE_WINDOW, DOT_PRECISION)
         _mark(timing_ptr, layer, pid, num_programs, 4, TIMING)
         o_w_ptr = _layer_ptr(table_ptr, layer, O, DT)
-        tiles = _prefetch_stage(o_w_ptr, pid, num_programs, 1, NH * D, KC, TASKS_O, D, I)
+        tiles = _prefetch_stage(o_w_ptr, pid, num_programs, 1, NH * D, KC, TASKS_O, D, I, DEPTH)
         barriers += 1
         _barrier(counters_ptr, barriers, num_programs)
         _mark(timing_ptr, layer, pid, num_programs, 5, TIMING)
         _linear_stage(o_w_ptr, tiles, pid, num_programs, attn_ptr, h_ptr, rstd, _layer_ptr(table_ptr, layer, O_B, DT),
                       h_ptr, k_cache_ptr, v_cache_ptr, cos_sin_ptr, pos, slot, 1, NH * D, KC, TASKS_O, O_BIAS,
-                      NH, NKV, D, I)
+                      NH, NKV, D, I, DEPTH)
         _mark(timing_ptr, layer, pid, num_programs, 6, TIMING)
         gu_w_ptr = _layer_ptr(table_ptr, layer, GATE_UP, DT)
-        tiles = _prefetch_stage(gu_w_ptr, pid, num_programs, 2, H, KC, TASKS_GU, D, I)
+        tiles = _prefetch_stage(gu_w_ptr, pid, num_programs, 2, H, KC, TASKS_GU, D, I, DEPTH)
         barriers += 1
         _barrier(counters_ptr, barriers, num_programs)
         _mark(timing_ptr, layer, pid, num_programs, 7, TIMING)
         rstd = _rstd(h_ptr, eps, H, HP)
         _linear_stage(gu_w_ptr, tiles, pid, num_programs, h_ptr, _layer_ptr(table_ptr, layer, LN2, DT), rstd,
                       _layer_ptr(table_ptr, layer, GATE_UP_B, DT), act_ptr, k_cache_ptr, v_cache_ptr, cos_sin_ptr,
-                      pos, slot, 2, H, KC, TASKS_GU, MLP_BIAS, NH, NKV, D, I)
+                      pos, slot, 2, H, KC, TASKS_GU, MLP_BIAS, NH, NKV, D, I, DEPTH)
         _mark(timing_ptr, layer, pid, num_programs, 8, TIMING)
         down_w_ptr = _layer_ptr(table_ptr, layer, DOWN, DT)
-        tiles = _prefetch_stage(down_w_ptr, pid, num_programs, 3, I, KC, TASKS_O, D, I)
+        tiles = _prefetch_stage(down_w_ptr, pid, num_programs, 3, I, KC, TASKS_O, D, I, DEPTH)
         barriers += 1
         _barrier(counters_ptr, barriers, num_programs)
         _mark(timing_ptr, layer, pid, num_programs, 9, TIMING)
         _linear_stage(down_w_ptr, tiles, pid, num_programs, act_ptr, h_ptr, rstd, _layer_ptr(table_ptr, layer, DOWN_B, DT),
                       h_ptr, k_cache_ptr, v_cache_ptr, cos_sin_ptr, pos, slot, 3, I, KC, TASKS_O, MLP_BIAS,
-                      NH, NKV, D, I)
+                      NH, NKV, D, I, DEPTH)
         _mark(timing_ptr, layer, pid, num_programs, 10, TIMING)
         if layer + 1 < num_layers:
             # The next layer's first tile loads while the others finish down.
             tiles = _prefetch_stage(_layer_ptr(table_ptr, layer + 1, QKV, DT), pid, num_programs, 0, H, KC, TASKS_QKV,
-                                    D, I)
+                                    D, I, DEPTH)
             barriers += 1
             _barrier(counters_ptr, barriers, num_programs)
     # Every program has left every barrier once it counts here: the last one resets the counters.
@@ -628,7 +638,7 @@ def persistent_decode(
     h: torch.Tensor, layers: DecodeLayers, *, positions: torch.Tensor, slot_mapping: torch.Tensor,
     block_table: torch.Tensor, seq_lens: torch.Tensor, cos_sin: torch.Tensor, scale: float, eps: float,
     sliding_window: int | None = None, workspace: DecodeWorkspace | None = None, num_programs: int | None = None,
-    num_warps: int = 8, max_chunk: int = MAX_CHUNK, timing: torch.Tensor | None = None,
+    num_warps: int = 8, max_chunk: int = MAX_CHUNK, depth: int = DEPTH, timing: torch.Tensor | None = None,
 ) -> None:
     """Every decoder layer of `layers` for one token, in place: h [H] (the residual stream: the
     embedding) becomes the last layer's output, and the token's k/v go to cache slot
@@ -664,5 +674,5 @@ def persistent_decode(
         SPLITS_PAD=triton.next_power_of_2(workspace.num_splits), QKV_BIAS=layers.qkv_bias, O_BIAS=layers.o_bias,
         MLP_BIAS=layers.mlp_bias, USE_WINDOW=sliding_window is not None,
         DOT_PRECISION="ieee" if h.dtype == torch.float32 else "tf32", USE_PDL=use_pdl, TIMING=timing is not None,
-        num_warps=num_warps, **launch,
+        DEPTH=depth, num_warps=num_warps, **launch,
     )
