@@ -150,17 +150,19 @@ class RowParallelLinear(nn.Module):
 
 def enable_skinny_kernels(model: nn.Module, enabled: bool = True, fused_decode: bool = False,
                           persistent_decode: bool = False) -> int:
-    """Sets use_skinny_kernel on every ColumnParallelLinear and RowParallelLinear in model, and
+    """Sets use_skinny_kernel on every ColumnParallelLinear and RowParallelLinear in model and on every
+    module with an LM head applied through vocab_parallel_logits (`skinny_lm_head`), and
     `fused_decode` (enabled and fused_decode) and `persistent_decode` (that and persistent_decode)
-    on every module that has them (the Llama family's fused decode path and its persistent layer
-    kernel); returns how many linears. (The LM head, applied through vocab_parallel_logits, keeps
-    F.linear.)"""
+    on every module that has them (the Llama family's fused decode path and its persistent
+    kernel); returns how many linears."""
     layers = [m for m in model.modules() if isinstance(m, (ColumnParallelLinear, RowParallelLinear))]
     for layer in layers:
         layer.use_skinny_kernel = enabled
     for module in model.modules():
         if hasattr(module, "fused_decode"):
             module.fused_decode = enabled and fused_decode
+        if hasattr(module, "skinny_lm_head"):
+            module.skinny_lm_head = enabled
         if hasattr(module, "persistent_decode"):
             module.persistent_decode = enabled and fused_decode and persistent_decode
     return len(layers)
@@ -203,12 +205,13 @@ class ParallelLMHead(VocabParallelEmbedding):
 
 
 def vocab_parallel_logits(hidden: torch.Tensor, weight: torch.Tensor, vocab_size: int,
-                          tp: TensorParallelGroup = SINGLE) -> torch.Tensor:
+                          tp: TensorParallelGroup = SINGLE, use_skinny_kernel: bool = False) -> torch.Tensor:
     """hidden [S, dim] times this rank's vocabulary shard weight [R, dim]. On the driver: fp32 logits
     [S, vocab_size], gathered from every rank, padding dropped. On any other rank: its own shard's
     fp32 logits [S, R] (what it sent; meaningless alone), so that callers that keep the result
-    (a CUDA graph's output buffer) run unchanged on every rank."""
-    local = F.linear(hidden, weight)  # [S, R]
+    (a CUDA graph's output buffer) run unchanged on every rank. use_skinny_kernel: one row on the
+    Triton GEMV (as the linear layers, _linear)."""
+    local = _linear(hidden, weight, None, use_skinny_kernel)  # [S, R]
     logits = tp.gather_to_driver(local)  # [S, tp * R] on the driver
     if logits is None:
         return local.float()

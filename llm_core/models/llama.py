@@ -140,7 +140,8 @@ class LlamaForCausalLM(nn.Module):
         # The fused decode path (module docstring): off until enable_skinny_kernels turns it on.
         self.fused_decode = False
         self._fused_capable = fused and tp.size == 1 and not cfg.qk_norm
-        self.persistent_decode = False  # set by enable_skinny_kernels too
+        self.persistent_decode = False  # set by enable_skinny_kernels too, as is:
+        self.skinny_lm_head = False  # logits of one row on the Triton GEMV
         self._persistent_capable = False
         if self._fused_capable:  # the kernels package imports Triton: only with the Triton backend
             from llm_core.layers.kernels.persistent_decode import persistent_decode_supported
@@ -246,7 +247,7 @@ class LlamaForCausalLM(nn.Module):
         """hidden [S, hidden_size] -> fp32 logits [S, vocab_size] (on tensor-parallel ranks > 0: the
         rank's own vocabulary shard, see vocab_parallel_logits)."""
         weight = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
-        return vocab_parallel_logits(hidden, weight, self.config.vocab_size, self.tp)
+        return vocab_parallel_logits(hidden, weight, self.config.vocab_size, self.tp, self.skinny_lm_head)
 
     # Checkpoint name -> (parameter name, shard) for the merged projections.
     stacked_params = {

@@ -41,6 +41,7 @@ or SiLU; RMSNorm's normalized row before its weight.
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
 import triton
@@ -555,8 +556,19 @@ def persistent_decode_supported(hidden: int, num_heads: int, num_kv_heads: int, 
 
 @functools.lru_cache(maxsize=None)
 def default_num_programs(device: torch.device) -> int:
-    """One program per SM on CUDA (all resident at once); one under the interpreter (module docstring)."""
-    return device_num_sms(device) if device.type == "cuda" else 1
+    """One program per SM on CUDA (all resident at once); one under the interpreter (module docstring).
+    Under MPS with CUDA_MPS_ACTIVE_THREAD_PERCENTAGE, that share of the SMs (a client may not get
+    more at once, and a grid barrier over more programs than run at once never opens)."""
+    if device.type != "cuda" or os.environ.get("TRITON_INTERPRET") == "1":
+        return 1
+    sms = device_num_sms(device)
+    share = os.environ.get("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE")
+    if share:
+        try:
+            sms = max(1, int(sms * float(share) / 100))
+        except ValueError:
+            pass
+    return sms
 
 
 def attention_splits(num_kv_heads: int, num_programs: int) -> int:

@@ -202,3 +202,25 @@ def test_qwen3_q_k_norms_keep_the_unfused_path(tmp_path):
         llama.LlamaForCausalLM._fused_decode_forward = original
     assert not called
     torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)  # the skinny GEMV alone
+
+
+def test_one_row_logits_on_the_gemv(tmp_path, monkeypatch):
+    # With the skinny kernels on, one row's logits (batch-1 decode) come from the GEMV; two rows keep F.linear.
+    from llm_core.layers.kernels import gemv
+
+    model, cfg = make_model(tmp_path, "llama", torch.float32, 0)
+    hidden = torch.randn(2, cfg.hidden_size, device=DEVICE)
+    with torch.inference_mode():
+        ref = model.compute_logits(hidden)
+        calls = []
+        original = gemv.skinny_linear
+        monkeypatch.setattr(gemv, "skinny_linear", lambda *a, **k: calls.append(1) or original(*a, **k))
+        enable_skinny_kernels(model)
+        assert model.skinny_lm_head
+        one = model.compute_logits(hidden[:1])
+        assert calls == [1]
+        both = model.compute_logits(hidden)
+        assert calls == [1]
+    assert one.dtype == torch.float32 and one.shape == (1, cfg.vocab_size)
+    torch.testing.assert_close(one, ref[:1], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(both, ref, atol=0, rtol=0)

@@ -188,10 +188,12 @@ def test_layer_matches_reference(gen, dtype, splits):
     check(case, run_kernel(case, workspace=ws), dtype)
 
 
-def test_biases_and_sliding_window(gen):
+@pytest.mark.parametrize("depth", [2, 4])
+def test_biases_and_sliding_window(gen, depth):
+    # depth: weight tiles in flight per program (the stage loop unrolled by it)
     case = make_case(gen, **TINY, seq_len=130, dtype=torch.float32, bias=True, window=40)
     ws = DecodeWorkspace(TINY["num_heads"], TINY["head_dim"], TINY["intermediate"], 2, torch.float32, DEVICE)
-    check(case, run_kernel(case, workspace=ws), torch.float32)
+    check(case, run_kernel(case, workspace=ws, depth=depth), torch.float32)
 
 
 def test_first_token_and_grouping(gen):
@@ -246,3 +248,21 @@ def test_repeated_launches_in_a_cuda_graph(gen):
     for k, k_ref in zip(static_k, k_caches):
         torch.testing.assert_close(k, k_ref, atol=0, rtol=0)
     assert int(layer_counters(case["h"].device).abs().sum()) == 0
+
+
+def test_grid_size(monkeypatch):
+    # One program per SM; under MPS only the client's share (more would never all run at once).
+    from llm_core.layers.kernels import persistent_decode as pd
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.setattr(pd, "device_num_sms", lambda device: 132)
+    pd.default_num_programs.cache_clear()
+    try:
+        assert pd.default_num_programs(torch.device("cuda", 0)) == 132
+        pd.default_num_programs.cache_clear()
+        monkeypatch.setenv("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE", "50")
+        assert pd.default_num_programs(torch.device("cuda", 0)) == 66
+        assert pd.default_num_programs(torch.device("cpu")) == 1
+    finally:
+        pd.default_num_programs.cache_clear()
+    assert pd.attention_splits(8, 132) == 16 and pd.attention_splits(8, 66) == 8 and pd.attention_splits(8, 1) == 1
