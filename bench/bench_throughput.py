@@ -137,7 +137,8 @@ def make_llm(model_dir: Path, args, dtype: torch.dtype, **options) -> LLM:
                max_model_len=2 * args.max_len + 64, max_num_seqs=256, max_num_batched_tokens=args.max_num_batched_tokens,
                num_scheduler_steps=getattr(args, "num_scheduler_steps", None),
                skinny_gemv=getattr(args, "skinny_gemv", None),
-               async_scheduling=getattr(args, "async_scheduling", None), **options)
+               async_scheduling=getattr(args, "async_scheduling", None),
+               persistent_decode=getattr(args, "persistent_decode", None), **options)
 
 
 def main() -> None:
@@ -157,6 +158,9 @@ def main() -> None:
     parser.add_argument("--async-scheduling", action=argparse.BooleanOptionalAction, default=None,
                         help="queue the next multi-step step before this one's tokens reach the host "
                              "(the engine's option; default: the engine's choice)")
+    parser.add_argument("--persistent-decode", action=argparse.BooleanOptionalAction, default=None,
+                        help="batch-1 decode steps in one persistent kernel (the engine's option; default: the "
+                             "engine's choice)")
     parser.add_argument("--batch1-only", action="store_true",
                         help="only the batch-1 measurements (no eager run, workload or agreement)")
     parser.add_argument("--batch1-repeats", type=int, default=1, help="timed batch-1 runs; the median is reported")
@@ -181,7 +185,7 @@ def main() -> None:
     result = {
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "torch": torch.__version__,
         "shape": args.shape, "skinny_gemv": args.skinny_gemv, "num_scheduler_steps": args.num_scheduler_steps,
-        "async_scheduling": args.async_scheduling,
+        "async_scheduling": args.async_scheduling, "persistent_decode": args.persistent_decode,
         "copy_bandwidth_gbs": bandwidth / 1e9, "weight_streaming_limit_tok_s": limit,
         "batch1_tok_s": b1, "batch1_runs_tok_s": b1_runs, "batch1_fraction_of_limit": b1 / limit,
         "batch1_eager_tok_s": b1_eager, "engine_startup_s_with_graph_capture": startup_s,
