@@ -143,9 +143,15 @@ def gpu_gaps(engine, num_steps: int, top: int = 8) -> dict:
     wall = spans[-1][1] - spans[0][0]
     rows = sorted(({"between": k, "count": c, "us_per_token": t / max(tokens, 1)} for k, (c, t) in gaps.items()),
                   key=lambda r: -r["us_per_token"])
+    by_name = collections.defaultdict(lambda: [0, 0.0])
+    for s, e, name in spans:
+        by_name[name[:60]][0] += 1
+        by_name[name[:60]][1] += e - s
+    kernels = sorted(({"kernel": k, "calls_per_token": c / max(tokens, 1), "us_per_token": t / max(tokens, 1)}
+                      for k, (c, t) in by_name.items()), key=lambda r: -r["us_per_token"])
     return {"tokens": tokens, "gpu_span_us_per_token": wall / max(tokens, 1),
             "busy_us_per_token": busy / max(tokens, 1), "idle_us_per_token": (wall - busy) / max(tokens, 1),
-            "top_gaps": rows[:top]}
+            "top_gaps": rows[:top], "kernels": kernels[:2 * top]}
 
 
 def kernel_table(fn, reps: int, top: int = 15) -> list[dict]:
@@ -236,6 +242,9 @@ def main() -> None:
                   f"idle {g['idle_us_per_token']:.0f}; largest idle gaps (us per token, count):")
             for row in g["top_gaps"]:
                 print(f"{row['us_per_token']:>8.1f} {row['count']:>5}  {row['between']}")
+            print("GPU work per token (us, calls; kernels and copies, those of graph replays included):")
+            for row in g.get("kernels", []):
+                print(f"{row['us_per_token']:>8.1f} {row['calls_per_token']:>6.2f}  {row['kernel']}")
 
 
 if __name__ == "__main__":
