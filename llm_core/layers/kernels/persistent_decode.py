@@ -19,10 +19,10 @@ waits on until it reaches the barrier's number times the grid):
      matching 4 of up and writes SiLU(gate) * up.
   E. down projection, adding its rows into h; then a barrier before the next layer's stage A.
 
-A program loads its first weight tile of a stage before it waits at the barrier (and of layer 0's
-stage A before the wait for the kernel before, with programmatic dependent launch), and the next
-tile before it uses the current one, so the weight stream crosses the stage boundaries: the point
-of the kernel. Weight tiles are [4, 2, KC] (two groups of 4 rows of KC columns; rows of K columns
+A program loads its first weight tiles of a stage between its arrival at the barrier and its wait
+(and of layer 0's stage A before the wait for the kernel before, with programmatic dependent
+launch), and the next tiles before it uses the current one, so the weight stream crosses the stage
+boundaries: the point of the kernel. Weight tiles are [4, 2, KC] (two groups of 4 rows of KC columns; rows of K columns
 are K / KC tiles). Each layer's weights and caches are found through a table of addresses
 (DecodeLayers), so one launch covers the model.
 
@@ -92,7 +92,9 @@ def layer_counters(device: torch.device) -> torch.Tensor:
 @triton.jit
 def _grid_arrive(counter_ptr):
     # Every thread's stores of this program come before the release (the CTA barrier, then one
-    # thread's gpu-scope release: the pattern of a cooperative grid sync).
+    # thread's gpu-scope release: the pattern of a cooperative grid sync). The release waits for
+    # every load the thread has in flight too, so a stage's prefetch is issued after the arrival,
+    # before the wait (_grid_wait): one barrier number per arrive/wait pair, counted by the caller.
     tl.debug_barrier()
     tl.atomic_add(counter_ptr, 1, sem="release", scope="gpu")
 
@@ -428,13 +430,6 @@ def _attention_task(t, k, v, q_ptr, k_cache_ptr, v_cache_ptr, block_table_ptr, s
 
 
 @triton.jit
-def _barrier(counters_ptr, count, num_programs):
-    # Grid barrier number `count` (1, 2, ...): one counter counts every arrival of the launch.
-    _grid_arrive(counters_ptr)
-    _grid_wait(counters_ptr, count * num_programs)
-
-
-@triton.jit
 def _mark(timing_ptr, layer, pid, num_programs, point: tl.constexpr, TIMING: tl.constexpr):
     if TIMING:
         tl.store(timing_ptr + (layer * num_programs + pid) * 16 + point, tl.extra.cuda.globaltimer())
@@ -481,10 +476,11 @@ def persistent_decode_kernel(
                       DEPTH)
         _mark(timing_ptr, layer, pid, num_programs, 2, TIMING)
         # The first tile of this program's attention task loads while the others finish q/k/v.
+        _grid_arrive(counters_ptr)
         k_first, v_first = _first_kv_tile(pid, k_cache_ptr, v_cache_ptr, block_table_ptr, seq_len, sliding_window,
                                           NKV, D, DP, BLOCK_SIZE, TILE_N, NUM_SPLITS, USE_WINDOW)
         barriers += 1
-        _barrier(counters_ptr, barriers, num_programs)
+        _grid_wait(counters_ptr, barriers * num_programs)
         _mark(timing_ptr, layer, pid, num_programs, 3, TIMING)
         for t in range(pid, TASKS_ATTN, num_programs):
             if t != pid:  # more tasks than programs (the interpreter's one program)
@@ -497,18 +493,20 @@ def persistent_decode_kernel(
                             SPLITS_PAD, USE_WINDOW, DOT_PRECISION)
         _mark(timing_ptr, layer, pid, num_programs, 4, TIMING)
         o_w_ptr = _layer_ptr(table_ptr, layer, O, DT)
+        _grid_arrive(counters_ptr)
         tiles = _prefetch_stage(o_w_ptr, pid, num_programs, 1, NH * D, KC, TASKS_O, D, I, DEPTH)
         barriers += 1
-        _barrier(counters_ptr, barriers, num_programs)
+        _grid_wait(counters_ptr, barriers * num_programs)
         _mark(timing_ptr, layer, pid, num_programs, 5, TIMING)
         _linear_stage(o_w_ptr, tiles, pid, num_programs, attn_ptr, h_ptr, rstd, _layer_ptr(table_ptr, layer, O_B, DT),
                       h_ptr, k_cache_ptr, v_cache_ptr, cos_sin_ptr, pos, slot, 1, NH * D, KC, TASKS_O, O_BIAS,
                       NH, NKV, D, I, DEPTH)
         _mark(timing_ptr, layer, pid, num_programs, 6, TIMING)
         gu_w_ptr = _layer_ptr(table_ptr, layer, GATE_UP, DT)
+        _grid_arrive(counters_ptr)
         tiles = _prefetch_stage(gu_w_ptr, pid, num_programs, 2, H, KC, TASKS_GU, D, I, DEPTH)
         barriers += 1
-        _barrier(counters_ptr, barriers, num_programs)
+        _grid_wait(counters_ptr, barriers * num_programs)
         _mark(timing_ptr, layer, pid, num_programs, 7, TIMING)
         rstd = _rstd(h_ptr, eps, H, HP)
         _linear_stage(gu_w_ptr, tiles, pid, num_programs, h_ptr, _layer_ptr(table_ptr, layer, LN2, DT), rstd,
@@ -516,9 +514,10 @@ def persistent_decode_kernel(
                       pos, slot, 2, H, KC, TASKS_GU, MLP_BIAS, NH, NKV, D, I, DEPTH)
         _mark(timing_ptr, layer, pid, num_programs, 8, TIMING)
         down_w_ptr = _layer_ptr(table_ptr, layer, DOWN, DT)
+        _grid_arrive(counters_ptr)
         tiles = _prefetch_stage(down_w_ptr, pid, num_programs, 3, I, KC, TASKS_O, D, I, DEPTH)
         barriers += 1
-        _barrier(counters_ptr, barriers, num_programs)
+        _grid_wait(counters_ptr, barriers * num_programs)
         _mark(timing_ptr, layer, pid, num_programs, 9, TIMING)
         _linear_stage(down_w_ptr, tiles, pid, num_programs, act_ptr, h_ptr, rstd, _layer_ptr(table_ptr, layer, DOWN_B, DT),
                       h_ptr, k_cache_ptr, v_cache_ptr, cos_sin_ptr, pos, slot, 3, I, KC, TASKS_O, MLP_BIAS,
@@ -526,10 +525,11 @@ def persistent_decode_kernel(
         _mark(timing_ptr, layer, pid, num_programs, 10, TIMING)
         if layer + 1 < num_layers:
             # The next layer's first tile loads while the others finish down.
+            _grid_arrive(counters_ptr)
             tiles = _prefetch_stage(_layer_ptr(table_ptr, layer + 1, QKV, DT), pid, num_programs, 0, H, KC, TASKS_QKV,
                                     D, I, DEPTH)
             barriers += 1
-            _barrier(counters_ptr, barriers, num_programs)
+            _grid_wait(counters_ptr, barriers * num_programs)
     # Every program has left every barrier once it counts here: the last one resets the counters.
     tl.debug_barrier()
     done = tl.atomic_add(counters_ptr + EXIT_SLOT, 1, sem="acq_rel", scope="gpu")
