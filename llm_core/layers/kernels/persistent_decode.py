@@ -179,27 +179,48 @@ def _stage_tile(w_ptr, j, n_tiles, first, STAGE: tl.constexpr, K: tl.constexpr, 
 
 
 @triton.jit
-def _prefetch_stage(w_ptr, pid, num_programs, STAGE: tl.constexpr, K: tl.constexpr, KC: tl.constexpr,
+def _stage_resid(h_ptr, j, n_tiles, first, STAGE: tl.constexpr, K: tl.constexpr, KC: tl.constexpr, D: tl.constexpr,
+                 I: tl.constexpr):
+    # Stages 1 and 3 (o, down: rows added into h): the rows of h that tile j's task adds to, loaded
+    # with the task's last tile (fp32 [4, 2]); zeros otherwise. This program's own earlier stage
+    # wrote them (tasks split alike), so they may load before the barrier's wait.
+    NUM_CHUNKS: tl.constexpr = K // KC
+    r = tl.zeros([4, 2], dtype=tl.float32)
+    if STAGE == 1 or STAGE == 3:
+        base, dist = _task_rows(first + j // NUM_CHUNKS, STAGE, D, I)
+        rows = base + tl.arange(0, 4)[:, None] + tl.arange(0, 2)[None, :] * dist
+        ok = (j % NUM_CHUNKS == NUM_CHUNKS - 1) & (j < n_tiles)
+        r = tl.load(h_ptr + rows, mask=(rows >= 0) & ok, other=0.0, cache_modifier=".cg").to(tl.float32)
+    return r
+
+
+@triton.jit
+def _prefetch_stage(w_ptr, h_ptr, pid, num_programs, STAGE: tl.constexpr, K: tl.constexpr, KC: tl.constexpr,
                     NUM_TASKS: tl.constexpr, D: tl.constexpr, I: tl.constexpr, DEPTH: tl.constexpr):
-    # The first DEPTH weight tiles of this program's stream in a stage (weights only: loaded before
-    # the barrier that the stage waits for); with DEPTH 2 the last two entries are unused copies.
+    # The first DEPTH weight tiles of this program's stream in a stage and their residual rows
+    # (_stage_resid), loaded before the wait at the barrier that the stage waits for; with DEPTH 2
+    # the last two entries are unused copies.
     first, num = _my_tasks(pid, num_programs, NUM_TASKS)
     n = num * (K // KC)
     w0 = _stage_tile(w_ptr, 0, n, first, STAGE, K, KC, D, I)
     w1 = _stage_tile(w_ptr, 1, n, first, STAGE, K, KC, D, I)
-    w2, w3 = w0, w1
+    r0 = _stage_resid(h_ptr, 0, n, first, STAGE, K, KC, D, I)
+    r1 = _stage_resid(h_ptr, 1, n, first, STAGE, K, KC, D, I)
+    w2, w3, r2, r3 = w0, w1, r0, r1
     if DEPTH == 4:
         w2 = _stage_tile(w_ptr, 2, n, first, STAGE, K, KC, D, I)
         w3 = _stage_tile(w_ptr, 3, n, first, STAGE, K, KC, D, I)
-    return w0, w1, w2, w3
+        r2 = _stage_resid(h_ptr, 2, n, first, STAGE, K, KC, D, I)
+        r3 = _stage_resid(h_ptr, 3, n, first, STAGE, K, KC, D, I)
+    return w0, w1, w2, w3, r0, r1, r2, r3
 
 
 @triton.jit
-def _use_tile(acc, w, xr, xg, x, tile, n_tiles, first, rstd, bias_ptr, out_ptr, k_cache_ptr, v_cache_ptr,
+def _use_tile(acc, w, r, xr, xg, x, tile, n_tiles, first, rstd, bias_ptr, out_ptr, k_cache_ptr, v_cache_ptr,
               cos_sin_ptr, pos, slot, STAGE: tl.constexpr, K: tl.constexpr, KC: tl.constexpr, HAS_BIAS: tl.constexpr,
               NH: tl.constexpr, NKV: tl.constexpr, D: tl.constexpr, I: tl.constexpr):
     # Adds tile `tile` (weights w; its x chunk xr/xg, or x when K is one chunk) into acc; at a task's
-    # last chunk finishes the task and returns zeros. Tiles past n_tiles were loaded as zeros (no
+    # last chunk finishes the task (r: its residual rows, _stage_resid) and returns zeros. Tiles past n_tiles were loaded as zeros (no
     # memory traffic) and finish nothing.
     NUM_CHUNKS: tl.constexpr = K // KC
     if NUM_CHUNKS > 1:
@@ -207,7 +228,7 @@ def _use_tile(acc, w, xr, xg, x, tile, n_tiles, first, rstd, bias_ptr, out_ptr, 
     prod = w.to(tl.float32) * x.to(tl.float32)[None, None, :]
     acc += tl.sum(tl.reshape(prod, [4, 2, KC // 8, 8]), axis=3)
     if (tile % NUM_CHUNKS == NUM_CHUNKS - 1) & (tile < n_tiles):
-        _finish_task(acc, first + tile // NUM_CHUNKS, bias_ptr, out_ptr, k_cache_ptr, v_cache_ptr,
+        _finish_task(acc, r, first + tile // NUM_CHUNKS, bias_ptr, out_ptr, k_cache_ptr, v_cache_ptr,
                      cos_sin_ptr, pos, slot, STAGE, HAS_BIAS, NH, NKV, D, I)
         acc = tl.zeros([4, 2, KC // 8], dtype=tl.float32)
     return acc
@@ -228,7 +249,7 @@ def _linear_stage(w_ptr, tiles, pid, num_programs, x_ptr, norm_w_ptr, rstd, bias
     NORM: tl.constexpr = STAGE == 0 or STAGE == 2
     first, num = _my_tasks(pid, num_programs, NUM_TASKS)
     n_tiles = num * NUM_CHUNKS
-    w0, w1, w2, w3 = tiles
+    w0, w1, w2, w3, r0, r1, r2, r3 = tiles
     # x: the stage's input when K is one chunk; else chunks x0..x3 (with RMSNorm weights g0..g3)
     # travel with tiles w0..w3.
     x0, g0 = _x_raw(x_ptr, norm_w_ptr, 0, NORM, KC)
@@ -238,31 +259,35 @@ def _linear_stage(w_ptr, tiles, pid, num_programs, x_ptr, norm_w_ptr, rstd, bias
     x3, g3 = _x_raw(x_ptr, norm_w_ptr, (3 % NUM_CHUNKS) * KC, NORM, KC)
     acc = tl.zeros([4, 2, KC // 8], dtype=tl.float32)
     for j in range(0, n_tiles, DEPTH):
-        acc = _use_tile(acc, w0, x0, g0, x, j, n_tiles, first, rstd, bias_ptr, out_ptr, k_cache_ptr,
+        acc = _use_tile(acc, w0, r0, x0, g0, x, j, n_tiles, first, rstd, bias_ptr, out_ptr, k_cache_ptr,
                         v_cache_ptr, cos_sin_ptr, pos, slot, STAGE, K, KC, HAS_BIAS, NH, NKV, D, I)
         w0 = _stage_tile(w_ptr, j + DEPTH, n_tiles, first, STAGE, K, KC, D, I)
+        r0 = _stage_resid(out_ptr, j + DEPTH, n_tiles, first, STAGE, K, KC, D, I)
         if NUM_CHUNKS > 1:
             x0, g0 = _x_raw(x_ptr, norm_w_ptr, ((j + DEPTH) % NUM_CHUNKS) * KC, NORM, KC)
-        acc = _use_tile(acc, w1, x1, g1, x, j + 1, n_tiles, first, rstd, bias_ptr, out_ptr, k_cache_ptr,
+        acc = _use_tile(acc, w1, r1, x1, g1, x, j + 1, n_tiles, first, rstd, bias_ptr, out_ptr, k_cache_ptr,
                         v_cache_ptr, cos_sin_ptr, pos, slot, STAGE, K, KC, HAS_BIAS, NH, NKV, D, I)
         w1 = _stage_tile(w_ptr, j + DEPTH + 1, n_tiles, first, STAGE, K, KC, D, I)
+        r1 = _stage_resid(out_ptr, j + DEPTH + 1, n_tiles, first, STAGE, K, KC, D, I)
         if NUM_CHUNKS > 1:
             x1, g1 = _x_raw(x_ptr, norm_w_ptr, ((j + DEPTH + 1) % NUM_CHUNKS) * KC, NORM, KC)
         if DEPTH == 4:
-            acc = _use_tile(acc, w2, x2, g2, x, j + 2, n_tiles, first, rstd, bias_ptr, out_ptr, k_cache_ptr,
+            acc = _use_tile(acc, w2, r2, x2, g2, x, j + 2, n_tiles, first, rstd, bias_ptr, out_ptr, k_cache_ptr,
                             v_cache_ptr, cos_sin_ptr, pos, slot, STAGE, K, KC, HAS_BIAS, NH, NKV, D, I)
             w2 = _stage_tile(w_ptr, j + 6, n_tiles, first, STAGE, K, KC, D, I)
+            r2 = _stage_resid(out_ptr, j + 6, n_tiles, first, STAGE, K, KC, D, I)
             if NUM_CHUNKS > 1:
                 x2, g2 = _x_raw(x_ptr, norm_w_ptr, ((j + 6) % NUM_CHUNKS) * KC, NORM, KC)
-            acc = _use_tile(acc, w3, x3, g3, x, j + 3, n_tiles, first, rstd, bias_ptr, out_ptr, k_cache_ptr,
+            acc = _use_tile(acc, w3, r3, x3, g3, x, j + 3, n_tiles, first, rstd, bias_ptr, out_ptr, k_cache_ptr,
                             v_cache_ptr, cos_sin_ptr, pos, slot, STAGE, K, KC, HAS_BIAS, NH, NKV, D, I)
             w3 = _stage_tile(w_ptr, j + 7, n_tiles, first, STAGE, K, KC, D, I)
+            r3 = _stage_resid(out_ptr, j + 7, n_tiles, first, STAGE, K, KC, D, I)
             if NUM_CHUNKS > 1:
                 x3, g3 = _x_raw(x_ptr, norm_w_ptr, ((j + 7) % NUM_CHUNKS) * KC, NORM, KC)
 
 
 @triton.jit
-def _finish_task(acc, t, bias_ptr, out_ptr, k_cache_ptr, v_cache_ptr, cos_sin_ptr, pos, slot, STAGE: tl.constexpr,
+def _finish_task(acc, r, t, bias_ptr, out_ptr, k_cache_ptr, v_cache_ptr, cos_sin_ptr, pos, slot, STAGE: tl.constexpr,
                  HAS_BIAS: tl.constexpr, NH: tl.constexpr, NKV: tl.constexpr, D: tl.constexpr, I: tl.constexpr):
     # Task t's rows from its sums acc [4, 2, KC // 8] (_linear_stage's STAGE).
     offs_r = tl.arange(0, 4)
@@ -296,8 +321,7 @@ def _finish_task(acc, t, bias_ptr, out_ptr, k_cache_ptr, v_cache_ptr, cos_sin_pt
         act = (gf / (1.0 + tl.exp(-gf))).to(y.dtype).to(tl.float32) * up.to(tl.float32)
         tl.store(out_ptr + t * 4 + offs_r, act.to(y.dtype))
     else:
-        r = tl.load(out_ptr + rows, cache_modifier=".cg")
-        tl.store(out_ptr + rows, (y.to(tl.float32) + r.to(tl.float32)).to(y.dtype))
+        tl.store(out_ptr + rows, (y.to(tl.float32) + r).to(y.dtype))
 
 
 @triton.jit
@@ -457,7 +481,7 @@ def persistent_decode_kernel(
     TASKS_ATTN: tl.constexpr = NKV * NUM_SPLITS
     _mark(timing_ptr, 0, pid, num_programs, 0, TIMING)
     # Layer 0's first weight tile needs nothing from the kernel before (PDL, pdl.py).
-    tiles = _prefetch_stage(_layer_ptr(table_ptr, 0, QKV, DT), pid, num_programs, 0, H, KC, TASKS_QKV, D, I, DEPTH)
+    tiles = _prefetch_stage(_layer_ptr(table_ptr, 0, QKV, DT), h_ptr, pid, num_programs, 0, H, KC, TASKS_QKV, D, I, DEPTH)
     if USE_PDL:
         tl.extra.cuda.gdc_launch_dependents()
         tl.extra.cuda.gdc_wait()
@@ -494,7 +518,7 @@ def persistent_decode_kernel(
         _mark(timing_ptr, layer, pid, num_programs, 4, TIMING)
         o_w_ptr = _layer_ptr(table_ptr, layer, O, DT)
         _grid_arrive(counters_ptr)
-        tiles = _prefetch_stage(o_w_ptr, pid, num_programs, 1, NH * D, KC, TASKS_O, D, I, DEPTH)
+        tiles = _prefetch_stage(o_w_ptr, h_ptr, pid, num_programs, 1, NH * D, KC, TASKS_O, D, I, DEPTH)
         barriers += 1
         _grid_wait(counters_ptr, barriers * num_programs)
         _mark(timing_ptr, layer, pid, num_programs, 5, TIMING)
@@ -504,7 +528,7 @@ def persistent_decode_kernel(
         _mark(timing_ptr, layer, pid, num_programs, 6, TIMING)
         gu_w_ptr = _layer_ptr(table_ptr, layer, GATE_UP, DT)
         _grid_arrive(counters_ptr)
-        tiles = _prefetch_stage(gu_w_ptr, pid, num_programs, 2, H, KC, TASKS_GU, D, I, DEPTH)
+        tiles = _prefetch_stage(gu_w_ptr, h_ptr, pid, num_programs, 2, H, KC, TASKS_GU, D, I, DEPTH)
         barriers += 1
         _grid_wait(counters_ptr, barriers * num_programs)
         _mark(timing_ptr, layer, pid, num_programs, 7, TIMING)
@@ -515,7 +539,7 @@ def persistent_decode_kernel(
         _mark(timing_ptr, layer, pid, num_programs, 8, TIMING)
         down_w_ptr = _layer_ptr(table_ptr, layer, DOWN, DT)
         _grid_arrive(counters_ptr)
-        tiles = _prefetch_stage(down_w_ptr, pid, num_programs, 3, I, KC, TASKS_O, D, I, DEPTH)
+        tiles = _prefetch_stage(down_w_ptr, h_ptr, pid, num_programs, 3, I, KC, TASKS_O, D, I, DEPTH)
         barriers += 1
         _grid_wait(counters_ptr, barriers * num_programs)
         _mark(timing_ptr, layer, pid, num_programs, 9, TIMING)
@@ -526,7 +550,7 @@ def persistent_decode_kernel(
         if layer + 1 < num_layers:
             # The next layer's first tile loads while the others finish down.
             _grid_arrive(counters_ptr)
-            tiles = _prefetch_stage(_layer_ptr(table_ptr, layer + 1, QKV, DT), pid, num_programs, 0, H, KC, TASKS_QKV,
+            tiles = _prefetch_stage(_layer_ptr(table_ptr, layer + 1, QKV, DT), h_ptr, pid, num_programs, 0, H, KC, TASKS_QKV,
                                     D, I, DEPTH)
             barriers += 1
             _grid_wait(counters_ptr, barriers * num_programs)
