@@ -481,7 +481,8 @@ def persistent_decode_kernel(
     TASKS_ATTN: tl.constexpr = NKV * NUM_SPLITS
     _mark(timing_ptr, 0, pid, num_programs, 0, TIMING)
     # Layer 0's first weight tile needs nothing from the kernel before (PDL, pdl.py).
-    tiles = _prefetch_stage(_layer_ptr(table_ptr, 0, QKV, DT), h_ptr, pid, num_programs, 0, H, KC, TASKS_QKV, D, I, DEPTH)
+    tiles = _prefetch_stage(_layer_ptr(table_ptr, 0, QKV, DT), h_ptr, pid, num_programs, 0, H, KC, TASKS_QKV, D, I,
+                            DEPTH)
     if USE_PDL:
         tl.extra.cuda.gdc_launch_dependents()
         tl.extra.cuda.gdc_wait()
@@ -491,8 +492,13 @@ def persistent_decode_kernel(
     barriers = 0
     for layer in range(0, num_layers):
         _mark(timing_ptr, layer, pid, num_programs, 1, TIMING)
+        # Every address of the layer up front: a barrier's arrival (a release) waits for loads in flight.
         k_cache_ptr = _layer_ptr(table_ptr, layer, K_CACHE, DT)
         v_cache_ptr = _layer_ptr(table_ptr, layer, V_CACHE, DT)
+        o_w_ptr = _layer_ptr(table_ptr, layer, O, DT)
+        gu_w_ptr = _layer_ptr(table_ptr, layer, GATE_UP, DT)
+        down_w_ptr = _layer_ptr(table_ptr, layer, DOWN, DT)
+        next_qkv_ptr = _layer_ptr(table_ptr, tl.minimum(layer + 1, num_layers - 1), QKV, DT)
         rstd = _rstd(h_ptr, eps, H, HP)
         _linear_stage(_layer_ptr(table_ptr, layer, QKV, DT), tiles, pid, num_programs, h_ptr,
                       _layer_ptr(table_ptr, layer, LN1, DT), rstd, _layer_ptr(table_ptr, layer, QKV_B, DT), q_ptr,
@@ -516,7 +522,6 @@ def persistent_decode_kernel(
                             sliding_window, NH, NKV, D, DP, BLOCK_H, GROUP_PAD, BLOCK_SIZE, TILE_N, NUM_SPLITS,
                             SPLITS_PAD, USE_WINDOW, DOT_PRECISION)
         _mark(timing_ptr, layer, pid, num_programs, 4, TIMING)
-        o_w_ptr = _layer_ptr(table_ptr, layer, O, DT)
         _grid_arrive(counters_ptr)
         tiles = _prefetch_stage(o_w_ptr, h_ptr, pid, num_programs, 1, NH * D, KC, TASKS_O, D, I, DEPTH)
         barriers += 1
@@ -526,7 +531,6 @@ def persistent_decode_kernel(
                       h_ptr, k_cache_ptr, v_cache_ptr, cos_sin_ptr, pos, slot, 1, NH * D, KC, TASKS_O, O_BIAS,
                       NH, NKV, D, I, DEPTH)
         _mark(timing_ptr, layer, pid, num_programs, 6, TIMING)
-        gu_w_ptr = _layer_ptr(table_ptr, layer, GATE_UP, DT)
         _grid_arrive(counters_ptr)
         tiles = _prefetch_stage(gu_w_ptr, h_ptr, pid, num_programs, 2, H, KC, TASKS_GU, D, I, DEPTH)
         barriers += 1
@@ -537,7 +541,6 @@ def persistent_decode_kernel(
                       _layer_ptr(table_ptr, layer, GATE_UP_B, DT), act_ptr, k_cache_ptr, v_cache_ptr, cos_sin_ptr,
                       pos, slot, 2, H, KC, TASKS_GU, MLP_BIAS, NH, NKV, D, I, DEPTH)
         _mark(timing_ptr, layer, pid, num_programs, 8, TIMING)
-        down_w_ptr = _layer_ptr(table_ptr, layer, DOWN, DT)
         _grid_arrive(counters_ptr)
         tiles = _prefetch_stage(down_w_ptr, h_ptr, pid, num_programs, 3, I, KC, TASKS_O, D, I, DEPTH)
         barriers += 1
@@ -550,8 +553,7 @@ def persistent_decode_kernel(
         if layer + 1 < num_layers:
             # The next layer's first tile loads while the others finish down.
             _grid_arrive(counters_ptr)
-            tiles = _prefetch_stage(_layer_ptr(table_ptr, layer + 1, QKV, DT), h_ptr, pid, num_programs, 0, H, KC, TASKS_QKV,
-                                    D, I, DEPTH)
+            tiles = _prefetch_stage(next_qkv_ptr, h_ptr, pid, num_programs, 0, H, KC, TASKS_QKV, D, I, DEPTH)
             barriers += 1
             _grid_wait(counters_ptr, barriers * num_programs)
     # Every program has left every barrier once it counts here: the last one resets the counters.
