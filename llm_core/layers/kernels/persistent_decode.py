@@ -63,8 +63,9 @@ NUM_FIELDS = tl.constexpr(len(LAYER_FIELDS))
     tl.constexpr(i) for i in range(len(LAYER_FIELDS)))
 COUNTER_SLOTS = 256
 # Columns of a weight tile (KC) and tiles in flight per program: 4 x 2 rows x 2048 bf16 = 32 KiB, two
-# in flight (a stream of the 1B gate/up at 2.67 TB/s on an H100, the best of the shapes tried, as
-# fast as torch.mv; scratch measurements in docs/performance.md).
+# in flight. On an H100 no tile shape or depth streams the 1B gate/up faster than about 2.7 TB/s
+# (bench/bench_weight_stream.py; torch.mv 2.6), and this one was the fastest in the kernel
+# (bench/profile_persistent_decode.py; docs/performance.md).
 MAX_CHUNK = 2048
 DEPTH = 2
 ATTENTION_TILE_N = 64
@@ -664,9 +665,10 @@ class DecodeLayers:
                 if optional.get(name) is False:
                     raise ValueError(f"persistent decode: layer {index} has a {name}, layer 0 none")
                 if (tuple(tensor.shape) != shapes[name] or tensor.dtype != self.dtype or not tensor.is_contiguous()
-                        or tensor.device != self.device):
+                        or tensor.device != self.device or tensor.data_ptr() % 16):
                     raise ValueError(f"persistent decode: layer {index} {name} {tuple(tensor.shape)} {tensor.dtype} "
-                                     f"must be a contiguous {list(shapes[name])} {self.dtype} on {self.device}")
+                                     f"must be a contiguous, 16-byte aligned {list(shapes[name])} {self.dtype} on "
+                                     f"{self.device}")
                 row.append(tensor.data_ptr())
             rows.append(row)
         self.table = torch.tensor(rows, dtype=torch.int64, device=self.device)

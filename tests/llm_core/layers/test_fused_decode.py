@@ -224,3 +224,22 @@ def test_one_row_logits_on_the_gemv(tmp_path, monkeypatch):
     assert one.dtype == torch.float32 and one.shape == (1, cfg.vocab_size)
     torch.testing.assert_close(one, ref[:1], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(both, ref, atol=0, rtol=0)
+
+
+def test_persistent_decode_flag_and_layer_table(tmp_path):
+    from llm_core.layers.kernels.persistent_decode import LAYER_FIELDS
+
+    model, cfg = make_model(tmp_path, "llama", torch.float32, 0)
+    enable_skinny_kernels(model, fused_decode=True)
+    assert model.fused_decode and not model.persistent_decode
+    enable_skinny_kernels(model, fused_decode=True, persistent_decode=True)
+    assert model.persistent_decode
+    enable_skinny_kernels(model, fused_decode=False, persistent_decode=True)
+    assert not model.persistent_decode  # only with the fused path
+    # The table of layer addresses is built once per set of caches.
+    caches = empty_caches(cfg, 4, torch.float32)
+    table = model._decode_layers(caches)
+    assert model._decode_layers(caches) is table
+    assert table.table.shape == (cfg.num_layers, len(LAYER_FIELDS))
+    assert int(table.table[1, LAYER_FIELDS.index("k_cache")]) == caches[1][0].data_ptr()
+    assert model._decode_layers(empty_caches(cfg, 4, torch.float32)) is not table

@@ -215,6 +215,10 @@ def test_unsupported_sizes_are_refused(gen):
     case["weights"][1]["o_bias"] = None
     with pytest.raises(ValueError, match="layer 1 has no o_bias"):
         run_kernel(case)
+    case = make_case(gen, **TINY, seq_len=5, dtype=torch.float32)
+    case["weights"][0]["ln1"] = torch.ones(TINY["hidden"] + 1, device=DEVICE)[1:]  # 4 bytes off alignment
+    with pytest.raises(ValueError, match="16-byte aligned"):
+        run_kernel(case)
 
 
 @needs_cuda
