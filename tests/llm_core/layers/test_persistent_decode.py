@@ -232,6 +232,15 @@ def test_llama_1b_sizes_on_gpu(gen, seq_len):
 
 
 @needs_cuda
+@pytest.mark.parametrize("seq_len", [77, 3000])
+def test_llama_8b_sizes_on_gpu(gen, seq_len):
+    # Llama-3.1-8B's layer sizes: head_dim 128, down rows of 14336 (seven tiles of 2048 columns).
+    case = make_case(gen, hidden=4096, num_heads=32, num_kv_heads=8, head_dim=128, intermediate=14336,
+                     seq_len=seq_len, dtype=torch.bfloat16, num_layers=2)
+    check(case, run_kernel(case), torch.bfloat16)
+
+
+@needs_cuda
 def test_repeated_launches_in_a_cuda_graph(gen):
     # The counters reset themselves: replaying a graph of several launches gives the eager result.
     case = make_case(gen, **TINY, seq_len=70, dtype=torch.bfloat16)
