@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 
 import torch
 
+from bench.bench_decode_forward import replay_us
 from bench.bench_throughput import copy_bandwidth
 from bench.shapes import SHAPES
 from llm_core.layers.kernels import persistent_decode as pd
@@ -51,21 +51,13 @@ def build(shape: str, seq_len: int, device: str = "cuda", dtype: torch.dtype = t
 
 
 def graph_us(fn, runs: int = 5, reps: int = 20) -> tuple[float, torch.cuda.CUDAGraph]:
+    """fn captured in a CUDA graph (after one eager call): (median us per replay, the graph)."""
     fn()
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         fn()
-    times = []
-    for _ in range(runs):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(reps):
-            graph.replay()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end) * 1e3 / reps)
-    return statistics.median(times), graph
+    return replay_us(graph, runs, reps), graph
 
 
 def main() -> None:

@@ -39,6 +39,16 @@ def load_kv_tile(ptrs, n_ok, d_ok, MASK_N: tl.constexpr, MASK_D: tl.constexpr):
 
 
 @triton.jit
+def softmax_step(s, m_i, l_i):
+    """One online-softmax step over scores s [M, N] (log2 domain; hidden keys -inf): (p [M, N], the
+    rescale alpha [M] of what was summed before, the new max m [M], the new sum l [M])."""
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    alpha = tl.exp2(m_i - m_new)
+    p = tl.exp2(s - m_new[:, None])
+    return p, alpha, m_new, l_i * alpha + tl.sum(p, 1)
+
+
+@triton.jit
 def attend_paged_tiles(acc, m_i, l_i, q, q_pos, k_cache_ptr, v_cache_ptr, block_table_ptr, kv_head,
                        kv_begin, kv_end, qk_scale, sliding_window,
                        HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr, NUM_KV_HEADS: tl.constexpr,
@@ -69,10 +79,7 @@ def attend_paged_tiles(acc, m_i, l_i, q, q_pos, k_cache_ptr, v_cache_ptr, block_
             if USE_WINDOW:
                 visible = visible & (offs_n[None, :] > q_pos[:, None] - sliding_window)
             s = tl.where(visible, s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(s - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
+        p, alpha, m_new, l_i = softmax_step(s, m_i, l_i)
         v = load_kv_tile(v_cache_ptr + offs_kv, n_ok, d_ok, MASKED, HEAD_DIM != HEAD_DIM_PAD)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
         m_i = m_new

@@ -16,16 +16,22 @@ import torch
 COUNTER_SLOTS = 1 << 16
 GRID_SLOT = COUNTER_SLOTS - 1  # the GEMV's whole-grid counter (residual epilogue)
 
-_COUNTERS: dict[torch.device, torch.Tensor] = {}
+_COUNTERS: dict[tuple[str, torch.device], torch.Tensor] = {}
 
 
 def arrival_counters(device: torch.device) -> torch.Tensor:
     """The device's counters ([COUNTER_SLOTS] int32, zero). Allocated on first use, which must not
     be inside a CUDA graph capture (each captured kernel runs once before capture)."""
-    counters = _COUNTERS.get(device)
+    return zeroed_counters("arrival counters", device, COUNTER_SLOTS)
+
+
+def zeroed_counters(owner: str, device: torch.device, slots: int) -> torch.Tensor:
+    """`owner`'s int32 buffer of `slots` zeros on device (its kernels leave it zero), allocated on
+    first use, which must not be inside a CUDA graph capture."""
+    counters = _COUNTERS.get((owner, device))
     if counters is None:
         if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
-            raise RuntimeError("arrival counters are allocated on a kernel's first call, which must come before "
-                               "CUDA graph capture")
-        counters = _COUNTERS[device] = torch.zeros(COUNTER_SLOTS, dtype=torch.int32, device=device)
+            raise RuntimeError(f"{owner} are allocated on a kernel's first call, which must come before CUDA graph "
+                               "capture")
+        counters = _COUNTERS[(owner, device)] = torch.zeros(slots, dtype=torch.int32, device=device)
     return counters

@@ -47,7 +47,8 @@ import torch
 import triton
 import triton.language as tl
 
-from llm_core.attention.kernels.prefill_attention import LOG2E, M_INIT
+from llm_core.attention.kernels.prefill_attention import LOG2E, M_INIT, softmax_step
+from llm_core.layers.kernels.counters import zeroed_counters
 from llm_core.layers.kernels.gemv import device_num_sms
 from llm_core.layers.kernels.pdl import pdl_launch_args
 
@@ -75,19 +76,9 @@ MAX_ATTENTION_SPLITS = 16
 TIMING_POINTS = ("start", "layer begins", "q/k/v done", "barrier A passed", "attention done",
                  "barrier B passed", "o done", "barrier C passed", "gate/up done", "barrier D passed", "down done")
 
-_COUNTERS: dict[torch.device, torch.Tensor] = {}
-
-
 def layer_counters(device: torch.device) -> torch.Tensor:
-    """The device's barrier counters ([COUNTER_SLOTS] int32, zero), allocated on first use, which must
-    not be inside a CUDA graph capture."""
-    counters = _COUNTERS.get(device)
-    if counters is None:
-        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
-            raise RuntimeError("persistent decode counters are allocated on the first call, which must come before "
-                               "CUDA graph capture")
-        counters = _COUNTERS[device] = torch.zeros(COUNTER_SLOTS, dtype=torch.int32, device=device)
-    return counters
+    """The device's barrier counters ([COUNTER_SLOTS] int32, zero; counters.py)."""
+    return zeroed_counters("persistent decode counters", device, COUNTER_SLOTS)
 
 
 @triton.jit
@@ -260,31 +251,37 @@ def _linear_stage(w_ptr, tiles, pid, num_programs, x_ptr, norm_w_ptr, rstd, bias
     x3, g3 = _x_raw(x_ptr, norm_w_ptr, (3 % NUM_CHUNKS) * KC, NORM, KC)
     acc = tl.zeros([4, 2, KC // 8], dtype=tl.float32)
     for j in range(0, n_tiles, DEPTH):
-        acc = _use_tile(acc, w0, r0, x0, g0, x, j, n_tiles, first, rstd, bias_ptr, out_ptr, k_cache_ptr,
-                        v_cache_ptr, cos_sin_ptr, pos, slot, STAGE, K, KC, HAS_BIAS, NH, NKV, D, I)
-        w0 = _stage_tile(w_ptr, j + DEPTH, n_tiles, first, STAGE, K, KC, D, I)
-        r0 = _stage_resid(out_ptr, j + DEPTH, n_tiles, first, STAGE, K, KC, D, I)
-        if NUM_CHUNKS > 1:
-            x0, g0 = _x_raw(x_ptr, norm_w_ptr, ((j + DEPTH) % NUM_CHUNKS) * KC, NORM, KC)
-        acc = _use_tile(acc, w1, r1, x1, g1, x, j + 1, n_tiles, first, rstd, bias_ptr, out_ptr, k_cache_ptr,
-                        v_cache_ptr, cos_sin_ptr, pos, slot, STAGE, K, KC, HAS_BIAS, NH, NKV, D, I)
-        w1 = _stage_tile(w_ptr, j + DEPTH + 1, n_tiles, first, STAGE, K, KC, D, I)
-        r1 = _stage_resid(out_ptr, j + DEPTH + 1, n_tiles, first, STAGE, K, KC, D, I)
-        if NUM_CHUNKS > 1:
-            x1, g1 = _x_raw(x_ptr, norm_w_ptr, ((j + DEPTH + 1) % NUM_CHUNKS) * KC, NORM, KC)
+        # Each slot uses its tile, then loads the one DEPTH ahead into the same registers.
+        acc, w0, r0, x0, g0 = _slot(acc, w0, r0, x0, g0, x, j, 0, n_tiles, first, w_ptr, x_ptr, norm_w_ptr, rstd,
+                                    bias_ptr, out_ptr, k_cache_ptr, v_cache_ptr, cos_sin_ptr, pos, slot, STAGE, K, KC,
+                                    HAS_BIAS, NH, NKV, D, I, DEPTH)
+        acc, w1, r1, x1, g1 = _slot(acc, w1, r1, x1, g1, x, j, 1, n_tiles, first, w_ptr, x_ptr, norm_w_ptr, rstd,
+                                    bias_ptr, out_ptr, k_cache_ptr, v_cache_ptr, cos_sin_ptr, pos, slot, STAGE, K, KC,
+                                    HAS_BIAS, NH, NKV, D, I, DEPTH)
         if DEPTH == 4:
-            acc = _use_tile(acc, w2, r2, x2, g2, x, j + 2, n_tiles, first, rstd, bias_ptr, out_ptr, k_cache_ptr,
-                            v_cache_ptr, cos_sin_ptr, pos, slot, STAGE, K, KC, HAS_BIAS, NH, NKV, D, I)
-            w2 = _stage_tile(w_ptr, j + 6, n_tiles, first, STAGE, K, KC, D, I)
-            r2 = _stage_resid(out_ptr, j + 6, n_tiles, first, STAGE, K, KC, D, I)
-            if NUM_CHUNKS > 1:
-                x2, g2 = _x_raw(x_ptr, norm_w_ptr, ((j + 6) % NUM_CHUNKS) * KC, NORM, KC)
-            acc = _use_tile(acc, w3, r3, x3, g3, x, j + 3, n_tiles, first, rstd, bias_ptr, out_ptr, k_cache_ptr,
-                            v_cache_ptr, cos_sin_ptr, pos, slot, STAGE, K, KC, HAS_BIAS, NH, NKV, D, I)
-            w3 = _stage_tile(w_ptr, j + 7, n_tiles, first, STAGE, K, KC, D, I)
-            r3 = _stage_resid(out_ptr, j + 7, n_tiles, first, STAGE, K, KC, D, I)
-            if NUM_CHUNKS > 1:
-                x3, g3 = _x_raw(x_ptr, norm_w_ptr, ((j + 7) % NUM_CHUNKS) * KC, NORM, KC)
+            acc, w2, r2, x2, g2 = _slot(acc, w2, r2, x2, g2, x, j, 2, n_tiles, first, w_ptr, x_ptr, norm_w_ptr, rstd,
+                                        bias_ptr, out_ptr, k_cache_ptr, v_cache_ptr, cos_sin_ptr, pos, slot, STAGE, K,
+                                        KC, HAS_BIAS, NH, NKV, D, I, DEPTH)
+            acc, w3, r3, x3, g3 = _slot(acc, w3, r3, x3, g3, x, j, 3, n_tiles, first, w_ptr, x_ptr, norm_w_ptr, rstd,
+                                        bias_ptr, out_ptr, k_cache_ptr, v_cache_ptr, cos_sin_ptr, pos, slot, STAGE, K,
+                                        KC, HAS_BIAS, NH, NKV, D, I, DEPTH)
+
+
+@triton.jit
+def _slot(acc, w, r, xr, xg, x, j, s: tl.constexpr, n_tiles, first, w_ptr, x_ptr, norm_w_ptr, rstd, bias_ptr, out_ptr,
+          k_cache_ptr, v_cache_ptr, cos_sin_ptr, pos, slot, STAGE: tl.constexpr, K: tl.constexpr, KC: tl.constexpr,
+          HAS_BIAS: tl.constexpr, NH: tl.constexpr, NKV: tl.constexpr, D: tl.constexpr, I: tl.constexpr,
+          DEPTH: tl.constexpr):
+    # Slot s of an unrolled step at tile j: uses tile j + s (w, r, xr/xg), returns the accumulator and
+    # tile j + s + DEPTH's weights, residual rows and x chunk (loads in flight).
+    NUM_CHUNKS: tl.constexpr = K // KC
+    acc = _use_tile(acc, w, r, xr, xg, x, j + s, n_tiles, first, rstd, bias_ptr, out_ptr, k_cache_ptr, v_cache_ptr,
+                    cos_sin_ptr, pos, slot, STAGE, K, KC, HAS_BIAS, NH, NKV, D, I)
+    w = _stage_tile(w_ptr, j + s + DEPTH, n_tiles, first, STAGE, K, KC, D, I)
+    r = _stage_resid(out_ptr, j + s + DEPTH, n_tiles, first, STAGE, K, KC, D, I)
+    if NUM_CHUNKS > 1:
+        xr, xg = _x_raw(x_ptr, norm_w_ptr, ((j + s + DEPTH) % NUM_CHUNKS) * KC, STAGE == 0 or STAGE == 2, KC)
+    return acc, w, r, xr, xg
 
 
 @triton.jit
@@ -369,11 +366,7 @@ def _attend(acc, m_i, l_i, q, k, v, start, end, q_pos, qk_scale, sliding_window,
     visible = (offs_n[None, :] < end) & (offs_n[None, :] <= q_pos[:, None])
     if USE_WINDOW:
         visible = visible & (offs_n[None, :] > q_pos[:, None] - sliding_window)
-    s = tl.where(visible, s, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(s, 1))
-    alpha = tl.exp2(m_i - m_new)
-    p = tl.exp2(s - m_new[:, None])
-    l_i = l_i * alpha + tl.sum(p, 1)
+    p, alpha, m_new, l_i = softmax_step(tl.where(visible, s, float("-inf")), m_i, l_i)
     acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
     return acc, m_new, l_i
 
