@@ -22,9 +22,10 @@ waits on until it reaches the barrier's number times the grid):
 A program loads its first weight tiles of a stage between its arrival at the barrier and its wait
 (and of layer 0's stage A before the wait for the kernel before, with programmatic dependent
 launch), and the next tiles before it uses the current one, so the weight stream crosses the stage
-boundaries: the point of the kernel. Weight tiles are [4, 2, KC] (two groups of 4 rows of KC columns; rows of K columns
-are K / KC tiles). Each layer's weights and caches are found through a table of addresses
-(DecodeLayers), so one launch covers the model.
+boundaries: the point of the kernel. Weight tiles are [4, 2, KC] (two groups of 4 rows of KC
+columns; rows of K columns are K / KC tiles). Each layer's weights and caches are found through a
+table of addresses (DecodeLayers), so one launch covers the model. Where the time goes:
+bench/profile_persistent_decode.py.
 
 The grid barriers need every program resident at once: the grid is at most one program per SM
 (`num_programs`), each of which fits on an SM alone. Loads of anything written in the same launch
@@ -212,8 +213,8 @@ def _use_tile(acc, w, r, xr, xg, x, tile, n_tiles, first, rstd, bias_ptr, out_pt
               cos_sin_ptr, pos, slot, STAGE: tl.constexpr, K: tl.constexpr, KC: tl.constexpr, HAS_BIAS: tl.constexpr,
               NH: tl.constexpr, NKV: tl.constexpr, D: tl.constexpr, I: tl.constexpr):
     # Adds tile `tile` (weights w; its x chunk xr/xg, or x when K is one chunk) into acc; at a task's
-    # last chunk finishes the task (r: its residual rows, _stage_resid) and returns zeros. Tiles past n_tiles were loaded as zeros (no
-    # memory traffic) and finish nothing.
+    # last chunk finishes the task (r: its residual rows, _stage_resid) and returns zeros. Tiles past
+    # n_tiles were loaded as zeros (no memory traffic) and finish nothing.
     NUM_CHUNKS: tl.constexpr = K // KC
     if NUM_CHUNKS > 1:
         x = _x_use(xr, xg, rstd, STAGE == 0 or STAGE == 2)
@@ -540,7 +541,8 @@ def persistent_decode_kernel(
         barriers += 1
         _grid_wait(counters_ptr, barriers * num_programs)
         _mark(timing_ptr, layer, pid, num_programs, 9, TIMING)
-        _linear_stage(down_w_ptr, tiles, pid, num_programs, act_ptr, h_ptr, rstd, _layer_ptr(table_ptr, layer, DOWN_B, DT),
+        _linear_stage(down_w_ptr, tiles, pid, num_programs, act_ptr, h_ptr, rstd,
+                      _layer_ptr(table_ptr, layer, DOWN_B, DT),
                       h_ptr, k_cache_ptr, v_cache_ptr, cos_sin_ptr, pos, slot, 3, I, KC, TASKS_O, MLP_BIAS,
                       NH, NKV, D, I, DEPTH)
         _mark(timing_ptr, layer, pid, num_programs, 10, TIMING)
@@ -637,7 +639,8 @@ class DecodeLayers:
         if not persistent_decode_supported(self.hidden, num_heads, self.num_kv_heads, self.head_dim,
                                            self.intermediate):
             raise ValueError(f"persistent decode: hidden {self.hidden}, {num_heads} heads / {self.num_kv_heads} kv "
-                             f"heads of {self.head_dim}, intermediate {self.intermediate} do not fit the kernel's tiles")
+                             f"heads of {self.head_dim}, intermediate {self.intermediate} do not fit the kernel's "
+                             "tiles")
         h, nh, nkv, d, inter = self.hidden, num_heads, self.num_kv_heads, self.head_dim, self.intermediate
         shapes = {"ln1": (h,), "ln2": (h,), "qkv": ((nh + 2 * nkv) * d, h), "qkv_bias": ((nh + 2 * nkv) * d,),
                   "o": (h, nh * d), "o_bias": (h,), "gate_up": (2 * inter, h), "gate_up_bias": (2 * inter,),
