@@ -201,21 +201,15 @@ class LlamaForCausalLM(nn.Module):
                                    meta: AttentionMetadata) -> torch.Tensor:
         """forward() of a one-token decode step: every layer in one persistent kernel, then the final
         RMSNorm (module docstring)."""
-        from llm_core.layers.kernels.persistent_decode import (
-            DecodeWorkspace, attention_splits, default_num_programs, persistent_decode,
-        )
+        from llm_core.layers.kernels.persistent_decode import persistent_decode
         from llm_core.layers.kernels.rms_norm import rms_norm
 
-        layers = self._decode_layers(kv_caches)
-        num_programs = default_num_programs(x.device)
         attn = self.layers[0].self_attn
-        workspace = DecodeWorkspace(attn.num_heads, attn.head_dim, self.config.intermediate_size,
-                                    attention_splits(attn.num_kv_heads, num_programs), x.dtype, x.device)
         h = x.reshape(-1).clone()  # the residual stream, updated in place layer by layer
-        persistent_decode(h, layers, positions=positions, slot_mapping=meta.slot_mapping,
+        persistent_decode(h, self._decode_layers(kv_caches), positions=positions, slot_mapping=meta.slot_mapping,
                           block_table=meta.block_tables[0], seq_lens=meta.seq_lens, cos_sin=self.rotary.cos_sin,
                           scale=attn.scale, eps=self.layers[0].input_layernorm.eps,
-                          sliding_window=attn.sliding_window, workspace=workspace, num_programs=num_programs)
+                          sliding_window=attn.sliding_window)
         return rms_norm(h.view(1, -1), self.norm.weight, self.norm.eps)
 
     def _decode_layers(self, kv_caches: list[KVCache]):

@@ -324,6 +324,17 @@ def _finish_task(acc, r, t, bias_ptr, out_ptr, k_cache_ptr, v_cache_ptr, cos_sin
 
 
 @triton.jit
+def _pass_barrier(counters_ptr, count, num_programs, w_ptr, h_ptr, pid, STAGE: tl.constexpr, K: tl.constexpr,
+                  KC: tl.constexpr, NUM_TASKS: tl.constexpr, D: tl.constexpr, I: tl.constexpr, DEPTH: tl.constexpr):
+    # Grid barrier number `count`: arrive, load the next stage's first tiles (_prefetch_stage; after the
+    # arrival, whose release would wait for them), wait. Returns the tiles.
+    _grid_arrive(counters_ptr)
+    tiles = _prefetch_stage(w_ptr, h_ptr, pid, num_programs, STAGE, K, KC, NUM_TASKS, D, I, DEPTH)
+    _grid_wait(counters_ptr, count * num_programs)
+    return tiles
+
+
+@triton.jit
 def _layer_ptr(table_ptr, layer, field, DT: tl.constexpr):
     # Field `field` of layer `layer` in the pointer table (NUM_FIELDS int64 addresses per layer). The
     # addresses are 16-byte aligned (DecodeLayers checks): said here, or loads would not be vectorized.
@@ -517,29 +528,26 @@ def persistent_decode_kernel(
                             sliding_window, NH, NKV, D, DP, BLOCK_H, GROUP_PAD, BLOCK_SIZE, TILE_N, NUM_SPLITS,
                             SPLITS_PAD, USE_WINDOW, DOT_PRECISION)
         _mark(timing_ptr, layer, pid, num_programs, 4, TIMING)
-        _grid_arrive(counters_ptr)
-        tiles = _prefetch_stage(o_w_ptr, h_ptr, pid, num_programs, 1, NH * D, KC, TASKS_O, D, I, DEPTH)
         barriers += 1
-        _grid_wait(counters_ptr, barriers * num_programs)
+        tiles = _pass_barrier(counters_ptr, barriers, num_programs, o_w_ptr, h_ptr, pid,
+                              1, NH * D, KC, TASKS_O, D, I, DEPTH)
         _mark(timing_ptr, layer, pid, num_programs, 5, TIMING)
         _linear_stage(o_w_ptr, tiles, pid, num_programs, attn_ptr, h_ptr, rstd, _layer_ptr(table_ptr, layer, O_B, DT),
                       h_ptr, k_cache_ptr, v_cache_ptr, cos_sin_ptr, pos, slot, 1, NH * D, KC, TASKS_O, O_BIAS,
                       NH, NKV, D, I, DEPTH)
         _mark(timing_ptr, layer, pid, num_programs, 6, TIMING)
-        _grid_arrive(counters_ptr)
-        tiles = _prefetch_stage(gu_w_ptr, h_ptr, pid, num_programs, 2, H, KC, TASKS_GU, D, I, DEPTH)
         barriers += 1
-        _grid_wait(counters_ptr, barriers * num_programs)
+        tiles = _pass_barrier(counters_ptr, barriers, num_programs, gu_w_ptr, h_ptr, pid,
+                              2, H, KC, TASKS_GU, D, I, DEPTH)
         _mark(timing_ptr, layer, pid, num_programs, 7, TIMING)
         rstd = _rstd(h_ptr, eps, H, HP)
         _linear_stage(gu_w_ptr, tiles, pid, num_programs, h_ptr, _layer_ptr(table_ptr, layer, LN2, DT), rstd,
                       _layer_ptr(table_ptr, layer, GATE_UP_B, DT), act_ptr, k_cache_ptr, v_cache_ptr, cos_sin_ptr,
                       pos, slot, 2, H, KC, TASKS_GU, MLP_BIAS, NH, NKV, D, I, DEPTH)
         _mark(timing_ptr, layer, pid, num_programs, 8, TIMING)
-        _grid_arrive(counters_ptr)
-        tiles = _prefetch_stage(down_w_ptr, h_ptr, pid, num_programs, 3, I, KC, TASKS_O, D, I, DEPTH)
         barriers += 1
-        _grid_wait(counters_ptr, barriers * num_programs)
+        tiles = _pass_barrier(counters_ptr, barriers, num_programs, down_w_ptr, h_ptr, pid,
+                              3, I, KC, TASKS_O, D, I, DEPTH)
         _mark(timing_ptr, layer, pid, num_programs, 9, TIMING)
         _linear_stage(down_w_ptr, tiles, pid, num_programs, act_ptr, h_ptr, rstd,
                       _layer_ptr(table_ptr, layer, DOWN_B, DT),
@@ -548,10 +556,9 @@ def persistent_decode_kernel(
         _mark(timing_ptr, layer, pid, num_programs, 10, TIMING)
         if layer + 1 < num_layers:
             # The next layer's first tile loads while the others finish down.
-            _grid_arrive(counters_ptr)
-            tiles = _prefetch_stage(next_qkv_ptr, h_ptr, pid, num_programs, 0, H, KC, TASKS_QKV, D, I, DEPTH)
             barriers += 1
-            _grid_wait(counters_ptr, barriers * num_programs)
+            tiles = _pass_barrier(counters_ptr, barriers, num_programs, next_qkv_ptr, h_ptr, pid,
+                                  0, H, KC, TASKS_QKV, D, I, DEPTH)
     # Every program has left every barrier once it counts here: the last one resets the counters.
     tl.debug_barrier()
     done = tl.atomic_add(counters_ptr + EXIT_SLOT, 1, sem="acq_rel", scope="gpu")
