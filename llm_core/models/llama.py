@@ -159,7 +159,7 @@ class LlamaForCausalLM(nn.Module):
         if (self.fused_decode and self._fused_capable and meta.is_decode_only
                 and x.shape[0] <= FUSED_DECODE_MAX_ROWS and x.stride(-1) == 1):
             if self.persistent_decode and self._persistent_capable and x.shape[0] == 1:
-                return self._persistent_decode_forward(positions, x, kv_caches, meta)
+                return self._persistent_decode_forward(positions, x, kv_caches, meta, owned=inputs_embeds is None)
             return self._fused_decode_forward(positions, x, kv_caches, meta)
         residual = None
         for layer, kv_cache in zip(self.layers, kv_caches):
@@ -198,19 +198,21 @@ class LlamaForCausalLM(nn.Module):
         return normed
 
     def _persistent_decode_forward(self, positions: torch.Tensor, x: torch.Tensor, kv_caches: list[KVCache],
-                                   meta: AttentionMetadata) -> torch.Tensor:
-        """forward() of a one-token decode step: every layer in one persistent kernel, then the final
-        RMSNorm (module docstring)."""
+                                   meta: AttentionMetadata, owned: bool = False) -> torch.Tensor:
+        """forward() of a one-token decode step: every layer and the final RMSNorm in one persistent
+        kernel (module docstring). owned: x is this forward's own embedding, free to become the
+        residual stream (else it is copied: the caller's embeddings stay as they were)."""
         from llm_core.layers.kernels.persistent_decode import persistent_decode
-        from llm_core.layers.kernels.rms_norm import rms_norm
 
         attn = self.layers[0].self_attn
-        h = x.reshape(-1).clone()  # the residual stream, updated in place layer by layer
+        h = x.reshape(-1) if owned else x.reshape(-1).clone()  # the residual stream, updated in place
+        normed = torch.empty_like(h)
         persistent_decode(h, self._decode_layers(kv_caches), positions=positions, slot_mapping=meta.slot_mapping,
                           block_table=meta.block_tables[0], seq_lens=meta.seq_lens, cos_sin=self.rotary.cos_sin,
                           scale=attn.scale, eps=self.layers[0].input_layernorm.eps,
-                          sliding_window=attn.sliding_window)
-        return rms_norm(h.view(1, -1), self.norm.weight, self.norm.eps)
+                          sliding_window=attn.sliding_window, final_norm=(self.norm.weight, self.norm.eps),
+                          normed=normed)
+        return normed.view(1, -1)
 
     def _decode_layers(self, kv_caches: list[KVCache]):
         """The persistent kernel's table of layer weights and these caches, built on first use (which

@@ -469,15 +469,16 @@ def _mark(timing_ptr, layer, pid, num_programs, point: tl.constexpr, TIMING: tl.
 def persistent_decode_kernel(
     h_ptr, table_ptr, cos_sin_ptr, positions_ptr, slot_mapping_ptr, block_table_ptr, seq_lens_ptr,
     q_ptr, attn_ptr, part_m_ptr, part_l_ptr, part_acc_ptr, act_ptr, counters_ptr, timing_ptr,
-    num_layers, eps, qk_scale, sliding_window,
+    final_norm_w_ptr, normed_ptr, num_layers, eps, final_eps, qk_scale, sliding_window,
     H: tl.constexpr, HP: tl.constexpr, NH: tl.constexpr, NKV: tl.constexpr, D: tl.constexpr, DP: tl.constexpr,
     I: tl.constexpr, KC: tl.constexpr, BLOCK_H: tl.constexpr, GROUP_PAD: tl.constexpr, BLOCK_SIZE: tl.constexpr,
     TILE_N: tl.constexpr, NUM_SPLITS: tl.constexpr, SPLITS_PAD: tl.constexpr, QKV_BIAS: tl.constexpr,
     O_BIAS: tl.constexpr, MLP_BIAS: tl.constexpr, USE_WINDOW: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    USE_PDL: tl.constexpr, TIMING: tl.constexpr, DEPTH: tl.constexpr,
+    USE_PDL: tl.constexpr, TIMING: tl.constexpr, DEPTH: tl.constexpr, FINAL_NORM: tl.constexpr,
 ):
     # Every decoder layer of one token (module docstring); TIMING: timestamps of TIMING_POINTS per
-    # layer and program into timing [num_layers, P, 16].
+    # layer and program into timing [num_layers, P, 16]. FINAL_NORM: the program that finishes last
+    # also writes RMSNorm(h) with final_norm_w into normed (the model's final norm).
     DT: tl.constexpr = h_ptr.dtype.element_ty
     pid = tl.program_id(0)
     num_programs = tl.num_programs(0)
@@ -559,10 +560,17 @@ def persistent_decode_kernel(
             barriers += 1
             tiles = _pass_barrier(counters_ptr, barriers, num_programs, next_qkv_ptr, h_ptr, pid,
                                   0, H, KC, TASKS_QKV, D, I, DEPTH)
-    # Every program has left every barrier once it counts here: the last one resets the counters.
+    # Every program has left every barrier once it counts here: the last one resets the counters
+    # (and sees every program's rows of h: the final norm).
     tl.debug_barrier()
     done = tl.atomic_add(counters_ptr + EXIT_SLOT, 1, sem="acq_rel", scope="gpu")
     if done == num_programs - 1:
+        if FINAL_NORM:  # rounded as the RMSNorm kernel rounds (_x_use)
+            offs = tl.arange(0, HP)
+            hv = tl.load(h_ptr + offs, mask=offs < H, other=0.0, cache_modifier=".cg")
+            g = tl.load(final_norm_w_ptr + offs, mask=offs < H, other=0.0)
+            rstd = tl.rsqrt(tl.sum(hv.to(tl.float32) * hv.to(tl.float32), 0) / H + final_eps)
+            tl.store(normed_ptr + offs, _x_use(hv, g, rstd, True), mask=offs < H)
         tl.atomic_xchg(counters_ptr, 0)
         tl.atomic_xchg(counters_ptr + EXIT_SLOT, 0)
 
@@ -682,6 +690,7 @@ def persistent_decode(
     block_table: torch.Tensor, seq_lens: torch.Tensor, cos_sin: torch.Tensor, scale: float, eps: float,
     sliding_window: int | None = None, workspace: DecodeWorkspace | None = None, num_programs: int | None = None,
     num_warps: int = 8, max_chunk: int = MAX_CHUNK, depth: int = DEPTH, timing: torch.Tensor | None = None,
+    final_norm: tuple[torch.Tensor, float] | None = None, normed: torch.Tensor | None = None,
 ) -> None:
     """Every decoder layer of `layers` for one token, in place: h [H] (the residual stream: the
     embedding) becomes the last layer's output, and the token's k/v go to cache slot
@@ -689,7 +698,9 @@ def persistent_decode(
     (the token's position, its cache slot (-1: not stored), the context length including it);
     block_table: the sequence's row of block ids. cos_sin: fp32 [max_position, D]. Reads no device
     value on the host (CUDA-graph safe). timing: int64 [num_layers, num_programs, 16] to receive
-    each program's timestamps (TIMING_POINTS; bench/ diagnostics)."""
+    each program's timestamps (TIMING_POINTS; bench/ diagnostics). final_norm (weight [H], eps) and
+    normed [H]: RMSNorm of the last layer's output written to normed as well (the model's final
+    norm, without a kernel of its own)."""
     if h.numel() != layers.hidden or not h.is_contiguous() or h.dtype != layers.dtype:
         raise ValueError(f"persistent decode: h {tuple(h.shape)} {h.dtype} must be {layers.hidden} contiguous "
                          f"{layers.dtype} values")
@@ -697,6 +708,13 @@ def persistent_decode(
     if cos_sin.dtype != torch.float32 or cos_sin.shape[1] != d or not cos_sin.is_contiguous():
         raise ValueError(f"persistent decode: cos_sin {tuple(cos_sin.shape)} {cos_sin.dtype} must be fp32 "
                          f"[max_position, {d}]")
+    if (final_norm is None) != (normed is None):
+        raise ValueError("persistent decode: final_norm and normed come together")
+    if normed is not None and (normed.numel() != layers.hidden or not normed.is_contiguous()
+                               or normed.dtype != layers.dtype or final_norm[0].shape != (layers.hidden,)
+                               or not final_norm[0].is_contiguous()):
+        raise ValueError(f"persistent decode: normed {tuple(normed.shape)} {normed.dtype} and the final norm weight "
+                         f"{tuple(final_norm[0].shape)} must be {layers.hidden} contiguous {layers.dtype} values")
     if num_programs is None:
         num_programs = default_num_programs(h.device)
     nh, nkv = layers.num_heads, layers.num_kv_heads
@@ -708,7 +726,9 @@ def persistent_decode(
     persistent_decode_kernel[(num_programs,)](
         h, layers.table, cos_sin, positions, slot_mapping, block_table, seq_lens, workspace.q, workspace.attn,
         workspace.part_m, workspace.part_l, workspace.part_acc, workspace.act, counters,
-        counters if timing is None else timing, layers.num_layers, eps, scale * LOG2E, sliding_window or 0,
+        counters if timing is None else timing, h if final_norm is None else final_norm[0],
+        h if normed is None else normed, layers.num_layers, eps, 1e-6 if final_norm is None else final_norm[1],
+        scale * LOG2E, sliding_window or 0,
         H=layers.hidden, HP=triton.next_power_of_2(layers.hidden), NH=nh, NKV=nkv, D=d,
         DP=max(16, triton.next_power_of_2(d)), I=layers.intermediate,
         KC=chunk_columns(layers.hidden, nh * d, layers.intermediate, max_chunk=max_chunk),
@@ -717,5 +737,5 @@ def persistent_decode(
         SPLITS_PAD=triton.next_power_of_2(workspace.num_splits), QKV_BIAS=layers.qkv_bias, O_BIAS=layers.o_bias,
         MLP_BIAS=layers.mlp_bias, USE_WINDOW=sliding_window is not None,
         DOT_PRECISION="ieee" if h.dtype == torch.float32 else "tf32", USE_PDL=use_pdl, TIMING=timing is not None,
-        DEPTH=depth, num_warps=num_warps, **launch,
+        DEPTH=depth, FINAL_NORM=final_norm is not None, num_warps=num_warps, **launch,
     )

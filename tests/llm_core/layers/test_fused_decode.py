@@ -146,9 +146,9 @@ def test_persistent_decode_equals_unfused_fp32(tmp_path, arch):
     calls = []
     original = llama.LlamaForCausalLM._persistent_decode_forward
 
-    def spy(self, *args):
+    def spy(self, *args, **kwargs):
         calls.append(1)
-        return original(self, *args)
+        return original(self, *args, **kwargs)
 
     llama.LlamaForCausalLM._persistent_decode_forward = spy
     try:
@@ -224,6 +224,28 @@ def test_one_row_logits_on_the_gemv(tmp_path, monkeypatch):
     assert one.dtype == torch.float32 and one.shape == (1, cfg.vocab_size)
     torch.testing.assert_close(one, ref[:1], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(both, ref, atol=0, rtol=0)
+
+
+def test_persistent_decode_leaves_given_embeddings(tmp_path):
+    # The persistent step updates the residual stream in place: its own embedding lookup may become
+    # it, embeddings passed in (multimodal callers) must not.
+    model, cfg = make_model(tmp_path, "llama", torch.float32, random.randrange(2**31))
+    prompt = [3, 14, 15, 92, 65]
+    caches = empty_caches(cfg, 2, torch.float32)
+    positions, meta = meta_for([len(prompt)], [len(prompt)], [[0, 1]])
+    model.fused_decode = False
+    with torch.inference_mode():
+        model(torch.tensor(prompt, device=DEVICE), positions, caches, meta)
+        enable_skinny_kernels(model, True, fused_decode=True, persistent_decode=True)
+        positions, meta = meta_for([1], [len(prompt) + 1], [[0, 1]])
+        ids = torch.tensor([prompt[-1]], device=DEVICE)
+        embeds = model.embed_tokens(ids)
+        given = embeds.clone()
+        from_ids = model(ids, positions, [(k.clone(), v.clone()) for k, v in caches], meta)
+        from_embeds = model(ids, positions, [(k.clone(), v.clone()) for k, v in caches], meta, inputs_embeds=embeds)
+        enable_skinny_kernels(model, False)
+    torch.testing.assert_close(embeds, given, atol=0, rtol=0)
+    torch.testing.assert_close(from_embeds, from_ids, atol=0, rtol=0)
 
 
 def test_persistent_decode_flag_and_layer_table(tmp_path):

@@ -196,6 +196,20 @@ def test_biases_and_sliding_window(gen, depth):
     check(case, run_kernel(case, workspace=ws, depth=depth), torch.float32)
 
 
+def test_final_norm(gen):
+    # The program that finishes last writes RMSNorm(h) of the last layer's output as well.
+    case = make_case(gen, **TINY, seq_len=33, dtype=torch.float32, num_layers=3)
+    weight = (1 + 0.1 * torch.randn(TINY["hidden"], generator=gen)).to(DEVICE)
+    normed = torch.full((TINY["hidden"],), float("nan"), device=DEVICE)
+    got = run_kernel(case, final_norm=(weight, 1e-6), normed=normed)
+    check(case, got, torch.float32)
+    torch.testing.assert_close(normed.cpu(), rms_norm_ref(got[0].cpu(), weight.cpu(), 1e-6), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="come together"):
+        run_kernel(case, final_norm=(weight, 1e-6))
+    with pytest.raises(ValueError, match="must be 64 contiguous"):
+        run_kernel(case, final_norm=(weight[:32], 1e-6), normed=normed)
+
+
 def test_first_token_and_grouping(gen):
     # A context of one token (the one being decoded), four q heads per kv head, one chunk per row.
     case = make_case(gen, hidden=32, num_heads=4, num_kv_heads=1, head_dim=8, intermediate=32, seq_len=1,
