@@ -161,12 +161,18 @@ def main() -> None:
     parser.add_argument("--persistent-decode", action=argparse.BooleanOptionalAction, default=None,
                         help="batch-1 decode steps in one persistent kernel (the engine's option; default: the "
                              "engine's choice)")
+    parser.add_argument("--greedy-step-graphs", action=argparse.BooleanOptionalAction, default=True,
+                        help="greedy multi-step forwards with their argmax in CUDA graphs (llm_core/cuda_graphs.py; "
+                             "--no-greedy-step-graphs: the plain graphs and the sampler, to compare)")
     parser.add_argument("--batch1-only", action="store_true",
                         help="only the batch-1 measurements (no eager run, workload or agreement)")
     parser.add_argument("--batch1-repeats", type=int, default=1, help="timed batch-1 runs; the median is reported")
     parser.add_argument("--num-scheduler-steps", type=int, help="our engine's decode forwards per step "
                         "(default: the engine's, 4 on CUDA)")
     args = parser.parse_args()
+    if not args.greedy_step_graphs:
+        from llm_core import cuda_graphs
+        cuda_graphs.GREEDY_GRAPH_MAX_BATCH = 0
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     model_dir = write_random_llama(Path(tempfile.mkdtemp()) / args.shape, args.shape, device=args.device, dtype=dtype)
@@ -186,6 +192,7 @@ def main() -> None:
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "torch": torch.__version__,
         "shape": args.shape, "skinny_gemv": args.skinny_gemv, "num_scheduler_steps": args.num_scheduler_steps,
         "async_scheduling": args.async_scheduling, "persistent_decode": args.persistent_decode,
+        "greedy_step_graphs": args.greedy_step_graphs,
         "copy_bandwidth_gbs": bandwidth / 1e9, "weight_streaming_limit_tok_s": limit,
         "batch1_tok_s": b1, "batch1_runs_tok_s": b1_runs, "batch1_fraction_of_limit": b1 / limit,
         "batch1_eager_tok_s": b1_eager, "engine_startup_s_with_graph_capture": startup_s,

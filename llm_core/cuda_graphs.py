@@ -12,6 +12,14 @@ Each graph reads its inputs from static buffers that a replay fills first:
 and writes logits [G, V] fp32. Attention runs with num_splits and max_seq_len fixed for the
 longest context (decode_attention then reads no host value of the step's lengths), so one
 graph serves every mix of context lengths.
+
+Greedy steps (plain decode, batches up to GREEDY_GRAPH_MAX_BATCH): a second graph per size runs a
+whole decode forward of a multi-step run: it takes the forward's inputs from the loaded rows at a
+step counter on the device, and after the forward takes each row's argmax, feeds it to the next
+forward's input_ids, records it in the run's token history and advances the counter. K replays in
+a row then run K forwards and their sampling with nothing launched in between (the plain graphs
+need three input copies and the sampler's kernels per forward, launched from the host, each a
+few microseconds of an otherwise idle GPU at batch 1).
 """
 
 from __future__ import annotations
@@ -22,12 +30,43 @@ import time
 
 import numpy as np
 import torch
+import triton
+import triton.language as tl
 
 from llm_core.attention.metadata import AttentionMetadata
+from llm_core.transfer import argmax_rows
 
 logger = logging.getLogger(__name__)
 
 MAX_STEPS_PER_LOAD = 64  # decode forwards one load() may stage (num_scheduler_steps is at most 64)
+GREEDY_GRAPH_MAX_BATCH = 64  # greedy-step graphs (module docstring) for batch sizes up to this; 0: none
+
+
+@triton.jit
+def advance_step_kernel(steps_ptr, positions_ptr, slots_ptr, seq_lens_ptr, counter_ptr, PADDED: tl.constexpr,
+                        BLOCK: tl.constexpr):
+    # Forward `counter` of a load (rows [K, 3, PADDED]: positions, slots, seq_lens) into the static inputs.
+    step = tl.load(counter_ptr).to(tl.int64)
+    offs = tl.arange(0, BLOCK)
+    ok = offs < PADDED
+    row = steps_ptr + step * (3 * PADDED)
+    tl.store(positions_ptr + offs, tl.load(row + offs, mask=ok), mask=ok)
+    tl.store(slots_ptr + offs, tl.load(row + PADDED + offs, mask=ok), mask=ok)
+    tl.store(seq_lens_ptr + offs, tl.load(row + 2 * PADDED + offs, mask=ok).to(tl.int32), mask=ok)
+
+
+@triton.jit
+def commit_tokens_kernel(tokens_ptr, input_ids_ptr, history_ptr, counter_ptr, num_rows, history_stride,
+                         BLOCK: tl.constexpr):
+    # The forward's tokens become the next forward's input and row `counter` of the history; counter + 1.
+    step = tl.load(counter_ptr)
+    offs = tl.arange(0, BLOCK)
+    ok = offs < num_rows
+    tokens = tl.load(tokens_ptr + offs, mask=ok)
+    tl.store(input_ids_ptr + offs, tokens, mask=ok)
+    tl.store(history_ptr + step.to(tl.int64) * history_stride + offs, tokens, mask=ok)
+    tl.debug_barrier()  # every thread has read the counter
+    tl.store(counter_ptr, step + 1)
 
 
 def capture_sizes(max_batch_size: int) -> list[int]:
@@ -62,11 +101,17 @@ class DecodeGraphs:
         self.block_tables = torch.zeros(size, width, dtype=torch.int32, device=device)
         self._graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self._logits: dict[int, torch.Tensor] = {}
+        # Greedy steps (module docstring): their graphs, the step counter, the token history [K, G].
+        self._greedy_graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self._step_counter = torch.zeros(1, dtype=torch.int32, device=device)
+        self._history = torch.zeros(MAX_STEPS_PER_LOAD, size, dtype=torch.int64, device=device)
+        self.num_greedy_replays = 0
         # Pinned staging of load(): two sets used in turn, each reused only once the copies that
         # read it have run (async scheduling queues a load while the last one's copies may wait).
         self._staging: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.cuda.Event]] = []
         self._turn = 0
-        self._steps_dev: torch.Tensor | None = None
+        # The loaded rows of up to MAX_STEPS_PER_LOAD forwards (the greedy graphs read them at fixed addresses).
+        self._steps_dev = torch.zeros(MAX_STEPS_PER_LOAD * 3 * size * q, dtype=torch.int64, device=device)
         self._loaded: torch.Tensor | None = None  # [K, 3, size * q] on the device: the last load's rows
 
     @property
@@ -82,6 +127,18 @@ class DecodeGraphs:
             seq_lens_cpu=(longest,) * size)
         hidden = self.model(self.input_ids[:size * q], self.positions[:size * q], self.kv_caches, meta)
         return self.model.compute_logits(hidden)  # [size * q, V] fp32
+
+    def _greedy_step(self, size: int) -> None:
+        """One greedy step of `size` rows (module docstring; q == 1)."""
+        block = triton.next_power_of_2(size)
+        advance_step_kernel[(1,)](self._steps_dev, self.positions, self.slot_mapping, self.seq_lens,
+                                  self._step_counter, PADDED=size, BLOCK=block)
+        tokens = argmax_rows(self._forward(size))
+        commit_tokens_kernel[(1,)](tokens, self.input_ids, self._history, self._step_counter, size,
+                                   self._history.shape[1], BLOCK=block)
+
+    def has_greedy_steps(self, size: int) -> bool:
+        return size in self._greedy_graphs
 
     @torch.inference_mode()
     def capture(self, pool=None) -> None:
@@ -99,6 +156,18 @@ class DecodeGraphs:
                 with torch.cuda.graph(graph, pool=pool, stream=stream):
                     self._logits[size] = self._forward(size)
                 self._graphs[size] = graph
+                if self.q == 1 and size <= GREEDY_GRAPH_MAX_BATCH:
+                    # Its warm-up reads loaded rows of padding: positions 0, slots -1, seq_lens 0.
+                    self._steps_dev[size:2 * size].fill_(-1)
+                    self._step_counter.zero_()
+                    self._greedy_step(size)
+                    self._step_counter.zero_()
+                    graph = torch.cuda.CUDAGraph()
+                    with torch.cuda.graph(graph, pool=pool, stream=stream):
+                        self._greedy_step(size)
+                    self._greedy_graphs[size] = graph
+                    self._steps_dev[size:2 * size].zero_()
+                    self.input_ids.zero_()
         torch.cuda.current_stream(self.device).wait_stream(stream)
         torch.cuda.synchronize(self.device)
         logger.info("captured %d CUDA graphs of %d token(s) per sequence (batch 1..%d) in %.1fs", len(self.sizes),
@@ -147,7 +216,6 @@ class DecodeGraphs:
         """The pinned staging set of this load (made on first use), once the copies that read it last have run."""
         if not self._staging:
             full = self.sizes[-1] * self.q
-            self._steps_dev = torch.empty(MAX_STEPS_PER_LOAD * 3 * full, dtype=torch.int64, device=self.device)
             for _ in range(2):
                 self._staging.append((torch.empty(MAX_STEPS_PER_LOAD * 3 * full, dtype=torch.int64, pin_memory=True),
                                       torch.empty(self.block_tables.numel(), dtype=torch.int32, pin_memory=True),
@@ -169,6 +237,21 @@ class DecodeGraphs:
         self.seq_lens[:size].copy_(loaded[2, :size])
         self._graphs[size].replay()
         return self._logits[size][:num_seqs * q]
+
+    def replay_greedy(self, size: int, num_steps: int, num_seqs: int,
+                      input_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """The last load's forwards 0..num_steps-1 with greedy sampling (module docstring) ->
+        their tokens [num_steps, num_seqs] on the device (a view of the history, valid until the
+        next greedy replay); input_ids: the first forward's tokens on the device, or None for the
+        loaded ones. Needs has_greedy_steps(size)."""
+        if input_ids is not None:
+            self.input_ids[:num_seqs].copy_(input_ids)
+        self._step_counter.zero_()
+        graph = self._greedy_graphs[size]
+        for _ in range(num_steps):
+            graph.replay()
+        self.num_greedy_replays += num_steps
+        return self._history[:num_steps, :num_seqs]
 
     def run(self, input_ids: np.ndarray, positions: np.ndarray, slot_mapping: np.ndarray, seq_lens: np.ndarray,
             block_tables: np.ndarray) -> torch.Tensor | None:

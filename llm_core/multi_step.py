@@ -111,10 +111,16 @@ def launch_decode_steps(runner, entries: Sequence[ScheduledRequest],
                                                               count=num_seqs)
     params = [e.sampling_params for e in entries]
     outputs = [e.num_output_tokens for e in entries]
+    size = runner.graphs.load(positions, slots, seq_lens, block_tables, host_ids) if runner.graphs else None
+    if (size is not None and runner.graphs.has_greedy_steps(size)
+            and all(p.is_greedy and p.logprobs is None and n >= p.min_tokens for p, n in zip(params, outputs))):
+        # Every forward and its argmax in graphs, nothing launched between them (cuda_graphs.py);
+        # no row bans a token (_mask_early_stop) at these output positions.
+        tokens = runner.graphs.replay_greedy(size, num_steps, num_seqs, first_ids)
+        return PendingTokens(entries, num_steps_each, tokens.clone())
     # One batch for all forwards (its tensors cross to the device once); only the seeds of
     # seeded rows move with the output position.
     batch = prepare_sampling_batch(params, outputs, runner.arch.vocab_size, runner.device)
-    size = runner.graphs.load(positions, slots, seq_lens, block_tables, host_ids) if runner.graphs else None
     input_ids: np.ndarray | torch.Tensor = first_ids if first_ids is not None else host_ids
     tokens = []
     for step in range(num_steps):

@@ -24,6 +24,31 @@ def test_capture_sizes_cover_every_batch_size():
         assert sizes == sorted(set(sizes)) and sizes[0] == 1 and sizes[-1] == max_size
 
 
+def test_greedy_step_kernels():
+    # The greedy-step graphs' bookkeeping (llm_core/cuda_graphs.py) against torch, for the step
+    # the counter names; on the CPU under the Triton interpreter.
+    from llm_core.cuda_graphs import advance_step_kernel, commit_tokens_kernel
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    gen = torch.Generator().manual_seed(random.randrange(2**31))
+    padded, num_steps, step = 6, 4, 2
+    steps = torch.randint(-1, 5000, (num_steps, 3, padded), generator=gen).to(device)
+    positions, slots = torch.zeros(8, dtype=torch.int64, device=device), torch.zeros(8, dtype=torch.int64, device=device)
+    seq_lens = torch.zeros(8, dtype=torch.int32, device=device)
+    counter = torch.tensor([step], dtype=torch.int32, device=device)
+    advance_step_kernel[(1,)](steps, positions, slots, seq_lens, counter, PADDED=padded, BLOCK=8)
+    assert positions[:padded].tolist() == steps[step, 0].tolist() and positions[padded:].tolist() == [0, 0]
+    assert slots[:padded].tolist() == steps[step, 1].tolist()
+    assert seq_lens[:padded].tolist() == steps[step, 2].tolist() and int(counter) == step
+    tokens = torch.randint(0, 1000, (5,), generator=gen).to(device)
+    input_ids = torch.full((8,), -7, dtype=torch.int64, device=device)
+    history = torch.full((num_steps, 8), -7, dtype=torch.int64, device=device)
+    commit_tokens_kernel[(1,)](tokens, input_ids, history, counter, 5, 8, BLOCK=8)
+    assert input_ids.tolist() == tokens.tolist() + [-7] * 3
+    assert history[step].tolist() == tokens.tolist() + [-7] * 3
+    assert (history[[0, 1, 3]] == -7).all() and int(counter) == step + 1
+
+
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
     return {arch: make_text_checkpoint(tmp_path_factory.mktemp(arch), arch, seed=5) for arch in ("llama", "qwen3")}
@@ -54,6 +79,8 @@ def test_graph_decode_equals_eager(checkpoints, arch, num_prompts):
                                             [o.token_ids for o in llm.generate(prompts, seeded)])
         if llm.engine.async_scheduling:
             assert llm.engine.runner.num_queued_adopted > 4
+        if num_steps is None:  # greedy multi-step runs replay the greedy-step graphs
+            assert llm.engine.runner.graphs.num_greedy_replays > 0
         del llm
     assert results[False, 1, None] == results[True, 1, None]
     assert results[False, None, None] == results[True, 1, None]
