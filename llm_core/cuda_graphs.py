@@ -43,16 +43,16 @@ GREEDY_GRAPH_MAX_BATCH = 64  # greedy-step graphs (module docstring) for batch s
 
 
 @triton.jit
-def advance_step_kernel(steps_ptr, positions_ptr, slots_ptr, seq_lens_ptr, counter_ptr, PADDED: tl.constexpr,
+def advance_step_kernel(steps_ptr, positions_ptr, slots_ptr, seq_lens_ptr, counter_ptr, padded,
                         BLOCK: tl.constexpr):
-    # Forward `counter` of a load (rows [K, 3, PADDED]: positions, slots, seq_lens) into the static inputs.
+    # Forward `counter` of a load (rows [K, 3, padded]: positions, slots, seq_lens) into the static inputs.
     step = tl.load(counter_ptr).to(tl.int64)
     offs = tl.arange(0, BLOCK)
-    ok = offs < PADDED
-    row = steps_ptr + step * (3 * PADDED)
+    ok = offs < padded
+    row = steps_ptr + step * (3 * padded)
     tl.store(positions_ptr + offs, tl.load(row + offs, mask=ok), mask=ok)
-    tl.store(slots_ptr + offs, tl.load(row + PADDED + offs, mask=ok), mask=ok)
-    tl.store(seq_lens_ptr + offs, tl.load(row + 2 * PADDED + offs, mask=ok).to(tl.int32), mask=ok)
+    tl.store(slots_ptr + offs, tl.load(row + padded + offs, mask=ok), mask=ok)
+    tl.store(seq_lens_ptr + offs, tl.load(row + 2 * padded + offs, mask=ok).to(tl.int32), mask=ok)
 
 
 @triton.jit
@@ -130,9 +130,10 @@ class DecodeGraphs:
 
     def _greedy_step(self, size: int) -> None:
         """One greedy step of `size` rows (module docstring; q == 1)."""
-        block = triton.next_power_of_2(size)
+        # One block width for every size up to 64: one compile of each kernel (engine start-up).
+        block = triton.next_power_of_2(max(size, 64))
         advance_step_kernel[(1,)](self._steps_dev, self.positions, self.slot_mapping, self.seq_lens,
-                                  self._step_counter, PADDED=size, BLOCK=block)
+                                  self._step_counter, size, BLOCK=block)
         tokens = argmax_rows(self._forward(size))
         commit_tokens_kernel[(1,)](tokens, self.input_ids, self._history, self._step_counter, size,
                                    self._history.shape[1], BLOCK=block)

@@ -36,7 +36,7 @@ def test_greedy_step_kernels():
     positions, slots = torch.zeros(8, dtype=torch.int64, device=device), torch.zeros(8, dtype=torch.int64, device=device)
     seq_lens = torch.zeros(8, dtype=torch.int32, device=device)
     counter = torch.tensor([step], dtype=torch.int32, device=device)
-    advance_step_kernel[(1,)](steps, positions, slots, seq_lens, counter, PADDED=padded, BLOCK=8)
+    advance_step_kernel[(1,)](steps, positions, slots, seq_lens, counter, padded, BLOCK=8)
     assert positions[:padded].tolist() == steps[step, 0].tolist() and positions[padded:].tolist() == [0, 0]
     assert slots[:padded].tolist() == steps[step, 1].tolist()
     assert seq_lens[:padded].tolist() == steps[step, 2].tolist() and int(counter) == step
