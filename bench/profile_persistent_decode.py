@@ -7,7 +7,9 @@ cache) and, for each launch configuration (warps per program, programs, tile col
 flight), times one launch over every layer in a CUDA graph (median of 5 x 20 replays) and replays
 the TIMING build once: every program's global-timer stamps at the kernel's TIMING_POINTS. Prints,
 per configuration, the microseconds since a layer began at which the first, the median and the
-last program passed each point (medians over the middle half of the layers), and writes JSON.
+last program passed each point (of those that pass it: the attention chain's points are passed by
+the programs with an attention task; medians over the middle half of the layers), in the order of
+the median, and writes JSON.
 The weight-streaming time of one layer at the copy bandwidth is printed for scale.
 """
 
@@ -86,17 +88,25 @@ def main() -> None:
         us, _ = graph_us(lambda: pd.persistent_decode(h, layers, **step, **options))
         timing = torch.zeros(layers.num_layers, programs, 16, dtype=torch.int64, device="cuda")
         _, graph = graph_us(lambda: pd.persistent_decode(h, layers, **step, **options, timing=timing), runs=1, reps=1)
+        timing.zero_()  # a point some programs pass (the attention chain's) keeps no stamp of an earlier launch
         graph.replay()
         torch.cuda.synchronize()
         stamps = timing[:, :, :len(pd.TIMING_POINTS)].double().cpu()
-        middle = slice(layers.num_layers // 4, max(layers.num_layers * 3 // 4, layers.num_layers // 4 + 1))
-        begin = stamps[middle, :, 1].min(dim=1, keepdim=True).values
+        middle = range(layers.num_layers // 4, max(layers.num_layers * 3 // 4, layers.num_layers // 4 + 1))
         points = []
         for k, name in enumerate(pd.TIMING_POINTS[1:], start=1):
-            since = (stamps[middle, :, k] - begin) / 1e3  # [layers, programs] us
-            points.append({"point": name, "first_us": since.min(1).values.median().item(),
-                           "median_us": since.median(1).values.median().item(),
-                           "last_us": since.max(1).values.median().item()})
+            per_layer = []  # (first, median, last, programs) of the programs that passed the point
+            for layer in middle:
+                reached = stamps[layer, :, k] > 0
+                if reached.any():
+                    since = (stamps[layer, reached, k] - stamps[layer, :, 1].min()) / 1e3  # us since the layer began
+                    per_layer.append([since.min().item(), since.median().item(), since.max().item(),
+                                      float(reached.sum())])
+            if per_layer:
+                first, median, last, count = torch.tensor(per_layer).median(0).values.tolist()
+                points.append({"point": name, "first_us": first, "median_us": median, "last_us": last,
+                               "programs": int(count)})
+        points.sort(key=lambda p: p["median_us"])
         results.append({"warps": warps, "programs": programs, "chunk": chunk, "depth": depth,
                         "us_per_launch": us, "us_per_layer": us / layers.num_layers, "timeline": points})
     out = {"shape": args.shape, "seq_len": args.seq_len, "device": torch.cuda.get_device_name(),
@@ -109,9 +119,10 @@ def main() -> None:
     for r in results:
         print(f"\n{r['warps']} warps x {r['programs']} programs, tiles of {r['chunk']} columns, {r['depth']} in flight: "
               f"{r['us_per_launch']:.1f} us per launch, {r['us_per_layer']:.1f} us per layer")
-        print(f"{'point (us since the layer began)':<34}{'first':>8}{'median':>8}{'last':>8}")
+        print(f"{'point (us since the layer began)':<34}{'first':>8}{'median':>8}{'last':>8}{'programs':>10}")
         for p in r["timeline"]:
-            print(f"{p['point']:<34}{p['first_us']:>8.1f}{p['median_us']:>8.1f}{p['last_us']:>8.1f}")
+            print(f"{p['point']:<34}{p['first_us']:>8.1f}{p['median_us']:>8.1f}{p['last_us']:>8.1f}"
+                  f"{p['programs']:>10}")
 
 
 if __name__ == "__main__":

@@ -72,10 +72,12 @@ MAX_CHUNK = 2048
 DEPTH = 2
 ATTENTION_TILE_N = 64
 MAX_ATTENTION_SPLITS = 16
-# What the TIMING timestamps mark, in order (index = column of the timing buffer).
-# (Per layer; "start" is layer 0's only: the launch.)
+# What the TIMING timestamps mark (index = column of the timing buffer). Per layer; "start" is layer
+# 0's only (the launch); the last four are the attention chain's, of programs with an attention task
+# ("splits combined": the split of each kv head that finished last).
 TIMING_POINTS = ("start", "layer begins", "q/k/v done", "barrier A passed", "attention done",
-                 "barrier B passed", "o done", "barrier C passed", "gate/up done", "barrier D passed", "down done")
+                 "barrier B passed", "o done", "barrier C passed", "gate/up done", "barrier D passed", "down done",
+                 "attention inputs loaded", "attention tiles done", "split counted", "splits combined")
 
 def layer_counters(device: torch.device) -> torch.Tensor:
     """The device's barrier counters ([COUNTER_SLOTS] int32, zero; counters.py)."""
@@ -402,7 +404,7 @@ def _attention_task(t, k, v, q_ptr, k_cache_ptr, v_cache_ptr, block_table_ptr, s
                     NH: tl.constexpr, NKV: tl.constexpr, D: tl.constexpr, DP: tl.constexpr, BLOCK_H: tl.constexpr,
                     GROUP_PAD: tl.constexpr, BLOCK_SIZE: tl.constexpr, TILE_N: tl.constexpr,
                     NUM_SPLITS: tl.constexpr, SPLITS_PAD: tl.constexpr, USE_WINDOW: tl.constexpr,
-                    DOT_PRECISION: tl.constexpr):
+                    DOT_PRECISION: tl.constexpr, timing_ptr, layer, pid, num_programs, TIMING: tl.constexpr):
     # Task t = (kv head, split); (k, v): its first tile from _first_kv_tile. The split of a kv head
     # that finishes last combines the splits of the head's GROUP query heads into out.
     GROUP: tl.constexpr = NH // NKV
@@ -424,6 +426,7 @@ def _attention_task(t, k, v, q_ptr, k_cache_ptr, v_cache_ptr, block_table_ptr, s
     v_own = tl.load(v_cache_ptr + own_row, mask=d_ok & (slot >= 0), other=0.0, cache_modifier=".cg")
     k = tl.where(own, k_own[None, :], k)
     v = tl.where(own, v_own[None, :], v)
+    _mark(timing_ptr, layer, pid, num_programs, 11, TIMING)
     acc = tl.zeros([BLOCK_H, DP], dtype=tl.float32)
     m_i = tl.full([BLOCK_H], M_INIT, dtype=tl.float32)
     l_i = tl.zeros([BLOCK_H], dtype=tl.float32)
@@ -434,12 +437,14 @@ def _attention_task(t, k, v, q_ptr, k_cache_ptr, v_cache_ptr, block_table_ptr, s
                         TILE_N)
         acc, m_i, l_i = _attend(acc, m_i, l_i, q, k, v, start, end, q_pos, qk_scale, sliding_window, TILE_N,
                                 USE_WINDOW, DOT_PRECISION)
+    _mark(timing_ptr, layer, pid, num_programs, 12, TIMING)
     part = head.to(tl.int64) * NUM_SPLITS + split  # [BH]: partials [NH, NUM_SPLITS(, D)]
     tl.store(part_m_ptr + part, m_i, mask=offs_h < GROUP)
     tl.store(part_l_ptr + part, l_i, mask=offs_h < GROUP)
     tl.store(part_acc_ptr + part[:, None] * D + offs_d[None, :], acc, mask=io_mask)
     tl.debug_barrier()
     done = tl.atomic_add(head_counters_ptr + kv_head, 1, sem="acq_rel", scope="gpu")
+    _mark(timing_ptr, layer, pid, num_programs, 13, TIMING)
     if done == NUM_SPLITS - 1:
         # Every split of the GROUP heads at once (one round trip to L2).
         offs_g = tl.arange(0, GROUP_PAD)
@@ -460,6 +465,7 @@ def _attention_task(t, k, v, q_ptr, k_cache_ptr, v_cache_ptr, block_table_ptr, s
         # more on the attention chain); this program's arrival at barrier B orders it before the
         # next layer's splits count.
         tl.atomic_xchg(head_counters_ptr + kv_head, 0, sem="relaxed", scope="gpu")
+        _mark(timing_ptr, layer, pid, num_programs, 14, TIMING)
 
 
 @triton.jit
@@ -530,7 +536,7 @@ def persistent_decode_kernel(
             _attention_task(t, k_first, v_first, q_ptr, k_cache_ptr, v_cache_ptr, block_table_ptr, seq_len, slot,
                             part_m_ptr, part_l_ptr, part_acc_ptr, attn_ptr, counters_ptr + HEAD_SLOTS, qk_scale,
                             sliding_window, NH, NKV, D, DP, BLOCK_H, GROUP_PAD, BLOCK_SIZE, TILE_N, NUM_SPLITS,
-                            SPLITS_PAD, USE_WINDOW, DOT_PRECISION)
+                            SPLITS_PAD, USE_WINDOW, DOT_PRECISION, timing_ptr, layer, pid, num_programs, TIMING)
         _mark(timing_ptr, layer, pid, num_programs, 4, TIMING)
         barriers += 1
         tiles = _pass_barrier(counters_ptr, barriers, num_programs, o_w_ptr, h_ptr, pid,
