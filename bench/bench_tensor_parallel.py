@@ -51,7 +51,7 @@ def run_size(model_dir: Path, tp: int, args, dtype: torch.dtype, prompts, out_le
               tensor_parallel_size=tp, enforce_eager=args.enforce_eager)
     startup_s = time.perf_counter() - start
     try:
-        b1 = batch1_decode(llm, args.batch1_tokens)
+        b1 = batch1_decode(llm, args.batch1_tokens)[0]
         run_ours(llm, prompts[:8], [16] * 8)  # warm-up
         seconds, tokens = run_ours(llm, prompts, out_lens)
         greedy = [o.token_ids for o in llm.generate(probe, SamplingParams(max_tokens=64, temperature=0.0,
