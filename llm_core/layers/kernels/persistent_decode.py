@@ -72,9 +72,6 @@ MAX_CHUNK = 2048
 DEPTH = 2
 ATTENTION_TILE_N = 64
 MAX_ATTENTION_SPLITS = 16
-# Direct attention (the kernel's docstring) while at most this many splits hold keys: 512 keys at one
-# tile per split.
-DIRECT_SPLITS = 8
 # What the TIMING timestamps mark (index = column of the timing buffer). Per layer; "start" is layer
 # 0's only (the launch); the last four are the attention chain's, of programs with an attention task
 # ("splits combined": the split of each kv head that finished last). Column 15 of layer 0 holds the
@@ -161,12 +158,12 @@ def _x_use(x, g, rstd, NORM: tl.constexpr):
 
 @triton.jit
 def _my_tasks(pid, num_programs, NUM_TASKS: tl.constexpr):
-    # (first task, number of tasks) of this program in a stage: contiguous ranges, so that a program's
-    # weight rows are contiguous too (few pages, few TLB misses); program p starts at
-    # p * (T // P) + min(p, T % P).
+    # (first task, number of tasks) of program pid of num_programs in a stage: contiguous ranges, so
+    # that a program's weight rows are contiguous too (few pages, few TLB misses); program p starts at
+    # p * (T // P) + min(p, T % P). A pid past the programs has none.
     base = NUM_TASKS // num_programs
     extra = NUM_TASKS % num_programs
-    return pid * base + tl.minimum(pid, extra), base + (pid < extra).to(tl.int32)
+    return pid * base + tl.minimum(pid, extra), tl.where(pid < num_programs, base + (pid < extra).to(tl.int32), 0)
 
 
 @triton.jit
@@ -181,8 +178,9 @@ def _stage_tile(w_ptr, j, n_tiles, first, STAGE: tl.constexpr, K: tl.constexpr, 
 def _stage_resid(h_ptr, j, n_tiles, first, STAGE: tl.constexpr, K: tl.constexpr, KC: tl.constexpr, D: tl.constexpr,
                  I: tl.constexpr):
     # Stages 1 and 3 (o, down: rows added into h): the rows of h that tile j's task adds to, loaded
-    # with the task's last tile (fp32 [4, 2]); zeros otherwise. This program's own earlier stage
-    # wrote them (tasks split alike), so they may load before the barrier's wait.
+    # with the task's last tile (fp32 [4, 2]); zeros otherwise. They were written before a barrier
+    # this program has passed (the previous down before barrier E, o before barrier C), so they may
+    # load before the wait at the stage's own barrier.
     NUM_CHUNKS: tl.constexpr = K // KC
     r = tl.zeros([4, 2], dtype=tl.float32)
     if STAGE == 1 or STAGE == 3:
@@ -238,7 +236,7 @@ def _linear_stage(w_ptr, tiles, pid, num_programs, x_ptr, norm_w_ptr, rstd, bias
                   out_ptr, k_cache_ptr, v_cache_ptr, cos_sin_ptr, pos, slot,
                   STAGE: tl.constexpr, K: tl.constexpr, KC: tl.constexpr, NUM_TASKS: tl.constexpr,
                   HAS_BIAS: tl.constexpr, NH: tl.constexpr, NKV: tl.constexpr, D: tl.constexpr, I: tl.constexpr,
-                  DEPTH: tl.constexpr, x_given=None, X_GIVEN: tl.constexpr = False):
+                  DEPTH: tl.constexpr):
     # This program's tasks of a stage as one stream of [4, 2, KC] tiles with DEPTH (2 or 4) in
     # flight; `tiles` holds the first ones (_prefetch_stage). The loop is unrolled by DEPTH so that
     # each tile register is refilled by its own load: rotating tiles through registers would wait
@@ -249,14 +247,10 @@ def _linear_stage(w_ptr, tiles, pid, num_programs, x_ptr, norm_w_ptr, rstd, bias
     first, num = _my_tasks(pid, num_programs, NUM_TASKS)
     n_tiles = num * NUM_CHUNKS
     w0, w1, w2, w3, r0, r1, r2, r3 = tiles
-    # x: the stage's input when K is one chunk (X_GIVEN: x_given, not loaded); else chunks x0..x3
-    # (with RMSNorm weights g0..g3) travel with tiles w0..w3.
-    if X_GIVEN:
-        x = x_given
-        x0, g0 = x, x
-    else:
-        x0, g0 = _x_raw(x_ptr, norm_w_ptr, 0, NORM, KC)
-        x = _x_use(x0, g0, rstd, NORM)
+    # x: the stage's input when K is one chunk; else chunks x0..x3 (with RMSNorm weights g0..g3)
+    # travel with tiles w0..w3.
+    x0, g0 = _x_raw(x_ptr, norm_w_ptr, 0, NORM, KC)
+    x = _x_use(x0, g0, rstd, NORM)
     x1, g1 = _x_raw(x_ptr, norm_w_ptr, (1 % NUM_CHUNKS) * KC, NORM, KC)
     x2, g2 = _x_raw(x_ptr, norm_w_ptr, (2 % NUM_CHUNKS) * KC, NORM, KC)
     x3, g3 = _x_raw(x_ptr, norm_w_ptr, (3 % NUM_CHUNKS) * KC, NORM, KC)
@@ -334,12 +328,14 @@ def _finish_task(acc, r, t, bias_ptr, out_ptr, k_cache_ptr, v_cache_ptr, cos_sin
 
 
 @triton.jit
-def _pass_barrier(counters_ptr, count, num_programs, w_ptr, h_ptr, pid, STAGE: tl.constexpr, K: tl.constexpr,
-                  KC: tl.constexpr, NUM_TASKS: tl.constexpr, D: tl.constexpr, I: tl.constexpr, DEPTH: tl.constexpr):
-    # Grid barrier number `count`: arrive, load the next stage's first tiles (_prefetch_stage; after the
-    # arrival, whose release would wait for them), wait. Returns the tiles.
+def _pass_barrier(counters_ptr, count, num_programs, w_ptr, h_ptr, rank, workers, STAGE: tl.constexpr,
+                  K: tl.constexpr, KC: tl.constexpr, NUM_TASKS: tl.constexpr, D: tl.constexpr, I: tl.constexpr,
+                  DEPTH: tl.constexpr):
+    # Grid barrier number `count` (of num_programs): arrive, load the next stage's first tiles (of worker
+    # `rank` of `workers`: _prefetch_stage; after the arrival, whose release would wait for them), wait.
+    # Returns the tiles.
     _grid_arrive(counters_ptr)
-    tiles = _prefetch_stage(w_ptr, h_ptr, pid, num_programs, STAGE, K, KC, NUM_TASKS, D, I, DEPTH)
+    tiles = _prefetch_stage(w_ptr, h_ptr, rank, workers, STAGE, K, KC, NUM_TASKS, D, I, DEPTH)
     _grid_wait(counters_ptr, count * num_programs)
     return tiles
 
@@ -352,36 +348,10 @@ def _layer_ptr(table_ptr, layer, field, DT: tl.constexpr):
 
 
 @triton.jit
-def _split_size(seq_len, NUM_SPLITS: tl.constexpr, TILE_N: tl.constexpr):
-    return tl.cdiv(tl.cdiv(seq_len, NUM_SPLITS), TILE_N) * TILE_N
-
-
-@triton.jit
-def _combine_splits(part_m_ptr, part_l_ptr, part_acc_ptr, n_used, NH: tl.constexpr, D: tl.constexpr,
-                    SPLITS: tl.constexpr, DT: tl.constexpr):
-    # The attention output [NH * D] (dtype DT) from the partials of splits 0..n_used-1 (n_used <=
-    # SPLITS; later splits hold no keys): every head at once, as _combine_when_last combines a kv
-    # head's. The o stage's input when it is one chunk (direct attention: no combining split).
-    offs_s = tl.arange(0, SPLITS)
-    offs_h = tl.arange(0, NH)
-    offs_d = tl.arange(0, D)
-    ok = (offs_s < n_used)[:, None]
-    parts = offs_s[:, None] * NH + offs_h[None, :]  # [S, NH]
-    m = tl.load(part_m_ptr + parts, mask=ok, other=M_INIT, cache_modifier=".cg")
-    l = tl.load(part_l_ptr + parts, mask=ok, other=0.0, cache_modifier=".cg")
-    accs = tl.load(part_acc_ptr + parts[:, :, None] * D + offs_d[None, None, :], mask=ok[:, :, None], other=0.0,
-                   cache_modifier=".cg")
-    weight = tl.exp2(m - tl.max(m, 0)[None, :])  # [S, NH]
-    total = tl.sum(l * weight, 0)
-    result = tl.sum(accs * weight[:, :, None], 0) / tl.where(total > 0, total, 1.0)[:, None]  # [NH, D]
-    return tl.reshape(result, [NH * D]).to(DT)
-
-
-@triton.jit
 def _split_range(split, seq_len, sliding_window, NUM_SPLITS: tl.constexpr, TILE_N: tl.constexpr,
                  USE_WINDOW: tl.constexpr):
     # Keys [begin, end) of a split: whole tiles, each split cdiv(cdiv(seq_len, NUM_SPLITS), TILE_N) tiles.
-    split_size = _split_size(seq_len, NUM_SPLITS, TILE_N)
+    split_size = tl.cdiv(tl.cdiv(seq_len, NUM_SPLITS), TILE_N) * TILE_N
     begin = split * split_size
     end = tl.minimum(begin + split_size, seq_len)
     if USE_WINDOW:
@@ -433,15 +403,14 @@ def _first_kv_tile(t, k_cache_ptr, v_cache_ptr, block_table_ptr, seq_len, slidin
 
 
 @triton.jit
-def _attention_task(t, k, v, q_ptr, k_cache_ptr, v_cache_ptr, block_table_ptr, seq_len, slot, direct,
+def _attention_task(t, k, v, q_ptr, k_cache_ptr, v_cache_ptr, block_table_ptr, seq_len, slot,
                     part_m_ptr, part_l_ptr, part_acc_ptr, out_ptr, head_counters_ptr, qk_scale, sliding_window,
                     NH: tl.constexpr, NKV: tl.constexpr, D: tl.constexpr, DP: tl.constexpr, BLOCK_H: tl.constexpr,
                     GROUP_PAD: tl.constexpr, BLOCK_SIZE: tl.constexpr, TILE_N: tl.constexpr,
                     NUM_SPLITS: tl.constexpr, SPLITS_PAD: tl.constexpr, USE_WINDOW: tl.constexpr,
                     DOT_PRECISION: tl.constexpr, timing_ptr, layer, pid, num_programs, TIMING: tl.constexpr):
-    # Task t = (kv head, split); (k, v): its first tile from _first_kv_tile. Stores the split's
-    # partials; unless `direct` (the o stage combines them: _combine_splits), the split of a kv head
-    # that finishes last combines the head's into out (_combine_when_last).
+    # Task t = (kv head, split); (k, v): its first tile from _first_kv_tile. The split of a kv head
+    # that finishes last combines the splits of the head's GROUP query heads into out.
     GROUP: tl.constexpr = NH // NKV
     kv_head = t // NUM_SPLITS
     split = t % NUM_SPLITS
@@ -473,27 +442,12 @@ def _attention_task(t, k, v, q_ptr, k_cache_ptr, v_cache_ptr, block_table_ptr, s
         acc, m_i, l_i = _attend(acc, m_i, l_i, q, k, v, start, end, q_pos, qk_scale, sliding_window, TILE_N,
                                 USE_WINDOW, DOT_PRECISION)
     _mark(timing_ptr, layer, pid, num_programs, 12, TIMING)
-    part = split * NH + head.to(tl.int64)  # [BH]: partials [NUM_SPLITS, NH(, D)]
+    part = head.to(tl.int64) * NUM_SPLITS + split  # [BH]: partials [NH, NUM_SPLITS(, D)]
     tl.store(part_m_ptr + part, m_i, mask=offs_h < GROUP)
     tl.store(part_l_ptr + part, l_i, mask=offs_h < GROUP)
     tl.store(part_acc_ptr + part[:, None] * D + offs_d[None, :], acc, mask=io_mask)
-    if not direct:
-        _combine_when_last(kv_head, layer, part_m_ptr, part_l_ptr, part_acc_ptr, out_ptr, head_counters_ptr, NH,
-                           NKV, D, DP, GROUP_PAD, NUM_SPLITS, SPLITS_PAD, timing_ptr, pid, num_programs, TIMING)
-
-
-@triton.jit
-def _combine_when_last(kv_head, layer, part_m_ptr, part_l_ptr, part_acc_ptr, out_ptr, head_counters_ptr,
-                       NH: tl.constexpr, NKV: tl.constexpr, D: tl.constexpr, DP: tl.constexpr,
-                       GROUP_PAD: tl.constexpr, NUM_SPLITS: tl.constexpr, SPLITS_PAD: tl.constexpr, timing_ptr, pid,
-                       num_programs, TIMING: tl.constexpr):
-    # The split of kv head `kv_head` that stores its partials last combines the head's GROUP query heads
-    # into out (an arrival counter per kv head, counting every layer's splits: the kernel's last program
-    # sets it back to 0).
-    GROUP: tl.constexpr = NH // NKV
-    offs_d = tl.arange(0, DP)
-    d_ok = offs_d < D
     tl.debug_barrier()
+    # The head's counter counts every layer's splits (the kernel's last program sets it back to 0).
     done = tl.atomic_add(head_counters_ptr + kv_head, 1, sem="acq_rel", scope="gpu")
     _mark(timing_ptr, layer, pid, num_programs, 13, TIMING)
     if done == NUM_SPLITS * (layer + 1) - 1:
@@ -501,7 +455,7 @@ def _combine_when_last(kv_head, layer, part_m_ptr, part_l_ptr, part_acc_ptr, out
         offs_g = tl.arange(0, GROUP_PAD)
         offs_s = tl.arange(0, SPLITS_PAD)
         heads = kv_head * GROUP + offs_g
-        parts = offs_s[None, :] * NH + heads[:, None]  # [GP, SP]
+        parts = heads[:, None] * NUM_SPLITS + offs_s[None, :]  # [GP, SP]
         ok = (offs_g < GROUP)[:, None] & (offs_s < NUM_SPLITS)[None, :]
         m = tl.load(part_m_ptr + parts, mask=ok, other=M_INIT, cache_modifier=".cg")
         l = tl.load(part_l_ptr + parts, mask=ok, other=0.0, cache_modifier=".cg")
@@ -531,7 +485,7 @@ def persistent_decode_kernel(
     TILE_N: tl.constexpr, NUM_SPLITS: tl.constexpr, SPLITS_PAD: tl.constexpr, QKV_BIAS: tl.constexpr,
     O_BIAS: tl.constexpr, MLP_BIAS: tl.constexpr, USE_WINDOW: tl.constexpr, DOT_PRECISION: tl.constexpr,
     USE_PDL: tl.constexpr, TIMING: tl.constexpr, DEPTH: tl.constexpr, FINAL_NORM: tl.constexpr,
-    NKV_PAD: tl.constexpr, DIRECT_SPLITS: tl.constexpr,
+    NKV_PAD: tl.constexpr,
 ):
     # Every decoder layer of one token (module docstring); TIMING: timestamps of TIMING_POINTS per
     # layer and program into timing [num_layers, P, 16]. FINAL_NORM: the program that finishes last
@@ -556,12 +510,20 @@ def persistent_decode_kernel(
     pos = tl.load(positions_ptr).to(tl.int64)
     slot = tl.load(slot_mapping_ptr).to(tl.int64)
     seq_len = tl.load(seq_lens_ptr)
-    # Direct attention: at most DIRECT_SPLITS splits hold keys (0: never), so every program combines
-    # the partials itself as the o stage's input (the chain of a combining split, its counter and
-    # the attention output's round trip, is off the critical path); else the split of each kv head
-    # that finishes last combines them.
-    n_used = tl.cdiv(seq_len, _split_size(seq_len, NUM_SPLITS, TILE_N))
-    direct = (n_used <= DIRECT_SPLITS) & (DIRECT_SPLITS > 0)
+    # The o stage's tasks go to the programs without keys to attend to (o_rank of o_workers; the
+    # others have rank o_workers: no task), which load their first o tiles during the attention: the
+    # programs with keys would load theirs only after it, on the critical path. Where attention tasks
+    # outnumber programs, or fewer than half the programs are free, every program takes o tasks.
+    o_rank = pid
+    o_workers = num_programs
+    n_used = tl.cdiv(seq_len, tl.cdiv(tl.cdiv(seq_len, NUM_SPLITS), TILE_N) * TILE_N)  # splits holding keys
+    n_busy = NKV * tl.minimum(n_used, NUM_SPLITS)
+    if (TASKS_ATTN <= num_programs) & ((num_programs - n_busy) * 2 >= num_programs) & (n_busy < num_programs):
+        busy = (pid < TASKS_ATTN) & (pid % NUM_SPLITS < n_used)  # task pid is this program's one
+        busy_before = (tl.minimum(pid // NUM_SPLITS, NKV) * n_used
+                       + tl.where(pid < TASKS_ATTN, tl.minimum(pid % NUM_SPLITS, n_used), 0))
+        o_workers = num_programs - n_busy
+        o_rank = tl.where(busy, o_workers, pid - busy_before)
     barriers = 0
     for layer in range(0, num_layers):
         _mark(timing_ptr, layer, pid, num_programs, 1, TIMING)
@@ -591,29 +553,20 @@ def persistent_decode_kernel(
                                                   sliding_window, NKV, D, DP, BLOCK_SIZE, TILE_N, NUM_SPLITS,
                                                   USE_WINDOW)
             _attention_task(t, k_first, v_first, q_ptr, k_cache_ptr, v_cache_ptr, block_table_ptr, seq_len, slot,
-                            direct, part_m_ptr, part_l_ptr, part_acc_ptr, attn_ptr, counters_ptr + HEAD_SLOTS, qk_scale,
+                            part_m_ptr, part_l_ptr, part_acc_ptr, attn_ptr, counters_ptr + HEAD_SLOTS, qk_scale,
                             sliding_window, NH, NKV, D, DP, BLOCK_H, GROUP_PAD, BLOCK_SIZE, TILE_N, NUM_SPLITS,
                             SPLITS_PAD, USE_WINDOW, DOT_PRECISION, timing_ptr, layer, pid, num_programs, TIMING)
         _mark(timing_ptr, layer, pid, num_programs, 4, TIMING)
         barriers += 1
-        tiles = _pass_barrier(counters_ptr, barriers, num_programs, o_w_ptr, h_ptr, pid,
+        tiles = _pass_barrier(counters_ptr, barriers, num_programs, o_w_ptr, h_ptr, o_rank, o_workers,
                               1, NH * D, KC, TASKS_O, D, I, DEPTH)
         _mark(timing_ptr, layer, pid, num_programs, 5, TIMING)
-        if DIRECT_SPLITS > 0:  # (then NH * D == KC: the o stage's input is one chunk)
-            if direct:
-                x_attn = _combine_splits(part_m_ptr, part_l_ptr, part_acc_ptr, n_used, NH, D, DIRECT_SPLITS, DT)
-            else:
-                x_attn = tl.load(attn_ptr + tl.arange(0, KC), cache_modifier=".cg")
-            _linear_stage(o_w_ptr, tiles, pid, num_programs, attn_ptr, h_ptr, rstd,
-                          _layer_ptr(table_ptr, layer, O_B, DT), h_ptr, k_cache_ptr, v_cache_ptr, cos_sin_ptr, pos,
-                          slot, 1, NH * D, KC, TASKS_O, O_BIAS, NH, NKV, D, I, DEPTH, x_attn, True)
-        else:
-            _linear_stage(o_w_ptr, tiles, pid, num_programs, attn_ptr, h_ptr, rstd,
-                          _layer_ptr(table_ptr, layer, O_B, DT), h_ptr, k_cache_ptr, v_cache_ptr, cos_sin_ptr, pos,
-                          slot, 1, NH * D, KC, TASKS_O, O_BIAS, NH, NKV, D, I, DEPTH)
+        _linear_stage(o_w_ptr, tiles, o_rank, o_workers, attn_ptr, h_ptr, rstd, _layer_ptr(table_ptr, layer, O_B, DT),
+                      h_ptr, k_cache_ptr, v_cache_ptr, cos_sin_ptr, pos, slot, 1, NH * D, KC, TASKS_O, O_BIAS,
+                      NH, NKV, D, I, DEPTH)
         _mark(timing_ptr, layer, pid, num_programs, 6, TIMING)
         barriers += 1
-        tiles = _pass_barrier(counters_ptr, barriers, num_programs, gu_w_ptr, h_ptr, pid,
+        tiles = _pass_barrier(counters_ptr, barriers, num_programs, gu_w_ptr, h_ptr, pid, num_programs,
                               2, H, KC, TASKS_GU, D, I, DEPTH)
         _mark(timing_ptr, layer, pid, num_programs, 7, TIMING)
         rstd = _rstd(h_ptr, eps, H, HP)
@@ -622,7 +575,7 @@ def persistent_decode_kernel(
                       pos, slot, 2, H, KC, TASKS_GU, MLP_BIAS, NH, NKV, D, I, DEPTH)
         _mark(timing_ptr, layer, pid, num_programs, 8, TIMING)
         barriers += 1
-        tiles = _pass_barrier(counters_ptr, barriers, num_programs, down_w_ptr, h_ptr, pid,
+        tiles = _pass_barrier(counters_ptr, barriers, num_programs, down_w_ptr, h_ptr, pid, num_programs,
                               3, I, KC, TASKS_O, D, I, DEPTH)
         _mark(timing_ptr, layer, pid, num_programs, 9, TIMING)
         _linear_stage(down_w_ptr, tiles, pid, num_programs, act_ptr, h_ptr, rstd,
@@ -633,7 +586,7 @@ def persistent_decode_kernel(
         if layer + 1 < num_layers:
             # The next layer's first tile loads while the others finish down.
             barriers += 1
-            tiles = _pass_barrier(counters_ptr, barriers, num_programs, next_qkv_ptr, h_ptr, pid,
+            tiles = _pass_barrier(counters_ptr, barriers, num_programs, next_qkv_ptr, h_ptr, pid, num_programs,
                                   0, H, KC, TASKS_QKV, D, I, DEPTH)
     # Every program has left every barrier once it counts here: the last one resets the counters
     # (and sees every program's rows of h: the final norm).
@@ -699,9 +652,9 @@ class DecodeWorkspace:
         self.num_splits = num_splits
         self.q = torch.empty(num_heads * head_dim, dtype=dtype, device=device)
         self.attn = torch.empty(num_heads * head_dim, dtype=dtype, device=device)
-        self.part_m = torch.empty(num_splits, num_heads, dtype=torch.float32, device=device)
-        self.part_l = torch.empty(num_splits, num_heads, dtype=torch.float32, device=device)
-        self.part_acc = torch.empty(num_splits, num_heads, head_dim, dtype=torch.float32, device=device)
+        self.part_m = torch.empty(num_heads, num_splits, dtype=torch.float32, device=device)
+        self.part_l = torch.empty(num_heads, num_splits, dtype=torch.float32, device=device)
+        self.part_acc = torch.empty(num_heads, num_splits, head_dim, dtype=torch.float32, device=device)
         self.act = torch.empty(intermediate, dtype=dtype, device=device)
 
 
@@ -768,7 +721,6 @@ def persistent_decode(
     sliding_window: int | None = None, workspace: DecodeWorkspace | None = None, num_programs: int | None = None,
     num_warps: int = 8, max_chunk: int = MAX_CHUNK, depth: int = DEPTH, timing: torch.Tensor | None = None,
     final_norm: tuple[torch.Tensor, float] | None = None, normed: torch.Tensor | None = None,
-    direct_splits: int = DIRECT_SPLITS,
 ) -> None:
     """Every decoder layer of `layers` for one token, in place: h [H] (the residual stream: the
     embedding) becomes the last layer's output, and the token's k/v go to cache slot
@@ -778,8 +730,7 @@ def persistent_decode(
     value on the host (CUDA-graph safe). timing: int64 [num_layers, num_programs, 16] to receive
     each program's timestamps (TIMING_POINTS; bench/ diagnostics). final_norm (weight [H], eps) and
     normed [H]: RMSNorm of the last layer's output written to normed as well (the model's final
-    norm, without a kernel of its own). direct_splits: direct attention while at most that many splits
-    hold keys (a power of two; 0: never), where the o projection's input is one tile chunk."""
+    norm, without a kernel of its own)."""
     if h.numel() != layers.hidden or not h.is_contiguous() or h.dtype != layers.dtype:
         raise ValueError(f"persistent decode: h {tuple(h.shape)} {h.dtype} must be {layers.hidden} contiguous "
                          f"{layers.dtype} values")
@@ -800,12 +751,6 @@ def persistent_decode(
     if workspace is None:
         workspace = DecodeWorkspace(nh, d, layers.intermediate, attention_splits(nkv, num_programs), h.dtype,
                                     h.device)
-    if direct_splits < 0 or direct_splits & (direct_splits - 1):
-        raise ValueError(f"persistent decode: direct_splits {direct_splits} must be 0 or a power of two")
-    kc = chunk_columns(layers.hidden, nh * d, layers.intermediate, max_chunk=max_chunk)
-    if nh * d != kc:  # the o stage's input in several chunks
-        direct_splits = 0
-    direct_splits = min(direct_splits, triton.next_power_of_2(workspace.num_splits))
     counters = layer_counters(h.device)
     use_pdl, launch = pdl_launch_args(h.device)
     persistent_decode_kernel[(num_programs,)](
@@ -816,13 +761,12 @@ def persistent_decode(
         scale * LOG2E, sliding_window or 0,
         H=layers.hidden, HP=triton.next_power_of_2(layers.hidden), NH=nh, NKV=nkv, D=d,
         DP=max(16, triton.next_power_of_2(d)), I=layers.intermediate,
-        KC=kc,
+        KC=chunk_columns(layers.hidden, nh * d, layers.intermediate, max_chunk=max_chunk),
         BLOCK_H=max(16, triton.next_power_of_2(nh // nkv)), GROUP_PAD=triton.next_power_of_2(nh // nkv),
         BLOCK_SIZE=layers.block_size, TILE_N=ATTENTION_TILE_N, NUM_SPLITS=workspace.num_splits,
         SPLITS_PAD=triton.next_power_of_2(workspace.num_splits), QKV_BIAS=layers.qkv_bias, O_BIAS=layers.o_bias,
         MLP_BIAS=layers.mlp_bias, USE_WINDOW=sliding_window is not None,
         DOT_PRECISION="ieee" if h.dtype == torch.float32 else "tf32", USE_PDL=use_pdl, TIMING=timing is not None,
-        DEPTH=depth, FINAL_NORM=final_norm is not None, NKV_PAD=triton.next_power_of_2(nkv),
-        DIRECT_SPLITS=direct_splits, num_warps=num_warps,
+        DEPTH=depth, FINAL_NORM=final_norm is not None, NKV_PAD=triton.next_power_of_2(nkv), num_warps=num_warps,
         **launch,
     )

@@ -196,23 +196,6 @@ def test_biases_and_sliding_window(gen, depth):
     check(case, run_kernel(case, workspace=ws, depth=depth), torch.float32)
 
 
-@pytest.mark.parametrize("direct_splits", [0, 2, 4])
-def test_direct_attention(gen, direct_splits):
-    # q/k/v and o rows of one 64-column chunk (chunk_columns(64, 64, 128)): while at most direct_splits
-    # splits hold keys, the o stage combines the splits' partials itself and no split writes the
-    # attention output (left NaN here); with more splits holding keys, or direct_splits 0, the split
-    # that finishes last combines them into it.
-    assert chunk_columns(64, 64, 128) == 64
-    case = make_case(gen, hidden=64, num_heads=4, num_kv_heads=2, head_dim=16, intermediate=128,
-                     seq_len=int(torch.randint(129, 193, (1,), generator=gen)), dtype=torch.float32)
-    ws = DecodeWorkspace(4, 16, 128, 4, torch.float32, DEVICE)  # 3 splits of 64 keys hold keys
-    ws.attn.fill_(float("nan"))
-    check(case, run_kernel(case, workspace=ws, direct_splits=direct_splits), torch.float32)
-    assert bool(ws.attn.isnan().all()) == (direct_splits == 4)
-    with pytest.raises(ValueError, match="power of two"):
-        run_kernel(case, workspace=ws, direct_splits=3)
-
-
 def test_final_norm(gen):
     # The program that finishes last writes RMSNorm(h) of the last layer's output as well.
     case = make_case(gen, **TINY, seq_len=33, dtype=torch.float32, num_layers=3)
