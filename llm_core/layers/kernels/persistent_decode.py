@@ -54,10 +54,9 @@ from llm_core.layers.kernels.gemv import device_num_sms
 from llm_core.layers.kernels.pdl import pdl_launch_args
 
 # Counter slots: 0 counts every grid-barrier arrival of a launch, EXIT_SLOT the programs done,
-# CLAIM_SLOT and the next the gate/up and down stages' claims; from HEAD_SLOTS one per kv head
-# (attention splits).
+# CLAIM_SLOT the gate/up stage's claims; from HEAD_SLOTS one per kv head (attention splits).
 EXIT_SLOT = tl.constexpr(1)
-CLAIM_SLOT = tl.constexpr(2)  # the gate/up and down stages' claims (_claim_split), counting every layer's
+CLAIM_SLOT = tl.constexpr(2)  # the gate/up stage's claims (_claim_split), counting every layer's
 HEAD_SLOTS = tl.constexpr(8)
 # The per-layer pointer table's fields (int64 addresses; a missing bias is 0).
 LAYER_FIELDS = ("ln1", "qkv", "qkv_bias", "o", "o_bias", "ln2", "gate_up", "gate_up_bias", "down", "down_bias",
@@ -160,12 +159,12 @@ def _x_use(x, g, rstd, NORM: tl.constexpr):
 
 @triton.jit
 def _my_tasks(pid, num_programs, NUM_TASKS: tl.constexpr):
-    # (first task, number of tasks) of this program in a stage: contiguous ranges, so that a program's
-    # weight rows are contiguous too (few pages, few TLB misses); program p starts at
-    # p * (T // P) + min(p, T % P).
+    # (first task, number of tasks) of program pid of num_programs in a stage: contiguous ranges, so
+    # that a program's weight rows are contiguous too (few pages, few TLB misses); program p starts at
+    # p * (T // P) + min(p, T % P). A pid past the programs has none.
     base = NUM_TASKS // num_programs
     extra = NUM_TASKS % num_programs
-    return pid * base + tl.minimum(pid, extra), base + (pid < extra).to(tl.int32)
+    return pid * base + tl.minimum(pid, extra), tl.where(pid < num_programs, base + (pid < extra).to(tl.int32), 0)
 
 
 @triton.jit
@@ -529,7 +528,7 @@ def persistent_decode_kernel(
     TILE_N: tl.constexpr, NUM_SPLITS: tl.constexpr, SPLITS_PAD: tl.constexpr, QKV_BIAS: tl.constexpr,
     O_BIAS: tl.constexpr, MLP_BIAS: tl.constexpr, USE_WINDOW: tl.constexpr, DOT_PRECISION: tl.constexpr,
     USE_PDL: tl.constexpr, TIMING: tl.constexpr, DEPTH: tl.constexpr, FINAL_NORM: tl.constexpr,
-    NKV_PAD: tl.constexpr, CLAIM_GU: tl.constexpr, CLAIM_DOWN: tl.constexpr,
+    NKV_PAD: tl.constexpr, CLAIM_GU: tl.constexpr,
 ):
     # Every decoder layer of one token (module docstring); TIMING: timestamps of TIMING_POINTS per
     # layer and program into timing [num_layers, P, 16]. FINAL_NORM: the program that finishes last
@@ -554,6 +553,22 @@ def persistent_decode_kernel(
     pos = tl.load(positions_ptr).to(tl.int64)
     slot = tl.load(slot_mapping_ptr).to(tl.int64)
     seq_len = tl.load(seq_lens_ptr)
+    # While few programs have keys to attend to (at most an eighth of them), the o stage's tasks go to
+    # the others (o_rank of o_workers; the programs with keys have rank o_workers: no task), which
+    # load their first o tiles during the attention, where the programs with keys would load theirs
+    # after it. With more programs busy the others' share of o grows past the tiles they prefetch
+    # (H100, 1B shape: 915 vs 929 us per launch at 100 keys, 16 programs busy; 932 vs 925 at 300
+    # keys, 40 busy), so every program takes o tasks; so too where attention tasks outnumber programs.
+    o_rank = pid
+    o_workers = num_programs
+    n_used = tl.cdiv(seq_len, tl.cdiv(tl.cdiv(seq_len, NUM_SPLITS), TILE_N) * TILE_N)  # splits holding keys
+    n_busy = NKV * tl.minimum(n_used, NUM_SPLITS)
+    if (TASKS_ATTN <= num_programs) & (n_busy * 8 <= num_programs):
+        busy = (pid < TASKS_ATTN) & (pid % NUM_SPLITS < n_used)  # task pid is this program's one
+        busy_before = (tl.minimum(pid // NUM_SPLITS, NKV) * n_used
+                       + tl.where(pid < TASKS_ATTN, tl.minimum(pid % NUM_SPLITS, n_used), 0))
+        o_workers = num_programs - n_busy
+        o_rank = tl.where(busy, o_workers, pid - busy_before)
     barriers = 0
     for layer in range(0, num_layers):
         _mark(timing_ptr, layer, pid, num_programs, 1, TIMING)
@@ -588,10 +603,10 @@ def persistent_decode_kernel(
                             SPLITS_PAD, USE_WINDOW, DOT_PRECISION, timing_ptr, layer, pid, num_programs, TIMING)
         _mark(timing_ptr, layer, pid, num_programs, 4, TIMING)
         barriers += 1
-        tiles = _pass_barrier(counters_ptr, barriers, num_programs, o_w_ptr, h_ptr, pid, num_programs,
+        tiles = _pass_barrier(counters_ptr, barriers, num_programs, o_w_ptr, h_ptr, o_rank, o_workers,
                               1, NH * D, KC, TASKS_O, D, I, DEPTH)
         _mark(timing_ptr, layer, pid, num_programs, 5, TIMING)
-        _linear_stage(o_w_ptr, tiles, pid, num_programs, attn_ptr, h_ptr, rstd, _layer_ptr(table_ptr, layer, O_B, DT),
+        _linear_stage(o_w_ptr, tiles, o_rank, o_workers, attn_ptr, h_ptr, rstd, _layer_ptr(table_ptr, layer, O_B, DT),
                       h_ptr, k_cache_ptr, v_cache_ptr, cos_sin_ptr, pos, slot, 1, NH * D, KC, TASKS_O, O_BIAS,
                       NH, NKV, D, I, DEPTH)
         _mark(timing_ptr, layer, pid, num_programs, 6, TIMING)
@@ -607,12 +622,12 @@ def persistent_decode_kernel(
         _mark(timing_ptr, layer, pid, num_programs, 8, TIMING)
         barriers += 1
         tiles = _pass_barrier(counters_ptr, barriers, num_programs, down_w_ptr, h_ptr, pid, num_programs,
-                              3, I, KC, TASKS_O, D, I, DEPTH, CLAIM_DOWN)
+                              3, I, KC, TASKS_O, D, I, DEPTH)
         _mark(timing_ptr, layer, pid, num_programs, 9, TIMING)
         _linear_stage(down_w_ptr, tiles, pid, num_programs, act_ptr, h_ptr, rstd,
                       _layer_ptr(table_ptr, layer, DOWN_B, DT),
                       h_ptr, k_cache_ptr, v_cache_ptr, cos_sin_ptr, pos, slot, 3, I, KC, TASKS_O, MLP_BIAS,
-                      NH, NKV, D, I, DEPTH, counters_ptr + CLAIM_SLOT + 1, layer * num_programs, CLAIM_DOWN)
+                      NH, NKV, D, I, DEPTH)
         _mark(timing_ptr, layer, pid, num_programs, 10, TIMING)
         if layer + 1 < num_layers:
             # The next layer's first tile loads while the others finish down.
@@ -633,7 +648,6 @@ def persistent_decode_kernel(
         heads = tl.arange(0, NKV_PAD)
         tl.store(counters_ptr + HEAD_SLOTS + heads, tl.zeros([NKV_PAD], dtype=tl.int32), mask=heads < NKV)
         tl.atomic_xchg(counters_ptr + CLAIM_SLOT, 0)
-        tl.atomic_xchg(counters_ptr + CLAIM_SLOT + 1, 0)
         tl.atomic_xchg(counters_ptr, 0)
         tl.atomic_xchg(counters_ptr + EXIT_SLOT, 0)
 
@@ -754,7 +768,7 @@ def persistent_decode(
     sliding_window: int | None = None, workspace: DecodeWorkspace | None = None, num_programs: int | None = None,
     num_warps: int = 8, max_chunk: int = MAX_CHUNK, depth: int = DEPTH, timing: torch.Tensor | None = None,
     final_norm: tuple[torch.Tensor, float] | None = None, normed: torch.Tensor | None = None,
-    claim_tasks: tuple[bool, bool] = (True, True),
+    claim_tasks: bool = True,
 ) -> None:
     """Every decoder layer of `layers` for one token, in place: h [H] (the residual stream: the
     embedding) becomes the last layer's output, and the token's k/v go to cache slot
@@ -764,9 +778,9 @@ def persistent_decode(
     value on the host (CUDA-graph safe). timing: int64 [num_layers, num_programs, 16] to receive
     each program's timestamps (TIMING_POINTS; bench/ diagnostics). final_norm (weight [H], eps) and
     normed [H]: RMSNorm of the last layer's output written to normed as well (the model's final
-    norm, without a kernel of its own). claim_tasks (gate/up, down): the stage's last quarter of tasks
-    goes to the programs by the order in which they get there (the kernel's _claim_split), where
-    every program's range holds at least 2 x depth tiles."""
+    norm, without a kernel of its own). claim_tasks: the gate/up stage's last quarter of tasks goes to
+    the programs by the order in which they get there (the kernel's _claim_split), where every
+    program's range holds at least 2 x depth tiles."""
     if h.numel() != layers.hidden or not h.is_contiguous() or h.dtype != layers.dtype:
         raise ValueError(f"persistent decode: h {tuple(h.shape)} {h.dtype} must be {layers.hidden} contiguous "
                          f"{layers.dtype} values")
@@ -788,12 +802,7 @@ def persistent_decode(
         workspace = DecodeWorkspace(nh, d, layers.intermediate, attention_splits(nkv, num_programs), h.dtype,
                                     h.device)
     kc = chunk_columns(layers.hidden, nh * d, layers.intermediate, max_chunk=max_chunk)
-
-    def claims(want: bool, tasks: int, chunks: int) -> bool:
-        return want and (tasks * 3 // 4) // num_programs * chunks >= 2 * depth
-
-    claim_gu = claims(claim_tasks[0], layers.intermediate // 4, layers.hidden // kc)
-    claim_down = claims(claim_tasks[1], layers.hidden // 8, layers.intermediate // kc)
+    claim_gu = claim_tasks and (layers.intermediate // 4 * 3 // 4) // num_programs * (layers.hidden // kc) >= 2 * depth
     counters = layer_counters(h.device)
     use_pdl, launch = pdl_launch_args(h.device)
     persistent_decode_kernel[(num_programs,)](
@@ -811,6 +820,6 @@ def persistent_decode(
         MLP_BIAS=layers.mlp_bias, USE_WINDOW=sliding_window is not None,
         DOT_PRECISION="ieee" if h.dtype == torch.float32 else "tf32", USE_PDL=use_pdl, TIMING=timing is not None,
         DEPTH=depth, FINAL_NORM=final_norm is not None, NKV_PAD=triton.next_power_of_2(nkv),
-        CLAIM_GU=claim_gu, CLAIM_DOWN=claim_down, num_warps=num_warps,
+        CLAIM_GU=claim_gu, num_warps=num_warps,
         **launch,
     )
