@@ -53,10 +53,9 @@ from llm_core.layers.kernels.counters import zeroed_counters
 from llm_core.layers.kernels.gemv import device_num_sms
 from llm_core.layers.kernels.pdl import pdl_launch_args
 
-# Counter slots: 0 counts every grid-barrier arrival of a launch, EXIT_SLOT the programs done,
-# CLAIM_SLOT the gate/up stage's claims; from HEAD_SLOTS one per kv head (attention splits).
+# Counter slots: 0 counts every grid-barrier arrival of a launch, EXIT_SLOT the programs done; from
+# HEAD_SLOTS one per kv head (attention splits).
 EXIT_SLOT = tl.constexpr(1)
-CLAIM_SLOT = tl.constexpr(2)  # the gate/up stage's claims (_claim_split), counting every layer's
 HEAD_SLOTS = tl.constexpr(8)
 # The per-layer pointer table's fields (int64 addresses; a missing bias is 0).
 LAYER_FIELDS = ("ln1", "qkv", "qkv_bias", "o", "o_bias", "ln2", "gate_up", "gate_up_bias", "down", "down_bias",
@@ -168,19 +167,6 @@ def _my_tasks(pid, num_programs, NUM_TASKS: tl.constexpr):
 
 
 @triton.jit
-def _claim_split(num_programs, NUM_TASKS: tl.constexpr):
-    # A claiming stage's tasks: every program takes a range of n1 (about three quarters of the tasks
-    # in all), then claims a rank from a counter near the end of its range; the rest go to the ranks
-    # in contiguous ranges, base2 + 1 tasks to the first extra2 ranks and base2 to the others. Ranks
-    # go by arrival, so the programs on the SMs that stream fastest take the larger shares (the SMs
-    # of an H100 stream a stage at rates some 10% apart, the same SMs launch after launch:
-    # docs/performance.md). Returns (n1, base2, extra2).
-    n1 = (NUM_TASKS * 3 // 4) // num_programs
-    rest = NUM_TASKS - n1 * num_programs
-    return n1, rest // num_programs, rest % num_programs
-
-
-@triton.jit
 def _stage_tile(w_ptr, j, n_tiles, first, STAGE: tl.constexpr, K: tl.constexpr, KC: tl.constexpr, D: tl.constexpr,
                 I: tl.constexpr):
     # Tile j of this program's stream in a stage: chunk j % (K / KC) of task first + j // (K / KC).
@@ -207,16 +193,11 @@ def _stage_resid(h_ptr, j, n_tiles, first, STAGE: tl.constexpr, K: tl.constexpr,
 
 @triton.jit
 def _prefetch_stage(w_ptr, h_ptr, pid, num_programs, STAGE: tl.constexpr, K: tl.constexpr, KC: tl.constexpr,
-                    NUM_TASKS: tl.constexpr, D: tl.constexpr, I: tl.constexpr, DEPTH: tl.constexpr,
-                    CLAIM: tl.constexpr = False):
+                    NUM_TASKS: tl.constexpr, D: tl.constexpr, I: tl.constexpr, DEPTH: tl.constexpr):
     # The first DEPTH weight tiles of this program's stream in a stage and their residual rows
     # (_stage_resid), loaded before the wait at the barrier that the stage waits for; with DEPTH 2
-    # the last two entries are unused copies. CLAIM: a claiming stage (_claim_split; its range holds
-    # at least 2 DEPTH tiles).
+    # the last two entries are unused copies.
     first, num = _my_tasks(pid, num_programs, NUM_TASKS)
-    if CLAIM:
-        n1, _, _ = _claim_split(num_programs, NUM_TASKS)
-        first, num = pid * n1, n1
     n = num * (K // KC)
     w0 = _stage_tile(w_ptr, 0, n, first, STAGE, K, KC, D, I)
     w1 = _stage_tile(w_ptr, 1, n, first, STAGE, K, KC, D, I)
@@ -255,30 +236,16 @@ def _linear_stage(w_ptr, tiles, pid, num_programs, x_ptr, norm_w_ptr, rstd, bias
                   out_ptr, k_cache_ptr, v_cache_ptr, cos_sin_ptr, pos, slot,
                   STAGE: tl.constexpr, K: tl.constexpr, KC: tl.constexpr, NUM_TASKS: tl.constexpr,
                   HAS_BIAS: tl.constexpr, NH: tl.constexpr, NKV: tl.constexpr, D: tl.constexpr, I: tl.constexpr,
-                  DEPTH: tl.constexpr, claim_ptr=None, claim_base=0, CLAIM: tl.constexpr = False):
+                  DEPTH: tl.constexpr):
     # This program's tasks of a stage as one stream of [4, 2, KC] tiles with DEPTH (2 or 4) in
     # flight; `tiles` holds the first ones (_prefetch_stage). The loop is unrolled by DEPTH so that
     # each tile register is refilled by its own load: rotating tiles through registers would wait
     # for every load in flight at each step. STAGE 0: q/k/v + rotary + KV store; 1: o, added into out (h);
-    # 2: gate/up -> SiLU pairs into out (act); 3: down, added into out (h). CLAIM: a claiming stage
-    # (_claim_split; claim_ptr: its counter, at claim_base when the stage begins): the rank is
-    # claimed two steps before the first tile past the range loads, so that its atomic has a step to
-    # return; tiles past the range are those of the tasks first2 + n1.. (n1c: the range's tiles).
+    # 2: gate/up -> SiLU pairs into out (act); 3: down, added into out (h).
     NUM_CHUNKS: tl.constexpr = K // KC
     NORM: tl.constexpr = STAGE == 0 or STAGE == 2
     first, num = _my_tasks(pid, num_programs, NUM_TASKS)
     n_tiles = num * NUM_CHUNKS
-    n1c = n_tiles
-    n_loop = n_tiles
-    first2 = first
-    claim_j = -1
-    if CLAIM:
-        n1, base2, extra2 = _claim_split(num_programs, NUM_TASKS)
-        first = pid * n1
-        n1c = n1 * NUM_CHUNKS
-        n_tiles = n1c  # until the claim
-        n_loop = (n1 + base2 + (extra2 > 0).to(tl.int32)) * NUM_CHUNKS
-        claim_j = tl.maximum(n1c - 2 * DEPTH, 0) // DEPTH * DEPTH
     w0, w1, w2, w3, r0, r1, r2, r3 = tiles
     # x: the stage's input when K is one chunk; else chunks x0..x3 (with RMSNorm weights g0..g3)
     # travel with tiles w0..w3.
@@ -288,45 +255,35 @@ def _linear_stage(w_ptr, tiles, pid, num_programs, x_ptr, norm_w_ptr, rstd, bias
     x2, g2 = _x_raw(x_ptr, norm_w_ptr, (2 % NUM_CHUNKS) * KC, NORM, KC)
     x3, g3 = _x_raw(x_ptr, norm_w_ptr, (3 % NUM_CHUNKS) * KC, NORM, KC)
     acc = tl.zeros([4, 2, KC // 8], dtype=tl.float32)
-    for j in range(0, n_loop, DEPTH):
-        if CLAIM:
-            if j == claim_j:
-                rank = tl.atomic_add(claim_ptr, 1, sem="relaxed", scope="gpu") - claim_base
-                n1 = n1c // NUM_CHUNKS
-                _, base2, extra2 = _claim_split(num_programs, NUM_TASKS)
-                first2 = num_programs * n1 + rank * base2 + tl.minimum(rank, extra2) - n1
-                n_tiles = (n1 + base2 + (rank < extra2).to(tl.int32)) * NUM_CHUNKS
+    for j in range(0, n_tiles, DEPTH):
         # Each slot uses its tile, then loads the one DEPTH ahead into the same registers.
-        acc, w0, r0, x0, g0 = _slot(acc, w0, r0, x0, g0, x, j, 0, n_tiles, first, n1c, first2, w_ptr, x_ptr, norm_w_ptr, rstd,
+        acc, w0, r0, x0, g0 = _slot(acc, w0, r0, x0, g0, x, j, 0, n_tiles, first, w_ptr, x_ptr, norm_w_ptr, rstd,
                                     bias_ptr, out_ptr, k_cache_ptr, v_cache_ptr, cos_sin_ptr, pos, slot, STAGE, K, KC,
                                     HAS_BIAS, NH, NKV, D, I, DEPTH)
-        acc, w1, r1, x1, g1 = _slot(acc, w1, r1, x1, g1, x, j, 1, n_tiles, first, n1c, first2, w_ptr, x_ptr, norm_w_ptr, rstd,
+        acc, w1, r1, x1, g1 = _slot(acc, w1, r1, x1, g1, x, j, 1, n_tiles, first, w_ptr, x_ptr, norm_w_ptr, rstd,
                                     bias_ptr, out_ptr, k_cache_ptr, v_cache_ptr, cos_sin_ptr, pos, slot, STAGE, K, KC,
                                     HAS_BIAS, NH, NKV, D, I, DEPTH)
         if DEPTH == 4:
-            acc, w2, r2, x2, g2 = _slot(acc, w2, r2, x2, g2, x, j, 2, n_tiles, first, n1c, first2, w_ptr, x_ptr, norm_w_ptr, rstd,
+            acc, w2, r2, x2, g2 = _slot(acc, w2, r2, x2, g2, x, j, 2, n_tiles, first, w_ptr, x_ptr, norm_w_ptr, rstd,
                                         bias_ptr, out_ptr, k_cache_ptr, v_cache_ptr, cos_sin_ptr, pos, slot, STAGE, K,
                                         KC, HAS_BIAS, NH, NKV, D, I, DEPTH)
-            acc, w3, r3, x3, g3 = _slot(acc, w3, r3, x3, g3, x, j, 3, n_tiles, first, n1c, first2, w_ptr, x_ptr, norm_w_ptr, rstd,
+            acc, w3, r3, x3, g3 = _slot(acc, w3, r3, x3, g3, x, j, 3, n_tiles, first, w_ptr, x_ptr, norm_w_ptr, rstd,
                                         bias_ptr, out_ptr, k_cache_ptr, v_cache_ptr, cos_sin_ptr, pos, slot, STAGE, K,
                                         KC, HAS_BIAS, NH, NKV, D, I, DEPTH)
 
 
 @triton.jit
-def _slot(acc, w, r, xr, xg, x, j, s: tl.constexpr, n_tiles, first, n1c, first2, w_ptr, x_ptr, norm_w_ptr, rstd,
-          bias_ptr, out_ptr,
+def _slot(acc, w, r, xr, xg, x, j, s: tl.constexpr, n_tiles, first, w_ptr, x_ptr, norm_w_ptr, rstd, bias_ptr, out_ptr,
           k_cache_ptr, v_cache_ptr, cos_sin_ptr, pos, slot, STAGE: tl.constexpr, K: tl.constexpr, KC: tl.constexpr,
           HAS_BIAS: tl.constexpr, NH: tl.constexpr, NKV: tl.constexpr, D: tl.constexpr, I: tl.constexpr,
           DEPTH: tl.constexpr):
     # Slot s of an unrolled step at tile j: uses tile j + s (w, r, xr/xg), returns the accumulator and
-    # tile j + s + DEPTH's weights, residual rows and x chunk (loads in flight). Tiles from n1c on
-    # count their tasks from first2 (_linear_stage).
+    # tile j + s + DEPTH's weights, residual rows and x chunk (loads in flight).
     NUM_CHUNKS: tl.constexpr = K // KC
-    acc = _use_tile(acc, w, r, xr, xg, x, j + s, n_tiles, tl.where(j + s < n1c, first, first2), rstd, bias_ptr,
-                    out_ptr, k_cache_ptr, v_cache_ptr, cos_sin_ptr, pos, slot, STAGE, K, KC, HAS_BIAS, NH, NKV, D, I)
-    ahead = tl.where(j + s + DEPTH < n1c, first, first2)
-    w = _stage_tile(w_ptr, j + s + DEPTH, n_tiles, ahead, STAGE, K, KC, D, I)
-    r = _stage_resid(out_ptr, j + s + DEPTH, n_tiles, ahead, STAGE, K, KC, D, I)
+    acc = _use_tile(acc, w, r, xr, xg, x, j + s, n_tiles, first, rstd, bias_ptr, out_ptr, k_cache_ptr, v_cache_ptr,
+                    cos_sin_ptr, pos, slot, STAGE, K, KC, HAS_BIAS, NH, NKV, D, I)
+    w = _stage_tile(w_ptr, j + s + DEPTH, n_tiles, first, STAGE, K, KC, D, I)
+    r = _stage_resid(out_ptr, j + s + DEPTH, n_tiles, first, STAGE, K, KC, D, I)
     if NUM_CHUNKS > 1:
         xr, xg = _x_raw(x_ptr, norm_w_ptr, ((j + s + DEPTH) % NUM_CHUNKS) * KC, STAGE == 0 or STAGE == 2, KC)
     return acc, w, r, xr, xg
@@ -373,12 +330,12 @@ def _finish_task(acc, r, t, bias_ptr, out_ptr, k_cache_ptr, v_cache_ptr, cos_sin
 @triton.jit
 def _pass_barrier(counters_ptr, count, num_programs, w_ptr, h_ptr, rank, workers, STAGE: tl.constexpr,
                   K: tl.constexpr, KC: tl.constexpr, NUM_TASKS: tl.constexpr, D: tl.constexpr, I: tl.constexpr,
-                  DEPTH: tl.constexpr, CLAIM: tl.constexpr = False):
+                  DEPTH: tl.constexpr):
     # Grid barrier number `count` (of num_programs): arrive, load the next stage's first tiles (of worker
     # `rank` of `workers`: _prefetch_stage; after the arrival, whose release would wait for them), wait.
     # Returns the tiles.
     _grid_arrive(counters_ptr)
-    tiles = _prefetch_stage(w_ptr, h_ptr, rank, workers, STAGE, K, KC, NUM_TASKS, D, I, DEPTH, CLAIM)
+    tiles = _prefetch_stage(w_ptr, h_ptr, rank, workers, STAGE, K, KC, NUM_TASKS, D, I, DEPTH)
     _grid_wait(counters_ptr, count * num_programs)
     return tiles
 
@@ -528,7 +485,7 @@ def persistent_decode_kernel(
     TILE_N: tl.constexpr, NUM_SPLITS: tl.constexpr, SPLITS_PAD: tl.constexpr, QKV_BIAS: tl.constexpr,
     O_BIAS: tl.constexpr, MLP_BIAS: tl.constexpr, USE_WINDOW: tl.constexpr, DOT_PRECISION: tl.constexpr,
     USE_PDL: tl.constexpr, TIMING: tl.constexpr, DEPTH: tl.constexpr, FINAL_NORM: tl.constexpr,
-    NKV_PAD: tl.constexpr, CLAIM_GU: tl.constexpr,
+    NKV_PAD: tl.constexpr,
 ):
     # Every decoder layer of one token (module docstring); TIMING: timestamps of TIMING_POINTS per
     # layer and program into timing [num_layers, P, 16]. FINAL_NORM: the program that finishes last
@@ -612,13 +569,12 @@ def persistent_decode_kernel(
         _mark(timing_ptr, layer, pid, num_programs, 6, TIMING)
         barriers += 1
         tiles = _pass_barrier(counters_ptr, barriers, num_programs, gu_w_ptr, h_ptr, pid, num_programs,
-                              2, H, KC, TASKS_GU, D, I, DEPTH, CLAIM_GU)
+                              2, H, KC, TASKS_GU, D, I, DEPTH)
         _mark(timing_ptr, layer, pid, num_programs, 7, TIMING)
         rstd = _rstd(h_ptr, eps, H, HP)
         _linear_stage(gu_w_ptr, tiles, pid, num_programs, h_ptr, _layer_ptr(table_ptr, layer, LN2, DT), rstd,
                       _layer_ptr(table_ptr, layer, GATE_UP_B, DT), act_ptr, k_cache_ptr, v_cache_ptr, cos_sin_ptr,
-                      pos, slot, 2, H, KC, TASKS_GU, MLP_BIAS, NH, NKV, D, I, DEPTH, counters_ptr + CLAIM_SLOT,
-                      layer * num_programs, CLAIM_GU)
+                      pos, slot, 2, H, KC, TASKS_GU, MLP_BIAS, NH, NKV, D, I, DEPTH)
         _mark(timing_ptr, layer, pid, num_programs, 8, TIMING)
         barriers += 1
         tiles = _pass_barrier(counters_ptr, barriers, num_programs, down_w_ptr, h_ptr, pid, num_programs,
@@ -647,7 +603,6 @@ def persistent_decode_kernel(
             tl.store(normed_ptr + offs, _x_use(hv, g, rstd, True), mask=offs < H)
         heads = tl.arange(0, NKV_PAD)
         tl.store(counters_ptr + HEAD_SLOTS + heads, tl.zeros([NKV_PAD], dtype=tl.int32), mask=heads < NKV)
-        tl.atomic_xchg(counters_ptr + CLAIM_SLOT, 0)
         tl.atomic_xchg(counters_ptr, 0)
         tl.atomic_xchg(counters_ptr + EXIT_SLOT, 0)
 
@@ -768,7 +723,6 @@ def persistent_decode(
     sliding_window: int | None = None, workspace: DecodeWorkspace | None = None, num_programs: int | None = None,
     num_warps: int = 8, max_chunk: int = MAX_CHUNK, depth: int = DEPTH, timing: torch.Tensor | None = None,
     final_norm: tuple[torch.Tensor, float] | None = None, normed: torch.Tensor | None = None,
-    claim_tasks: bool = True,
 ) -> None:
     """Every decoder layer of `layers` for one token, in place: h [H] (the residual stream: the
     embedding) becomes the last layer's output, and the token's k/v go to cache slot
@@ -778,9 +732,7 @@ def persistent_decode(
     value on the host (CUDA-graph safe). timing: int64 [num_layers, num_programs, 16] to receive
     each program's timestamps (TIMING_POINTS; bench/ diagnostics). final_norm (weight [H], eps) and
     normed [H]: RMSNorm of the last layer's output written to normed as well (the model's final
-    norm, without a kernel of its own). claim_tasks: the gate/up stage's last quarter of tasks goes to
-    the programs by the order in which they get there (the kernel's _claim_split), where every
-    program's range holds at least 2 x depth tiles."""
+    norm, without a kernel of its own)."""
     if h.numel() != layers.hidden or not h.is_contiguous() or h.dtype != layers.dtype:
         raise ValueError(f"persistent decode: h {tuple(h.shape)} {h.dtype} must be {layers.hidden} contiguous "
                          f"{layers.dtype} values")
@@ -801,8 +753,6 @@ def persistent_decode(
     if workspace is None:
         workspace = DecodeWorkspace(nh, d, layers.intermediate, attention_splits(nkv, num_programs), h.dtype,
                                     h.device)
-    kc = chunk_columns(layers.hidden, nh * d, layers.intermediate, max_chunk=max_chunk)
-    claim_gu = claim_tasks and (layers.intermediate // 4 * 3 // 4) // num_programs * (layers.hidden // kc) >= 2 * depth
     counters = layer_counters(h.device)
     use_pdl, launch = pdl_launch_args(h.device)
     persistent_decode_kernel[(num_programs,)](
@@ -813,13 +763,12 @@ def persistent_decode(
         scale * LOG2E, sliding_window or 0,
         H=layers.hidden, HP=triton.next_power_of_2(layers.hidden), NH=nh, NKV=nkv, D=d,
         DP=max(16, triton.next_power_of_2(d)), I=layers.intermediate,
-        KC=kc,
+        KC=chunk_columns(layers.hidden, nh * d, layers.intermediate, max_chunk=max_chunk),
         BLOCK_H=max(16, triton.next_power_of_2(nh // nkv)), GROUP_PAD=triton.next_power_of_2(nh // nkv),
         BLOCK_SIZE=layers.block_size, TILE_N=ATTENTION_TILE_N, NUM_SPLITS=workspace.num_splits,
         SPLITS_PAD=triton.next_power_of_2(workspace.num_splits), QKV_BIAS=layers.qkv_bias, O_BIAS=layers.o_bias,
         MLP_BIAS=layers.mlp_bias, USE_WINDOW=sliding_window is not None,
         DOT_PRECISION="ieee" if h.dtype == torch.float32 else "tf32", USE_PDL=use_pdl, TIMING=timing is not None,
-        DEPTH=depth, FINAL_NORM=final_norm is not None, NKV_PAD=triton.next_power_of_2(nkv),
-        CLAIM_GU=claim_gu, num_warps=num_warps,
+        DEPTH=depth, FINAL_NORM=final_norm is not None, NKV_PAD=triton.next_power_of_2(nkv), num_warps=num_warps,
         **launch,
     )
