@@ -158,12 +158,12 @@ def _x_use(x, g, rstd, NORM: tl.constexpr):
 
 @triton.jit
 def _my_tasks(pid, num_programs, NUM_TASKS: tl.constexpr):
-    # (first task, number of tasks) of program pid of num_programs in a stage: contiguous ranges, so
-    # that a program's weight rows are contiguous too (few pages, few TLB misses); program p starts at
-    # p * (T // P) + min(p, T % P). A pid past the programs has none.
+    # (first task, number of tasks) of this program in a stage: contiguous ranges, so that a program's
+    # weight rows are contiguous too (few pages, few TLB misses); program p starts at
+    # p * (T // P) + min(p, T % P).
     base = NUM_TASKS // num_programs
     extra = NUM_TASKS % num_programs
-    return pid * base + tl.minimum(pid, extra), tl.where(pid < num_programs, base + (pid < extra).to(tl.int32), 0)
+    return pid * base + tl.minimum(pid, extra), base + (pid < extra).to(tl.int32)
 
 
 @triton.jit
@@ -178,9 +178,8 @@ def _stage_tile(w_ptr, j, n_tiles, first, STAGE: tl.constexpr, K: tl.constexpr, 
 def _stage_resid(h_ptr, j, n_tiles, first, STAGE: tl.constexpr, K: tl.constexpr, KC: tl.constexpr, D: tl.constexpr,
                  I: tl.constexpr):
     # Stages 1 and 3 (o, down: rows added into h): the rows of h that tile j's task adds to, loaded
-    # with the task's last tile (fp32 [4, 2]); zeros otherwise. They were written before a barrier
-    # this program has passed (the previous down before barrier E, o before barrier C), so they may
-    # load before the wait at the stage's own barrier.
+    # with the task's last tile (fp32 [4, 2]); zeros otherwise. This program's own earlier stage
+    # wrote them (tasks split alike), so they may load before the barrier's wait.
     NUM_CHUNKS: tl.constexpr = K // KC
     r = tl.zeros([4, 2], dtype=tl.float32)
     if STAGE == 1 or STAGE == 3:
@@ -328,14 +327,12 @@ def _finish_task(acc, r, t, bias_ptr, out_ptr, k_cache_ptr, v_cache_ptr, cos_sin
 
 
 @triton.jit
-def _pass_barrier(counters_ptr, count, num_programs, w_ptr, h_ptr, rank, workers, STAGE: tl.constexpr,
-                  K: tl.constexpr, KC: tl.constexpr, NUM_TASKS: tl.constexpr, D: tl.constexpr, I: tl.constexpr,
-                  DEPTH: tl.constexpr):
-    # Grid barrier number `count` (of num_programs): arrive, load the next stage's first tiles (of worker
-    # `rank` of `workers`: _prefetch_stage; after the arrival, whose release would wait for them), wait.
-    # Returns the tiles.
+def _pass_barrier(counters_ptr, count, num_programs, w_ptr, h_ptr, pid, STAGE: tl.constexpr, K: tl.constexpr,
+                  KC: tl.constexpr, NUM_TASKS: tl.constexpr, D: tl.constexpr, I: tl.constexpr, DEPTH: tl.constexpr):
+    # Grid barrier number `count`: arrive, load the next stage's first tiles (_prefetch_stage; after the
+    # arrival, whose release would wait for them), wait. Returns the tiles.
     _grid_arrive(counters_ptr)
-    tiles = _prefetch_stage(w_ptr, h_ptr, rank, workers, STAGE, K, KC, NUM_TASKS, D, I, DEPTH)
+    tiles = _prefetch_stage(w_ptr, h_ptr, pid, num_programs, STAGE, K, KC, NUM_TASKS, D, I, DEPTH)
     _grid_wait(counters_ptr, count * num_programs)
     return tiles
 
@@ -510,22 +507,6 @@ def persistent_decode_kernel(
     pos = tl.load(positions_ptr).to(tl.int64)
     slot = tl.load(slot_mapping_ptr).to(tl.int64)
     seq_len = tl.load(seq_lens_ptr)
-    # While few programs have keys to attend to (at most an eighth of them), the o stage's tasks go to
-    # the others (o_rank of o_workers; the programs with keys have rank o_workers: no task), which
-    # load their first o tiles during the attention, where the programs with keys would load theirs
-    # after it. With more programs busy the others' share of o grows past the tiles they prefetch
-    # (H100, 1B shape: 915 vs 929 us per launch at 100 keys, 16 programs busy; 932 vs 925 at 300
-    # keys, 40 busy), so every program takes o tasks; so too where attention tasks outnumber programs.
-    o_rank = pid
-    o_workers = num_programs
-    n_used = tl.cdiv(seq_len, tl.cdiv(tl.cdiv(seq_len, NUM_SPLITS), TILE_N) * TILE_N)  # splits holding keys
-    n_busy = NKV * tl.minimum(n_used, NUM_SPLITS)
-    if (TASKS_ATTN <= num_programs) & (n_busy * 8 <= num_programs):
-        busy = (pid < TASKS_ATTN) & (pid % NUM_SPLITS < n_used)  # task pid is this program's one
-        busy_before = (tl.minimum(pid // NUM_SPLITS, NKV) * n_used
-                       + tl.where(pid < TASKS_ATTN, tl.minimum(pid % NUM_SPLITS, n_used), 0))
-        o_workers = num_programs - n_busy
-        o_rank = tl.where(busy, o_workers, pid - busy_before)
     barriers = 0
     for layer in range(0, num_layers):
         _mark(timing_ptr, layer, pid, num_programs, 1, TIMING)
@@ -560,15 +541,15 @@ def persistent_decode_kernel(
                             SPLITS_PAD, USE_WINDOW, DOT_PRECISION, timing_ptr, layer, pid, num_programs, TIMING)
         _mark(timing_ptr, layer, pid, num_programs, 4, TIMING)
         barriers += 1
-        tiles = _pass_barrier(counters_ptr, barriers, num_programs, o_w_ptr, h_ptr, o_rank, o_workers,
+        tiles = _pass_barrier(counters_ptr, barriers, num_programs, o_w_ptr, h_ptr, pid,
                               1, NH * D, KC, TASKS_O, D, I, DEPTH)
         _mark(timing_ptr, layer, pid, num_programs, 5, TIMING)
-        _linear_stage(o_w_ptr, tiles, o_rank, o_workers, attn_ptr, h_ptr, rstd, _layer_ptr(table_ptr, layer, O_B, DT),
+        _linear_stage(o_w_ptr, tiles, pid, num_programs, attn_ptr, h_ptr, rstd, _layer_ptr(table_ptr, layer, O_B, DT),
                       h_ptr, k_cache_ptr, v_cache_ptr, cos_sin_ptr, pos, slot, 1, NH * D, KC, TASKS_O, O_BIAS,
                       NH, NKV, D, I, DEPTH)
         _mark(timing_ptr, layer, pid, num_programs, 6, TIMING)
         barriers += 1
-        tiles = _pass_barrier(counters_ptr, barriers, num_programs, gu_w_ptr, h_ptr, pid, num_programs,
+        tiles = _pass_barrier(counters_ptr, barriers, num_programs, gu_w_ptr, h_ptr, pid,
                               2, H, KC, TASKS_GU, D, I, DEPTH)
         _mark(timing_ptr, layer, pid, num_programs, 7, TIMING)
         rstd = _rstd(h_ptr, eps, H, HP)
@@ -577,7 +558,7 @@ def persistent_decode_kernel(
                       pos, slot, 2, H, KC, TASKS_GU, MLP_BIAS, NH, NKV, D, I, DEPTH)
         _mark(timing_ptr, layer, pid, num_programs, 8, TIMING)
         barriers += 1
-        tiles = _pass_barrier(counters_ptr, barriers, num_programs, down_w_ptr, h_ptr, pid, num_programs,
+        tiles = _pass_barrier(counters_ptr, barriers, num_programs, down_w_ptr, h_ptr, pid,
                               3, I, KC, TASKS_O, D, I, DEPTH)
         _mark(timing_ptr, layer, pid, num_programs, 9, TIMING)
         _linear_stage(down_w_ptr, tiles, pid, num_programs, act_ptr, h_ptr, rstd,
@@ -588,7 +569,7 @@ def persistent_decode_kernel(
         if layer + 1 < num_layers:
             # The next layer's first tile loads while the others finish down.
             barriers += 1
-            tiles = _pass_barrier(counters_ptr, barriers, num_programs, next_qkv_ptr, h_ptr, pid, num_programs,
+            tiles = _pass_barrier(counters_ptr, barriers, num_programs, next_qkv_ptr, h_ptr, pid,
                                   0, H, KC, TASKS_QKV, D, I, DEPTH)
     # Every program has left every barrier once it counts here: the last one resets the counters
     # (and sees every program's rows of h: the final norm).
