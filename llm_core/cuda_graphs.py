@@ -15,8 +15,10 @@ graph serves every mix of context lengths.
 
 Greedy steps (plain decode, batches up to GREEDY_GRAPH_MAX_BATCH): a second graph per size runs a
 whole decode forward of a multi-step run: it takes the forward's inputs from the loaded rows at a
-step counter on the device, and after the forward takes each row's argmax, feeds it to the next
-forward's input_ids, records it in the run's token history and advances the counter. K replays in
+step counter on the device, and after the forward takes each row's argmax (at batch 1 with the
+LM head on the Triton GEMV, the GEMV's own argmax epilogue: no logits written, no argmax kernels;
+the model's greedy_tokens), feeds it to the next forward's input_ids, records it in the run's token
+history and advances the counter. K replays in
 a row then run K forwards and their sampling with nothing launched in between (the plain graphs
 need three input copies and the sampler's kernels per forward, launched from the host, each a
 few microseconds of an otherwise idle GPU at batch 1).
@@ -119,14 +121,16 @@ class DecodeGraphs:
         return self.sizes[-1]
 
     def _forward(self, size: int) -> torch.Tensor:
+        return self.model.compute_logits(self._hidden(size))  # [size * q, V] fp32
+
+    def _hidden(self, size: int) -> torch.Tensor:
         q, longest = self.q, self.max_model_len + self.q
         meta = AttentionMetadata(
             slot_mapping=self.slot_mapping[:size * q], query_start_loc=self.query_start_loc[:size + 1],
             seq_lens=self.seq_lens[:size], block_tables=self.block_tables[:size], max_query_len=q,
             max_seq_len=longest, query_start_loc_cpu=tuple(range(0, (size + 1) * q, q)),
             seq_lens_cpu=(longest,) * size)
-        hidden = self.model(self.input_ids[:size * q], self.positions[:size * q], self.kv_caches, meta)
-        return self.model.compute_logits(hidden)  # [size * q, V] fp32
+        return self.model(self.input_ids[:size * q], self.positions[:size * q], self.kv_caches, meta)
 
     def _greedy_step(self, size: int) -> None:
         """One greedy step of `size` rows (module docstring; q == 1)."""
@@ -134,7 +138,11 @@ class DecodeGraphs:
         block = triton.next_power_of_2(max(size, 64))
         advance_step_kernel[(1,)](self._steps_dev, self.positions, self.slot_mapping, self.seq_lens,
                                   self._step_counter, size, BLOCK=block)
-        tokens = argmax_rows(self._forward(size))
+        hidden = self._hidden(size)
+        greedy_tokens = getattr(self.model, "greedy_tokens", None)  # the LM head's own argmax, where it has one
+        tokens = greedy_tokens(hidden) if greedy_tokens is not None else None
+        if tokens is None:
+            tokens = argmax_rows(self.model.compute_logits(hidden))
         commit_tokens_kernel[(1,)](tokens, self.input_ids, self._history, self._step_counter, size,
                                    self._history.shape[1], BLOCK=block)
 

@@ -20,6 +20,8 @@ persistent_decode.py), then the final RMSNorm.
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import nn
 
@@ -244,6 +246,17 @@ class LlamaForCausalLM(nn.Module):
         rank's own vocabulary shard, see vocab_parallel_logits)."""
         weight = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
         return vocab_parallel_logits(hidden, weight, self.config.vocab_size, self.tp, self.skinny_lm_head)
+
+    def greedy_tokens(self, hidden: torch.Tensor) -> torch.Tensor | None:
+        """compute_logits(hidden).argmax(-1) (int64 [S]) without writing the logits, where the LM head of
+        one row runs on the Triton GEMV on one rank: its argmax epilogue (gemv.skinny_argmax), ties to
+        the lowest token as torch.argmax. None elsewhere (the caller takes the logits' argmax)."""
+        if (not self.skinny_lm_head or self.tp.size != 1 or hidden.dim() != 2 or hidden.shape[0] != 1
+                or hidden.stride(-1) != 1 or not (hidden.is_cuda or os.environ.get("TRITON_INTERPRET") == "1")):
+            return None
+        from llm_core.layers.kernels.gemv import skinny_argmax
+        weight = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
+        return skinny_argmax(hidden, weight, self.config.vocab_size)
 
     # Checkpoint name -> (parameter name, shard) for the merged projections.
     stacked_params = {

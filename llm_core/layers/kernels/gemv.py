@@ -12,8 +12,10 @@ fp32 partial sums to a workspace [SPLIT_K, M, N], and the split that finishes a 
 Each program loads its first two weight tiles before it waits for the kernel before it
 (programmatic dependent launch on Hopper, pdl.py), then keeps three tiles in flight. Fused
 epilogues for the fused decode path (llm_core/models/llama.py): the residual add with the next
-RMSNorm (the program that finishes last normalizes the whole row), and SiLU-and-mul of gate/up
-column-block pairs (the second of a pair to finish writes it).
+RMSNorm (the program that finishes last normalizes the whole row), SiLU-and-mul of gate/up
+column-block pairs (the second of a pair to finish writes it), and each row's argmax (the LM head of
+a greedy step: skinny_argmax; every program folds its columns' best into one packed 64-bit value
+per row with an atomic max, the last one decodes it), so that no logits are written or read again.
 
 The launch configuration comes from choose_config(m, n, k, num_sms), a fixed rule of host values:
 no autotuning and no host sync, so calls can be captured in CUDA graphs. Linear layers dispatch
@@ -34,7 +36,7 @@ import torch
 import triton
 import triton.language as tl
 
-from llm_core.layers.kernels.counters import GRID_SLOT, arrival_counters
+from llm_core.layers.kernels.counters import GRID_SLOT, arrival_counters, zeroed_counters
 from llm_core.layers.kernels.pdl import pdl_launch_args
 
 MAX_SKINNY_ROWS = 8
@@ -95,7 +97,10 @@ def _finish(acc, bias, r, pid_n, offs_m, offs_n, M, N, out_ptr, stride_om,
     # stream) and its row sums of squares per column block; the program that finishes last adds
     # those up in order and writes RMSNorm(h) (every column) to normed. 2 (SiLU pairs): store y;
     # of column blocks j (gate) and j + half (up), the one that finishes second writes
-    # silu(gate) * up to act. Each rounds where the unfused layers round. bias [BLOCK_N] and the
+    # silu(gate) * up to act. 3 (argmax): nothing stored; act_ptr: the packed row maxima (int64 [M],
+    # zero between launches: _argmax_keys), out_ptr's dtype the rounding, normed_ptr: the tokens
+    # (int64 [M]) written by the program that finishes last; N here: the columns that count.
+    # Each rounds where the unfused layers round. bias [BLOCK_N] and the
     # residual tile r [BLOCK_M, BLOCK_N] were loaded early (they come from L2 / an earlier kernel).
     m_ok = offs_m < M
     n_ok = offs_n < N
@@ -142,8 +147,31 @@ def _finish(acc, bias, r, pid_n, offs_m, offs_n, M, N, out_ptr, stride_om,
             offs_a = pair * BLOCK_N + tl.arange(0, BLOCK_N)
             tl.store(act_ptr + offs_m[:, None] * (N // 2) + offs_a[None, :], act.to(y.dtype), mask=m_ok[:, None])
             tl.atomic_xchg(counters_ptr + PAIR_SLOTS + pair, 0)
+    elif EPILOGUE == 3:
+        keys = tl.max(_argmax_keys(y.to(tl.float32), offs_n, mask), axis=1)  # [BLOCK_M]
+        tl.atomic_max(act_ptr + offs_m, keys, mask=m_ok, sem="relaxed")
+        # acq_rel: this program's maximum is in before whichever program sees the last count
+        done = tl.atomic_add(counters_ptr, 1, sem="acq_rel")
+        if done == num_blocks - 1:
+            best = tl.atomic_xchg(act_ptr + offs_m, tl.zeros([BLOCK_M], dtype=tl.int64), mask=m_ok)
+            low = tl.full([BLOCK_M], 0x7FFFFFFF, dtype=tl.int64)
+            tl.store(normed_ptr + offs_m, low - (best & low), mask=m_ok)
+            tl.atomic_xchg(counters_ptr, 0)  # ready for the next launch
     else:
         tl.store(out_ptrs, y, mask=mask)
+
+
+@triton.jit
+def _argmax_keys(v, cols, mask):
+    # fp32 values v -> int64 keys ordered as (value, then the lower column), all > 0: the value's
+    # bits made monotonic as a signed integer (a negative's 31 low bits inverted), moved to [0, 2^32)
+    # and into bits 31..62, and 0x7FFFFFFF - column below. A positive NaN ranks above +inf, as
+    # torch.argmax ranks NaN first; masked entries rank below every value (key 0).
+    bits = v.to(tl.int32, bitcast=True)
+    ordered = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits).to(tl.int64) + tl.full(v.shape, 1 << 31, dtype=tl.int64)
+    low = tl.full(cols.shape, 0x7FFFFFFF, dtype=tl.int64)
+    keys = (ordered << 31) | (low - cols.to(tl.int64))[None, :]
+    return tl.where(mask, keys, tl.zeros(keys.shape, dtype=tl.int64))
 
 
 @triton.jit
@@ -325,6 +353,34 @@ def skinny_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
         second = torch.empty(m, n // 2, dtype=x.dtype, device=x.device)  # silu(gate) * up
     if m == 0 or n == 0:
         return out if second is None else (out, second) if residual is not None else second
+    return _launch(x, weight, bias, config, out, second, residual, norm, silu_pairs)
+
+
+def skinny_argmax(x: torch.Tensor, weight: torch.Tensor, num_columns: int | None = None, *,
+                  config: dict | None = None) -> torch.Tensor:
+    """argmax over the first num_columns (default all) of skinny_linear(x, weight) per row, as int64
+    [M], from one launch that writes no logits (epilogue 3): the logits rounded to x's dtype, ties to
+    the lowest column, like torch.argmax of the logits in fp32. The greedy step's LM head."""
+    _check_inputs(x, weight, None)
+    m = x.shape[0]
+    n = weight.shape[0] if num_columns is None else num_columns
+    if not 0 < n <= weight.shape[0] or m == 0:
+        raise ValueError(f"skinny_argmax: {n} columns of {weight.shape[0]}, {m} rows")
+    tokens = torch.empty(m, dtype=torch.int64, device=x.device)
+    # K unsplit: every program has whole sums (the LM head's column blocks fill any GPU anyway)
+    _launch(x, weight[:n], None, {**(config or {}), "split_k": 1}, x, tokens, None, None, False, argmax=True)
+    return tokens
+
+
+def _argmax_buffers(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(packed row maxima int64 [MAX_SKINNY_ROWS], arrival counter int32 [1]): zeros between launches."""
+    buf = zeroed_counters("gemv argmax", device, 2 * MAX_SKINNY_ROWS + 2)
+    return buf[:2 * MAX_SKINNY_ROWS].view(torch.int64), buf[2 * MAX_SKINNY_ROWS:]
+
+
+def _launch(x, weight, bias, config, out, second, residual, norm, silu_pairs, argmax=False):
+    m, k = x.shape
+    n = weight.shape[0]
     cfg = {**choose_config(m, n, k, device_num_sms(x.device)), **(config or {})}
     block_n, block_k = cfg["block_n"], cfg["block_k"]
     if silu_pairs:  # a column block is all gate or all up
@@ -340,6 +396,9 @@ def skinny_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
         raise ValueError(f"skinny_linear: {num_blocks_n} column blocks with silu_pairs; at most "
                          f"{2 * (GRID_SLOT - PAIR_SLOTS)}")
     counters = arrival_counters(x.device) if is_split or second is not None else out
+    packed = out
+    if argmax:
+        packed, counters = _argmax_buffers(x.device)
     workspace = torch.empty(split_k, m, n, dtype=torch.float32, device=x.device) if is_split else out
     sumsq_part = (torch.empty(m, num_blocks_n, dtype=torch.float32, device=x.device)
                   if residual is not None else out)
@@ -347,13 +406,15 @@ def skinny_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     x_per_element = m == 1 and cfg["num_stages"] == 1
     skinny_linear_kernel[(num_blocks_n, split_k)](
         x, weight, out if bias is None else bias.contiguous(), out, out if residual is None else residual,
-        sumsq_part, out if norm is None else norm.weight, second if residual is not None else out,
-        second if silu_pairs else out, workspace, counters, m, n, k, k_per_split, 0.0 if norm is None else norm.eps,
+        sumsq_part, out if norm is None else norm.weight, second if residual is not None or argmax else out,
+        second if silu_pairs else packed, workspace, counters, m, n, k, k_per_split,
+        0.0 if norm is None else norm.eps,
         x.stride(0), weight.stride(0), out.stride(0), 0 if residual is None else residual.stride(0),
         BLOCK_M=triton.next_power_of_2(m), BLOCK_N=block_n, BLOCK_K=block_k,
         VEC=min(block_k, 16 // x.element_size()), EVEN_K=k % block_k == 0,
         HAS_BIAS=bias is not None, IS_SPLIT=is_split, NUM_STAGES=cfg["num_stages"],
-        X_SHAPE_N=block_n if x_per_element else 1, EPILOGUE=1 if residual is not None else 2 if silu_pairs else 0,
+        X_SHAPE_N=block_n if x_per_element else 1,
+        EPILOGUE=1 if residual is not None else 2 if silu_pairs else 3 if argmax else 0,
         USE_PDL=use_pdl, BLOCKS_PAD=triton.next_power_of_2(num_blocks_n) if residual is not None else 1,
         N_PAD=triton.next_power_of_2(n) if residual is not None else 1, GRID_SLOT=GRID_SLOT, PAIR_SLOTS=PAIR_SLOTS,
         num_warps=cfg["num_warps"], **launch,

@@ -226,6 +226,25 @@ def test_one_row_logits_on_the_gemv(tmp_path, monkeypatch):
     torch.testing.assert_close(both, ref, atol=0, rtol=0)
 
 
+@pytest.mark.parametrize("tied", [True, False])
+def test_greedy_tokens_from_the_lm_head_gemv(tmp_path, tied):
+    # One row with the skinny kernels on: greedy_tokens is the logits' argmax, from the GEMV's argmax
+    # epilogue (no logits); two rows, or the kernels off: None (the caller takes the logits' argmax).
+    model, cfg = make_model(tmp_path, "llama", torch.float32, 0, tie_word_embeddings=tied)
+    assert (model.lm_head is None) == tied
+    hidden = torch.randn(2, cfg.hidden_size, device=DEVICE)
+    with torch.inference_mode():
+        assert model.greedy_tokens(hidden[:1]) is None
+        enable_skinny_kernels(model)
+        try:
+            expected = model.compute_logits(hidden[:1]).argmax(-1)
+            got = model.greedy_tokens(hidden[:1])
+            assert model.greedy_tokens(hidden) is None
+        finally:
+            enable_skinny_kernels(model, False)
+    assert got.dtype == torch.int64 and got.tolist() == expected.tolist()
+
+
 def test_persistent_decode_leaves_given_embeddings(tmp_path):
     # The persistent step updates the residual stream in place: its own embedding lookup may become
     # it, embeddings passed in (multimodal callers) must not.

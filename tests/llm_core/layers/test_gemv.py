@@ -23,7 +23,9 @@ from llm_core.distributed.layers import (  # noqa: E402
     ColumnParallelLinear, QKVParallelLinear, RowParallelLinear, enable_skinny_kernels,
 )
 from llm_core.layers.kernels import gemv  # noqa: E402
-from llm_core.layers.kernels.gemv import MAX_SKINNY_ROWS, choose_config, skinny_linear  # noqa: E402
+from llm_core.layers.kernels.gemv import (  # noqa: E402
+    MAX_SKINNY_ROWS, choose_config, skinny_argmax, skinny_linear,
+)
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -242,6 +244,46 @@ def test_enable_skinny_kernels_sets_every_parallel_linear():
     assert not any(getattr(m, "use_skinny_kernel", False) for m in model.modules())
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("num_rows", [1, 3])
+def test_argmax_epilogue_matches_torch_argmax(gen, dtype, num_rows):
+    # Each row's argmax of the logits rounded to the dtype, over the first num_columns, ties to the
+    # lowest column, as torch.argmax of skinny_linear's logits in fp32. Row 0's best column is there
+    # twice (two equal weight rows); row 2 (of 3) is zeros: every logit ties. Launched twice each
+    # (the packed maxima and the counter are left at zero for the next launch).
+    n, k = 300, 64
+    x = randn(gen, num_rows, k, dtype=dtype)
+    weight = randn(gen, n, k, dtype=dtype, scale=0.1)
+    best = int(torch.randint(0, n // 2, (1,), generator=gen))
+    weight[best] = x[0] * 0.5
+    weight[best + n // 2] = weight[best]
+    if num_rows == 3:
+        x[2] = 0
+    for num_columns in (None, n - 7):
+        expected = skinny_linear(x, weight).float()[:, :num_columns].argmax(dim=-1)
+        for _ in range(2):
+            got = skinny_argmax(x, weight, num_columns)
+            assert got.dtype == torch.int64 and got.shape == (num_rows,)
+            assert got.tolist() == expected.tolist()
+    assert skinny_argmax(x, weight)[0].item() == best  # the tie's lower column
+    if num_rows == 3:
+        assert skinny_argmax(x, weight)[2].item() == 0
+    with pytest.raises(ValueError, match="columns"):
+        skinny_argmax(x, weight, n + 1)
+
+
+def test_argmax_epilogue_orders_negative_values(gen):
+    # Every logit negative (weight rows are negative multiples of x): the largest is the smallest
+    # multiple; and one positive logit above them all wins.
+    n, k = 200, 32
+    x = randn(gen, 1, k)
+    scales = torch.rand(n, 1, generator=gen) + 0.1
+    weight = (-scales * x.cpu()).to(DEVICE)
+    assert skinny_argmax(x, weight).item() == int(scales.argmin())
+    weight[n - 1] = x[0] * 1e-3
+    assert skinny_argmax(x, weight).item() == n - 1
+
+
 @needs_cuda
 @pytest.mark.parametrize("num_rows", [1, 4])
 @pytest.mark.parametrize("n,k", [(3072, 2048), (2048, 8192), (128256, 2048)])
@@ -251,6 +293,16 @@ def test_real_shapes_on_cuda(gen, num_rows, n, k):
     bias = randn(gen, n, dtype=torch.bfloat16, scale=0.1)
     assert rel_err(skinny_linear(x, weight), F.linear(x, weight)) < 1e-2
     assert rel_err(skinny_linear(x, weight, bias), F.linear(x, weight, bias)) < 1e-2
+
+
+@needs_cuda
+def test_argmax_epilogue_on_the_llama_lm_head(gen):
+    # The 1B LM head's shape: 16032 column blocks fold their maxima into one value per row.
+    x = randn(gen, 1, 2048, dtype=torch.bfloat16)
+    weight = randn(gen, 128256, 2048, dtype=torch.bfloat16, scale=0.02)
+    for _ in range(3):
+        x.copy_(randn(gen, 1, 2048, dtype=torch.bfloat16))
+        assert skinny_argmax(x, weight).tolist() == skinny_linear(x, weight).float().argmax(-1).tolist()
 
 
 @needs_cuda
