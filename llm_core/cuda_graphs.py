@@ -27,6 +27,7 @@ few microseconds of an otherwise idle GPU at batch 1).
 from __future__ import annotations
 
 import bisect
+import gc
 import logging
 import time
 
@@ -158,6 +159,22 @@ class DecodeGraphs:
         self.pool = pool
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
+        # No garbage collection while capturing: collecting an engine dropped earlier in the process
+        # destroys its CUDA graphs, which a capture in progress does not allow (the capture fails).
+        gc.collect()
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            self._capture_all(pool, stream)
+        finally:
+            if collecting:
+                gc.enable()
+        torch.cuda.current_stream(self.device).wait_stream(stream)
+        torch.cuda.synchronize(self.device)
+        logger.info("captured %d CUDA graphs of %d token(s) per sequence (batch 1..%d) in %.1fs", len(self.sizes),
+                    self.q, self.sizes[-1], time.perf_counter() - start)
+
+    def _capture_all(self, pool, stream) -> None:
         with torch.cuda.stream(stream):
             for size in reversed(self.sizes):
                 self._forward(size)  # warm-up: compiles the kernels, lets cuBLAS pick its algorithms
@@ -177,10 +194,6 @@ class DecodeGraphs:
                     self._greedy_graphs[size] = graph
                     self._steps_dev[size:2 * size].zero_()
                     self.input_ids.zero_()
-        torch.cuda.current_stream(self.device).wait_stream(stream)
-        torch.cuda.synchronize(self.device)
-        logger.info("captured %d CUDA graphs of %d token(s) per sequence (batch 1..%d) in %.1fs", len(self.sizes),
-                    self.q, self.sizes[-1], time.perf_counter() - start)
 
     def load(self, positions: np.ndarray, slot_mapping: np.ndarray, seq_lens: np.ndarray, block_tables: np.ndarray,
              input_ids: np.ndarray | None = None) -> int | None:

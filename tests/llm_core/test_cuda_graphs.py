@@ -140,6 +140,30 @@ def test_draft_model_graphs_equal_eager(checkpoints, tmp_path, num_prompts):
 
 
 @cuda
+def test_capture_after_an_engine_left_to_the_garbage_collector(checkpoints):
+    # An engine dropped in a reference cycle is freed by the cycle collector, whenever it runs; were
+    # that inside the next engine's graph capture, destroying its graphs would fail the capture.
+    # With a collection at nearly every allocation, the second engine still captures and decodes.
+    import gc
+
+    prompts = _prompts(2, seed=3)
+    params = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True)
+    llm = LLM(str(checkpoints["llama"]), device="cuda", dtype="float32", max_model_len=256, max_num_seqs=4)
+    expected = [o.token_ids for o in llm.generate(prompts, params)]
+    holder = {"llm": llm}
+    holder["self"] = holder
+    del llm, holder
+    threshold = gc.get_threshold()
+    gc.set_threshold(1)
+    try:
+        llm = LLM(str(checkpoints["llama"]), device="cuda", dtype="float32", max_model_len=256, max_num_seqs=4)
+        assert llm.engine.runner.graphs is not None
+        assert [o.token_ids for o in llm.generate(prompts, params)] == expected
+    finally:
+        gc.set_threshold(*threshold)
+
+
+@cuda
 def test_skinny_gemv_engine_equals_cublas(checkpoints):
     """skinny_gemv=True (batch-1 decode linears on the Triton GEMV kernel, in CUDA graphs), alone
     and with fused_decode, and the defaults (both on on Hopper) give the greedy tokens of cuBLAS (fp32), each prompt decoded alone so
