@@ -140,27 +140,34 @@ def test_draft_model_graphs_equal_eager(checkpoints, tmp_path, num_prompts):
 
 
 @cuda
-def test_capture_after_an_engine_left_to_the_garbage_collector(checkpoints):
+def test_capture_after_an_engine_left_to_the_garbage_collector(checkpoints, monkeypatch):
     # An engine dropped in a reference cycle is freed by the cycle collector, whenever it runs; were
-    # that inside the next engine's graph capture, destroying its graphs would fail the capture.
-    # With a collection at nearly every allocation, the second engine still captures and decodes.
+    # that inside the next engine's graph capture, destroying its graphs would fail the capture (seen:
+    # test_skinny_gemv_engine_equals_cublas after the tests above). So every capture begins with the
+    # dropped engine's graphs gone and the collector off.
     import gc
+    import weakref
 
     prompts = _prompts(2, seed=3)
     params = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True)
     llm = LLM(str(checkpoints["llama"]), device="cuda", dtype="float32", max_model_len=256, max_num_seqs=4)
     expected = [o.token_ids for o in llm.generate(prompts, params)]
+    old_graphs = weakref.ref(llm.engine.runner.graphs)
     holder = {"llm": llm}
     holder["self"] = holder
     del llm, holder
-    threshold = gc.get_threshold()
-    gc.set_threshold(1)
-    try:
-        llm = LLM(str(checkpoints["llama"]), device="cuda", dtype="float32", max_model_len=256, max_num_seqs=4)
-        assert llm.engine.runner.graphs is not None
-        assert [o.token_ids for o in llm.generate(prompts, params)] == expected
-    finally:
-        gc.set_threshold(*threshold)
+    seen = []
+
+    class Spy(torch.cuda.graph):
+        def __enter__(self):
+            seen.append((gc.isenabled(), old_graphs() is None))
+            return super().__enter__()
+
+    monkeypatch.setattr(torch.cuda, "graph", Spy)
+    llm = LLM(str(checkpoints["llama"]), device="cuda", dtype="float32", max_model_len=256, max_num_seqs=4)
+    assert seen and all(not enabled and collected for enabled, collected in seen)
+    assert gc.isenabled()
+    assert [o.token_ids for o in llm.generate(prompts, params)] == expected
 
 
 @cuda
