@@ -179,6 +179,9 @@ def main() -> None:
     parser.add_argument("--greedy-step-graphs", action=argparse.BooleanOptionalAction, default=True,
                         help="greedy multi-step forwards with their argmax in CUDA graphs (llm_core/cuda_graphs.py; "
                              "--no-greedy-step-graphs: the plain graphs and the sampler, to compare)")
+    parser.add_argument("--lm-head-argmax", action=argparse.BooleanOptionalAction, default=True,
+                        help="batch-1 greedy steps take the token from the LM head GEMV's argmax epilogue "
+                             "(llm_core/layers/kernels/gemv.py; --no-lm-head-argmax: the logits' argmax, to compare)")
     parser.add_argument("--batch1-only", action="store_true",
                         help="only the batch-1 measurements (no eager run, workload or agreement)")
     parser.add_argument("--batch1-repeats", type=int, default=1, help="timed batch-1 runs; the median is reported")
@@ -188,6 +191,9 @@ def main() -> None:
     if not args.greedy_step_graphs:
         from llm_core import cuda_graphs
         cuda_graphs.GREEDY_GRAPH_MAX_BATCH = 0
+    if not args.lm_head_argmax:
+        from llm_core.models import llama
+        llama.GREEDY_TOKENS_FROM_LM_HEAD = False
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     model_dir = write_random_llama(Path(tempfile.mkdtemp()) / args.shape, args.shape, device=args.device, dtype=dtype)
@@ -209,7 +215,7 @@ def main() -> None:
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "torch": torch.__version__,
         "shape": args.shape, "skinny_gemv": args.skinny_gemv, "num_scheduler_steps": args.num_scheduler_steps,
         "async_scheduling": args.async_scheduling, "persistent_decode": args.persistent_decode,
-        "greedy_step_graphs": args.greedy_step_graphs,
+        "greedy_step_graphs": args.greedy_step_graphs, "lm_head_argmax": args.lm_head_argmax,
         "copy_bandwidth_gbs": bandwidth / 1e9, "weight_streaming_limit_tok_s": limit,
         "batch1_tok_s": b1, "batch1_runs_tok_s": b1_runs, "batch1_fraction_of_limit": b1 / limit,
         "batch1_decode_phase_tok_s": phase, "batch1_decode_phase_runs_tok_s": phase_runs,

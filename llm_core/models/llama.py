@@ -41,6 +41,9 @@ KVCache = tuple[torch.Tensor, torch.Tensor]
 # Steps of up to this many tokens take the fused decode path (where it is on): its GEMVs lose to
 # cuBLAS from two rows (gemv.DISPATCH_MAX_ROWS).
 FUSED_DECODE_MAX_ROWS = 1
+# Batch-1 greedy steps take the token from the LM head GEMV's argmax epilogue (greedy_tokens);
+# False: from the logits (bench_throughput --no-lm-head-argmax, to compare).
+GREEDY_TOKENS_FROM_LM_HEAD = True
 
 
 def uses_triton_kernels(backend) -> bool:
@@ -251,8 +254,9 @@ class LlamaForCausalLM(nn.Module):
         """compute_logits(hidden).argmax(-1) (int64 [S]) without writing the logits, where the LM head of
         one row runs on the Triton GEMV on one rank: its argmax epilogue (gemv.skinny_argmax), ties to
         the lowest token as torch.argmax. None elsewhere (the caller takes the logits' argmax)."""
-        if (not self.skinny_lm_head or self.tp.size != 1 or hidden.dim() != 2 or hidden.shape[0] != 1
-                or hidden.stride(-1) != 1 or not (hidden.is_cuda or os.environ.get("TRITON_INTERPRET") == "1")):
+        if (not GREEDY_TOKENS_FROM_LM_HEAD or not self.skinny_lm_head or self.tp.size != 1 or hidden.dim() != 2
+                or hidden.shape[0] != 1 or hidden.stride(-1) != 1
+                or not (hidden.is_cuda or os.environ.get("TRITON_INTERPRET") == "1")):
             return None
         from llm_core.layers.kernels.gemv import skinny_argmax
         weight = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight

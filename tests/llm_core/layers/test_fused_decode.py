@@ -227,7 +227,7 @@ def test_one_row_logits_on_the_gemv(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("tied", [True, False])
-def test_greedy_tokens_from_the_lm_head_gemv(tmp_path, tied):
+def test_greedy_tokens_from_the_lm_head_gemv(tmp_path, monkeypatch, tied):
     # One row with the skinny kernels on: greedy_tokens is the logits' argmax, from the GEMV's argmax
     # epilogue (no logits); two rows, or the kernels off: None (the caller takes the logits' argmax).
     model, cfg = make_model(tmp_path, "llama", torch.float32, 0, tie_word_embeddings=tied)
@@ -240,6 +240,8 @@ def test_greedy_tokens_from_the_lm_head_gemv(tmp_path, tied):
             expected = model.compute_logits(hidden[:1]).argmax(-1)
             got = model.greedy_tokens(hidden[:1])
             assert model.greedy_tokens(hidden) is None
+            monkeypatch.setattr(llama, "GREEDY_TOKENS_FROM_LM_HEAD", False)  # bench_throughput --no-lm-head-argmax
+            assert model.greedy_tokens(hidden[:1]) is None
         finally:
             enable_skinny_kernels(model, False)
     assert got.dtype == torch.int64 and got.tolist() == expected.tolist()
