@@ -15,6 +15,7 @@ Prints a table and writes JSON. Imports no service packages.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import random
 import tempfile
@@ -25,6 +26,18 @@ import torch
 
 from bench.shapes import streamed_bytes_per_token, write_random_llama
 from llm_core import LLM, SamplingParams
+
+
+# Engine features on by default that a flag turns off, to compare: option -> (module, its constant,
+# the value that turns the feature off, help).
+OFF_SWITCHES = {
+    "greedy_step_graphs": ("llm_core.cuda_graphs", "GREEDY_GRAPH_MAX_BATCH", 0,
+                           "greedy multi-step forwards with their argmax in CUDA graphs (llm_core/cuda_graphs.py; "
+                           "--no-greedy-step-graphs: the plain graphs and the sampler, to compare)"),
+    "lm_head_argmax": ("llm_core.models.llama", "GREEDY_TOKENS_FROM_LM_HEAD", False,
+                       "batch-1 greedy steps take the token from the LM head GEMV's argmax epilogue "
+                       "(llm_core/layers/kernels/gemv.py; --no-lm-head-argmax: the logits' argmax, to compare)"),
+}
 
 
 def _sync() -> None:
@@ -176,24 +189,18 @@ def main() -> None:
     parser.add_argument("--persistent-decode", action=argparse.BooleanOptionalAction, default=None,
                         help="batch-1 decode steps in one persistent kernel (the engine's option; default: the "
                              "engine's choice)")
-    parser.add_argument("--greedy-step-graphs", action=argparse.BooleanOptionalAction, default=True,
-                        help="greedy multi-step forwards with their argmax in CUDA graphs (llm_core/cuda_graphs.py; "
-                             "--no-greedy-step-graphs: the plain graphs and the sampler, to compare)")
-    parser.add_argument("--lm-head-argmax", action=argparse.BooleanOptionalAction, default=True,
-                        help="batch-1 greedy steps take the token from the LM head GEMV's argmax epilogue "
-                             "(llm_core/layers/kernels/gemv.py; --no-lm-head-argmax: the logits' argmax, to compare)")
+    for name, (_, _, _, text) in OFF_SWITCHES.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=True,
+                            help=text)
     parser.add_argument("--batch1-only", action="store_true",
                         help="only the batch-1 measurements (no eager run, workload or agreement)")
     parser.add_argument("--batch1-repeats", type=int, default=1, help="timed batch-1 runs; the median is reported")
     parser.add_argument("--num-scheduler-steps", type=int, help="our engine's decode forwards per step "
                         "(default: the engine's, 4 on CUDA)")
     args = parser.parse_args()
-    if not args.greedy_step_graphs:
-        from llm_core import cuda_graphs
-        cuda_graphs.GREEDY_GRAPH_MAX_BATCH = 0
-    if not args.lm_head_argmax:
-        from llm_core.models import llama
-        llama.GREEDY_TOKENS_FROM_LM_HEAD = False
+    for name, (module, constant, off, _) in OFF_SWITCHES.items():
+        if not getattr(args, name):
+            setattr(importlib.import_module(module), constant, off)
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     model_dir = write_random_llama(Path(tempfile.mkdtemp()) / args.shape, args.shape, device=args.device, dtype=dtype)
