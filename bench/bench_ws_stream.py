@@ -109,7 +109,10 @@ def _mark(timing_ptr, point: gl.constexpr, TIMING: gl.constexpr):
 
 
 @gluon.jit
-def _barrier(counter_ptr, target, timing_ptr, point: gl.constexpr, BARRIERS: gl.constexpr, TIMING: gl.constexpr):
+def _barrier(counter_ptr, nb, P: gl.constexpr, timing_ptr, point: gl.constexpr, BARRIERS: gl.constexpr,
+             TIMING: gl.constexpr):
+    # Grid barrier number nb + 1 (every program adds 1 to the counter, waits for (nb + 1) * P); returns nb + 1.
+    target = (nb + 1) * P
     if BARRIERS:
         _cta_barrier()
         gl.atomic_add(counter_ptr, 1, sem="release", scope="gpu")
@@ -119,6 +122,7 @@ def _barrier(counter_ptr, target, timing_ptr, point: gl.constexpr, BARRIERS: gl.
             seen = gl.atomic_add(counter_ptr, 0, sem="acquire", scope="gpu")
         _cta_barrier()
         _mark(timing_ptr, point + 1, TIMING)
+    return nb + 1
 
 
 @gluon.jit
@@ -186,6 +190,20 @@ def _consume_gate_up(bufs, ready, empty, xs, i, K: gl.constexpr, NBUF: gl.conste
 
 
 @gluon.jit
+def _residual_stage(bufs, ready, empty, xs, i, src_ptr, h_ptr, eps, pid, K: gl.constexpr, NBUF: gl.constexpr,
+                    BR: gl.constexpr, BK: gl.constexpr, P: gl.constexpr, CH: gl.constexpr, CONSUME: gl.constexpr,
+                    L: gl.constexpr, X2: gl.constexpr):
+    # A projection over src (K values) whose rows add into the residual stream h: o over q, down over
+    # SiLU(gate) * up. No other program writes this program's rows of h in the stage.
+    _stage_x(xs, src_ptr, src_ptr, eps, K, False, BK, X2, L)
+    for t in range(H // P // BR):
+        y, i = _consume_rows(bufs, ready, empty, xs, i, K, NBUF, BR, BK, L, CH, CONSUME)
+        rows = pid * (H // P) + t * BR + gl.arange(0, BR, layout=gl.SliceLayout(1, L))
+        gl.store(h_ptr + rows, gl.load(h_ptr + rows, cache_modifier=".cg") + y)
+    return i
+
+
+@gluon.jit
 def _consumer(bufs, ready, empty, xs, timing_ptr, h_ptr, qkv_ptr, act_ptr, ln_ptr, counters_ptr, eps, spin_ns, pid,
               NUM_LAYERS: gl.constexpr, NBUF: gl.constexpr, BR: gl.constexpr, BK: gl.constexpr, P: gl.constexpr,
               CH: gl.constexpr, SPIN: gl.constexpr, CONSUME: gl.constexpr, BARRIERS: gl.constexpr,
@@ -205,36 +223,23 @@ def _consumer(bufs, ready, empty, xs, timing_ptr, h_ptr, qkv_ptr, act_ptr, ln_pt
             y, i = _consume_rows(bufs, ready, empty, xs, i, H, NBUF, BR, BK, L, CH, CONSUME)
             gl.store(qkv_ptr + pid * (QKV // P) + t * BR + gl.arange(0, BR, layout=R1), y)
         _mark(tp, 2, TIMING)
-        nb += 1
-        _barrier(counters_ptr, nb * P, tp, 3, BARRIERS, TIMING)
+        nb = _barrier(counters_ptr, nb, P, tp, 3, BARRIERS, TIMING)
         if SPIN:
             _spin(spin_ns)
-            nb += 1
-            _barrier(counters_ptr, nb * P, tp, 3, BARRIERS, False)
-        _stage_x(xs, qkv_ptr, ln_ptr, eps, H, False, BK, X2, L)
-        for t in range(H // P // BR):
-            y, i = _consume_rows(bufs, ready, empty, xs, i, H, NBUF, BR, BK, L, CH, CONSUME)
-            rows = pid * (H // P) + t * BR + gl.arange(0, BR, layout=R1)
-            gl.store(h_ptr + rows, gl.load(h_ptr + rows, cache_modifier=".cg") + y)
+            nb = _barrier(counters_ptr, nb, P, tp, 3, BARRIERS, False)
+        i = _residual_stage(bufs, ready, empty, xs, i, qkv_ptr, h_ptr, eps, pid, H, NBUF, BR, BK, P, CH, CONSUME, L, X2)
         _mark(tp, 5, TIMING)
-        nb += 1
-        _barrier(counters_ptr, nb * P, tp, 6, BARRIERS, TIMING)
+        nb = _barrier(counters_ptr, nb, P, tp, 6, BARRIERS, TIMING)
         _stage_x(xs, h_ptr, ln_ptr + layer * 2 * H + H, eps, H, True, BK, X2, L)
         _mark(tp, 8, TIMING)
         for t in range(2 * I // P // BR):
             a, i = _consume_gate_up(bufs, ready, empty, xs, i, H, NBUF, BR, BK, L, CH, CONSUME)
             gl.store(act_ptr + pid * (I // P) + t * (BR // 2) + gl.arange(0, BR // 2, layout=R1), a)
         _mark(tp, 9, TIMING)
-        nb += 1
-        _barrier(counters_ptr, nb * P, tp, 10, BARRIERS, TIMING)
-        _stage_x(xs, act_ptr, ln_ptr, eps, I, False, BK, X2, L)
-        for t in range(H // P // BR):
-            y, i = _consume_rows(bufs, ready, empty, xs, i, I, NBUF, BR, BK, L, CH, CONSUME)
-            rows = pid * (H // P) + t * BR + gl.arange(0, BR, layout=R1)
-            gl.store(h_ptr + rows, gl.load(h_ptr + rows, cache_modifier=".cg") + y)
+        nb = _barrier(counters_ptr, nb, P, tp, 10, BARRIERS, TIMING)
+        i = _residual_stage(bufs, ready, empty, xs, i, act_ptr, h_ptr, eps, pid, I, NBUF, BR, BK, P, CH, CONSUME, L, X2)
         _mark(tp, 12, TIMING)
-        nb += 1
-        _barrier(counters_ptr, nb * P, tp, 13, BARRIERS, TIMING)
+        nb = _barrier(counters_ptr, nb, P, tp, 13, BARRIERS, TIMING)
     # The last program out sets the counters back to 0 for the next launch.
     if gl.atomic_add(counters_ptr + 1, 1, sem="acq_rel", scope="gpu") == P - 1:
         gl.store(counters_ptr, 0)
