@@ -35,12 +35,12 @@ import json
 import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
-                                                              warpgroup_mma_wait)
+from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from bench.bench_throughput import copy_bandwidth
 from bench.profile_persistent_decode import build, graph_us
+from llm_core.layers.kernels.ws_decode import ring_barriers, rows_of, slot_diagonal
 from llm_core.layers.kernels import persistent_decode as pd
 
 # The Llama-3.2-1B decoder shape; the packed buffer holds, per layer, rows of H columns: q/k/v, o,
@@ -333,35 +333,6 @@ def _stage_b(xb, src_ptr, norm_ptr, eps, N: gl.constexpr, NORM: gl.constexpr, nu
 
 
 @gluon.jit
-def _mma_tile(bufs, ready, empty, xb, i, N: gl.constexpr, NBUF: gl.constexpr, CONSUME: gl.constexpr,
-              num_warps: gl.constexpr):
-    # z[64]: row (r, c) of the view tile against chunk c of x (the diagonal of D).
-    ML: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1], instr_shape=[16, N, 16])
-    slot = i % NBUF
-    mbarrier.wait(ready.index(slot), (i // NBUF) & 1)
-    acc = gl.zeros([64, N], gl.float32, ML)
-    if CONSUME:
-        for j in gl.static_range(4):
-            acc = warpgroup_mma(bufs.index(slot * 4 + j), xb.index(j).permute((1, 0)), acc, is_async=True)
-        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
-    mbarrier.arrive(empty.index(slot))
-    r = gl.arange(0, 64, layout=gl.SliceLayout(1, ML))
-    c = gl.arange(0, N, layout=gl.SliceLayout(0, ML))
-    z = gl.sum(gl.where((r % N)[:, None] == c[None, :], acc, 0.0), axis=1)
-    return z, i + 1
-
-
-@gluon.jit
-def _rows_of(z, first: gl.constexpr, R: gl.constexpr, N: gl.constexpr, num_warps: gl.constexpr):
-    # y[j] = sum of z[i] over the view rows i of weight row first + j (i // N == first + j), j < R.
-    B2: gl.constexpr = gl.BlockedLayout([1, 2], [1, 32], [num_warps, 1], [1, 0])
-    zc = gl.convert_layout(z, gl.SliceLayout(0, B2))
-    i = gl.arange(0, 64, layout=gl.SliceLayout(0, B2))
-    j = gl.arange(0, R, layout=gl.SliceLayout(1, B2))
-    return gl.sum(gl.where((i // N)[None, :] == (j + first)[:, None], zc[None, :], 0.0), axis=1)
-
-
-@gluon.jit
 def _mma_residual_stage(bufs, ready, empty, xb, i, src_ptr, h_ptr, eps, pid, N: gl.constexpr, NBUF: gl.constexpr,
                         P: gl.constexpr, CONSUME: gl.constexpr, num_warps: gl.constexpr):
     # A projection whose rows add into the residual stream h: o over q (N = 8 chunks of x, 8 weight rows
@@ -370,9 +341,9 @@ def _mma_residual_stage(bufs, ready, empty, xb, i, src_ptr, h_ptr, eps, pid, N: 
     B2: gl.constexpr = gl.BlockedLayout([1, 2], [1, 32], [num_warps, 1], [1, 0])
     _stage_b(xb, src_ptr, src_ptr, eps, N, False, num_warps)
     for t in range(H // P // R):
-        z, i = _mma_tile(bufs, ready, empty, xb, i, N, NBUF, CONSUME, num_warps)
+        z, i = slot_diagonal(bufs, ready, empty, xb, i, N, NBUF, CONSUME, num_warps)
         rows = pid * (H // P) + t * R + gl.arange(0, R, layout=gl.SliceLayout(1, B2))
-        gl.store(h_ptr + rows, gl.load(h_ptr + rows, cache_modifier=".cg") + _rows_of(z, 0, R, N, num_warps))
+        gl.store(h_ptr + rows, gl.load(h_ptr + rows, cache_modifier=".cg") + rows_of(z, 0, R, N, num_warps))
     return i
 
 
@@ -392,8 +363,8 @@ def _mma_consumer(bufs, ready, empty, xb, xb32, timing_ptr, h_ptr, qkv_ptr, act_
         _stage_b(xb, h_ptr, ln_ptr + layer * 2 * H, eps, 8, True, num_warps)
         _mark(tp, 1, TIMING)
         for t in range(QKV // P // 8):
-            z, i = _mma_tile(bufs, ready, empty, xb, i, 8, NBUF, CONSUME, num_warps)
-            gl.store(qkv_ptr + pid * (QKV // P) + t * 8 + R8, _rows_of(z, 0, 8, 8, num_warps))
+            z, i = slot_diagonal(bufs, ready, empty, xb, i, 8, NBUF, CONSUME, num_warps)
+            gl.store(qkv_ptr + pid * (QKV // P) + t * 8 + R8, rows_of(z, 0, 8, 8, num_warps))
         _mark(tp, 2, TIMING)
         nb = _barrier(counters_ptr, nb, P, tp, 3, BARRIERS, TIMING)
         if SPIN:
@@ -405,9 +376,9 @@ def _mma_consumer(bufs, ready, empty, xb, xb32, timing_ptr, h_ptr, qkv_ptr, act_
         _stage_b(xb, h_ptr, ln_ptr + layer * 2 * H + H, eps, 8, True, num_warps)
         _mark(tp, 8, TIMING)
         for t in range(2 * I // P // 8):
-            z, i = _mma_tile(bufs, ready, empty, xb, i, 8, NBUF, CONSUME, num_warps)
-            g = _rows_of(z, 0, 4, 8, num_warps)
-            u = _rows_of(z, 4, 4, 8, num_warps)
+            z, i = slot_diagonal(bufs, ready, empty, xb, i, 8, NBUF, CONSUME, num_warps)
+            g = rows_of(z, 0, 4, 8, num_warps)
+            u = rows_of(z, 4, 4, 8, num_warps)
             gl.store(act_ptr + pid * (I // P) + t * 4 + R4, g / (1.0 + gl.exp(-g)) * u)
         _mark(tp, 9, TIMING)
         nb = _barrier(counters_ptr, nb, P, tp, 10, BARRIERS, TIMING)
@@ -427,12 +398,7 @@ def ws_mma_chain_kernel(wv, timing_ptr, h_ptr, qkv_ptr, act_ptr, ln_ptr, counter
     bufs = gl.allocate_shared_memory(gl.bfloat16, [NBUF * 4, 64, 64], wv.layout)
     xb = gl.allocate_shared_memory(gl.bfloat16, [4, 8, 64], wv.layout)
     xb32 = gl.allocate_shared_memory(gl.bfloat16, [4, 32, 64], wv.layout)
-    ready = gl.allocate_shared_memory(gl.int64, [NBUF, 1], mbarrier.MBarrierLayout())
-    empty = gl.allocate_shared_memory(gl.int64, [NBUF, 1], mbarrier.MBarrierLayout())
-    for s in gl.static_range(NBUF):
-        mbarrier.init(ready.index(s), count=1)
-        mbarrier.init(empty.index(s), count=1)
-    fence_async_shared()
+    ready, empty = ring_barriers(NBUF)
     gl.warp_specialize([
         (_mma_consumer, (bufs, ready, empty, xb, xb32, timing_ptr, h_ptr, qkv_ptr, act_ptr, ln_ptr, counters_ptr, eps,
                          spin_ns, pid, NUM_LAYERS, NBUF, P, SPIN, CONSUME, BARRIERS, TIMING, num_warps)),
