@@ -52,7 +52,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--shape", default="llama-3.2-1b")
     parser.add_argument("--seq-len", type=int, default=300)
-    parser.add_argument("--configs", nargs="+", default=["5,32,0", "6,32,0", "5,32,1", "5,64,0"],
+    parser.add_argument("--configs", nargs="+", default=["6,32,0", "5,32,0", "6,32,1", "6,64,0"],
                         help="ring slots,attention tile,prefetch the first attention tile (0/1)")
     parser.add_argument("--out", default="ws_decode.json")
     args = parser.parse_args()

@@ -53,7 +53,9 @@ _cta_barrier = getattr(gl, "thread_barrier", None) or gl.barrier
 M_INIT = gl.constexpr(-1.0e30)
 EXIT = gl.constexpr(1)
 KV_HEADS = gl.constexpr(HEAD_SLOTS.value)
-NUM_SLOTS = 5  # ring slots of 32 KiB (6 fit too)
+MAX_SLOTS = 6  # ring slots of 32 KiB: as many as shared memory holds beside the staged inputs, at most 6
+SHARED_MEMORY = 227 * 1024  # per block on Hopper
+SCRATCH = 8 * 1024  # layout conversions and reductions (the compiler's)
 IN_FLIGHT = 1  # slots in flight at most (bench_ws_stream: 1 was the fastest)
 ATTENTION_TILE = 32
 TIMING_POINTS = ("layer begins", "q/k/v staged", "q/k/v done", "barrier A passed", "attention done",
@@ -514,6 +516,12 @@ def ws_decode_supported(hidden: int, num_heads: int, num_kv_heads: int, head_dim
             and power_of_2(group) and power_of_2(num_splits) and num_kv_heads <= 248)
 
 
+def ring_slots(hidden: int, attention_width: int, intermediate: int) -> int:
+    """Ring slots that fit in shared memory beside the three staged inputs (bf16, 4 x K / 4 values each)."""
+    staged = 2 * (hidden + attention_width + intermediate)
+    return max(1, min(MAX_SLOTS, (SHARED_MEMORY - staged - SCRATCH) // (32 * 1024)))
+
+
 class WsDecodeWeights:
     """What the kernel needs of DecodeLayers: one TMA descriptor over the address span of every layer's
     q/k/v, o, gate/up and down weights (viewed as rows of 256 bf16, boxes of [64, 64]), the view
@@ -548,7 +556,7 @@ def ws_decode(
     block_table: torch.Tensor, seq_lens: torch.Tensor, cos_sin: torch.Tensor, scale: float, eps: float,
     workspace: DecodeWorkspace | None = None, num_programs: int | None = None,
     final_norm: tuple[torch.Tensor, float] | None = None, normed: torch.Tensor | None = None,
-    timing: torch.Tensor | None = None, tile_n: int = ATTENTION_TILE, num_slots: int = NUM_SLOTS,
+    timing: torch.Tensor | None = None, tile_n: int = ATTENTION_TILE, num_slots: int | None = None,
     prefetch_kv: bool = False,
 ) -> None:
     """persistent_decode's contract (see there), on the warp-specialized kernel; no sliding window."""
@@ -569,6 +577,8 @@ def ws_decode(
     weights = getattr(layers, "ws_weights", None)
     if weights is None:
         weights = layers.ws_weights = WsDecodeWeights(layers)
+    if num_slots is None:
+        num_slots = ring_slots(layers.hidden, nh * d, layers.intermediate)
     counters = layer_counters(h.device)
     ws_decode_kernel[(num_programs,)](
         weights.descriptor, weights.views, weights.addrs, h, cos_sin, positions, slot_mapping, block_table,

@@ -13,7 +13,9 @@ import torch
 pytest.importorskip("triton.experimental.gluon.language.nvidia.hopper")
 
 from llm_core.layers.kernels.persistent_decode import DecodeWorkspace, layer_counters  # noqa: E402
-from llm_core.layers.kernels.ws_decode import ws_decode, ws_decode_available, ws_decode_supported  # noqa: E402
+from llm_core.layers.kernels.ws_decode import (  # noqa: E402
+    ring_slots, ws_decode, ws_decode_available, ws_decode_supported,
+)
 from tests.llm_core.layers.test_persistent_decode import check, decode_layers, make_case, step_inputs  # noqa: E402
 
 needs_hopper = pytest.mark.skipif(not (torch.cuda.is_available() and ws_decode_available(torch.device("cuda"))),
@@ -32,6 +34,13 @@ def test_supported_sizes():
     assert not ws_decode_supported(2048, 32, 8, 96, 8192, 16)
     assert not ws_decode_supported(2000, 32, 8, 64, 8192, 16)
     assert not ws_decode_supported(512, 8, 2, 64, 1024, 16)  # 2 and 4 chunks: below wgmma's N of 8
+
+
+def test_ring_slots_leave_room_for_the_staged_inputs():
+    assert ring_slots(2048, 2048, 8192) == 6  # the 1B: 24 KiB staged
+    assert ring_slots(16384, 16384, 16384) == 3  # 96 KiB staged: 227 - 96 - 8 = 123 KiB, 3 slots
+    for sizes in [(2048, 2048, 2048), (4096, 4096, 16384), (16384, 16384, 16384)]:
+        assert ring_slots(*sizes) * 32 * 1024 + 2 * sum(sizes) + 8 * 1024 <= 227 * 1024
 
 
 @pytest.fixture
