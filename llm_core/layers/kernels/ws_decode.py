@@ -7,7 +7,7 @@ chain leave HBM idle. Here (bench/bench_ws_stream.py measured the design on the 
 docs/performance.md) each program (one per SM) has two partitions:
 
 - a producer warp copies the program's weight tiles for every stage of every layer, in the order the
-  consumers use them, into a shared-memory ring with TMA (one mbarrier per slot; at most D_IN_FLIGHT
+  consumers use them, into a shared-memory ring with TMA (one mbarrier per slot; at most IN_FLIGHT
   slots in flight: more only delays the consumers' dependent loads behind them);
 - four consumer warps run the layer as persistent_decode does (same stages, tasks and rounding; grid
   barriers between stages), staging each stage's input vector in shared memory as a wgmma B operand.
