@@ -305,7 +305,8 @@ def _first_kv_tile(pid, k_cache_ptr, v_cache_ptr, block_table_ptr, seq_len, NKV:
                    BLOCK_SIZE: gl.constexpr, TILE_N: gl.constexpr, NUM_SPLITS: gl.constexpr,
                    num_warps: gl.constexpr):
     # The first tile of the program's first attention task without the step's own key (stage A
-    # writes it): needs nothing from stage A, so it loads during barrier A's wait.
+    # writes it; _attention_stage patches it in): needs nothing from stage A, so with PREFETCH_KV it
+    # loads during barrier A's wait (which then passes later: its polls wait behind the loads).
     KL: gl.constexpr = gl.SliceLayout(0, gl.BlockedLayout([1, 1, 8], [1, 4, 8], [1, num_warps, 1], [2, 1, 0]))
     begin, end = _split_range(pid % NUM_SPLITS, seq_len, NUM_SPLITS, TILE_N)
     end = gl.where(pid < NKV * NUM_SPLITS, gl.minimum(end, seq_len - 1), begin)
