@@ -21,7 +21,7 @@ import json
 import torch
 
 from bench.bench_throughput import copy_bandwidth
-from bench.profile_persistent_decode import build, graph_us
+from bench.profile_persistent_decode import build, graph_us, timeline_points
 from llm_core.layers.kernels import persistent_decode as pd
 from llm_core.layers.kernels import ws_decode as wd
 
@@ -84,16 +84,7 @@ def main() -> None:
     timing = torch.zeros(layers.num_layers, pd.default_num_programs(h.device), 16, dtype=torch.int64, device="cuda")
     wd.ws_decode(h, layers, **step, workspace=workspace, timing=timing, **configs[0][1])
     torch.cuda.synchronize()
-    stamps = timing.double().cpu()
-    middle = range(layers.num_layers // 4, max(layers.num_layers * 3 // 4, layers.num_layers // 4 + 1))
-    timeline = []
-    for k, name in enumerate(wd.TIMING_POINTS):
-        per_layer = []
-        for layer in middle:
-            since = (stamps[layer, :, k] - stamps[layer, :, 0].min()) / 1e3
-            per_layer.append([since.min().item(), since.median().item(), since.max().item()])
-        first, median, last = torch.tensor(per_layer).median(0).values.tolist()
-        timeline.append({"point": name, "first_us": first, "median_us": median, "last_us": last})
+    timeline = timeline_points(timing, wd.TIMING_POINTS)
     out = {"shape": args.shape, "seq_len": args.seq_len, "device": torch.cuda.get_device_name(),
            "copy_bandwidth_gbs": bandwidth / 1e9, "floor_us": floor_us, "agreement_1_layer": one,
            "agreement_every_layer": every, "rows": rows, "timeline_config": configs[0][0], "timeline": timeline}

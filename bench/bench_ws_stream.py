@@ -39,7 +39,7 @@ from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared,
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from bench.bench_throughput import copy_bandwidth
-from bench.profile_persistent_decode import build, graph_us
+from bench.profile_persistent_decode import build, graph_us, timeline_points
 from llm_core.layers.kernels.ws_decode import ring_barriers, rows_of, slot_diagonal
 from llm_core.layers.kernels import persistent_decode as pd
 
@@ -471,19 +471,11 @@ class Chain:
 
 
 def timeline(chain: Chain, cfg: dict) -> list[dict]:
-    """Per point: us since the layer began (first / median / last program), medians over layers 4-11."""
+    """Per point: us since the layer began (first / median / last program; timeline_points)."""
     chain.timing.zero_()
     chain.launch(chain.h0.clone(), cfg, timing=True)
     torch.cuda.synchronize()
-    st = chain.timing.double().cpu()
-    points = []
-    for k, name in enumerate(TIMING_POINTS):
-        per_layer = [[v.item() for v in ((st[layer, :, k] - st[layer, :, 0].min()) / 1e3).aminmax()]
-                     + [((st[layer, :, k] - st[layer, :, 0].min()) / 1e3).median().item()]
-                     for layer in range(4, 12)]
-        first, last, median = torch.tensor(per_layer).median(0).values.tolist()
-        points.append({"point": name, "first_us": first, "median_us": median, "last_us": last})
-    return points
+    return timeline_points(chain.timing, TIMING_POINTS)
 
 
 def check(chain: Chain, cfg: dict) -> dict:

@@ -62,6 +62,30 @@ def graph_us(fn, runs: int = 5, reps: int = 20) -> tuple[float, torch.cuda.CUDAG
     return replay_us(graph, runs, reps), graph
 
 
+def timeline_points(timing: torch.Tensor, names, begins: int = 0) -> list[dict]:
+    """Global-timer stamps [num_layers, programs, >= len(names)] as, per point, the microseconds since
+    the layer began (column `begins`'s earliest stamp) at which the first, the median and the last
+    program passed it, of the programs that passed it (a stamp of 0: not passed); medians over the
+    middle half of the layers."""
+    stamps = timing[:, :, :len(names)].double().cpu()
+    num_layers = stamps.shape[0]
+    middle = range(num_layers // 4, max(num_layers * 3 // 4, num_layers // 4 + 1))
+    points = []
+    for k, name in enumerate(names):
+        per_layer = []  # (first, median, last, programs) of the programs that passed the point
+        for layer in middle:
+            reached = stamps[layer, :, k] > 0
+            if reached.any():
+                since = (stamps[layer, reached, k] - stamps[layer, :, begins].min()) / 1e3
+                per_layer.append([since.min().item(), since.median().item(), since.max().item(),
+                                  float(reached.sum())])
+        if per_layer:
+            first, median, last, count = torch.tensor(per_layer).median(0).values.tolist()
+            points.append({"point": name, "first_us": first, "median_us": median, "last_us": last,
+                           "programs": int(count)})
+    return points
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--shape", default="llama-3.2-1b")
@@ -91,21 +115,8 @@ def main() -> None:
         timing.zero_()  # a point some programs pass (the attention chain's) keeps no stamp of an earlier launch
         graph.replay()
         torch.cuda.synchronize()
-        stamps = timing[:, :, :len(pd.TIMING_POINTS)].double().cpu()
-        middle = range(layers.num_layers // 4, max(layers.num_layers * 3 // 4, layers.num_layers // 4 + 1))
-        points = []
-        for k, name in enumerate(pd.TIMING_POINTS[1:], start=1):
-            per_layer = []  # (first, median, last, programs) of the programs that passed the point
-            for layer in middle:
-                reached = stamps[layer, :, k] > 0
-                if reached.any():
-                    since = (stamps[layer, reached, k] - stamps[layer, :, 1].min()) / 1e3  # us since the layer began
-                    per_layer.append([since.min().item(), since.median().item(), since.max().item(),
-                                      float(reached.sum())])
-            if per_layer:
-                first, median, last, count = torch.tensor(per_layer).median(0).values.tolist()
-                points.append({"point": name, "first_us": first, "median_us": median, "last_us": last,
-                               "programs": int(count)})
+        # (layer 0's launch stamp, "start", is in no middle layer)
+        points = [p for p in timeline_points(timing, pd.TIMING_POINTS, begins=1) if p["point"] != "start"]
         points.sort(key=lambda p: p["median_us"])
         results.append({"warps": warps, "programs": programs, "chunk": chunk, "depth": depth,
                         "us_per_launch": us, "us_per_layer": us / layers.num_layers, "timeline": points})

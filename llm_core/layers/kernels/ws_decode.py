@@ -44,15 +44,12 @@ from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared
                                                               warpgroup_mma_wait)
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-from llm_core.attention.kernels.prefill_attention import LOG2E
-from llm_core.layers.kernels.persistent_decode import (HEAD_SLOTS, DecodeLayers, DecodeWorkspace, attention_splits,
-                                                       default_num_programs, layer_counters)
+from llm_core.attention.kernels.prefill_attention import LOG2E, M_INIT
+from llm_core.layers.kernels.persistent_decode import (EXIT_SLOT, HEAD_SLOTS, DecodeLayers, DecodeWorkspace,
+                                                       attention_splits, default_num_programs, layer_counters)
 
 # Triton 3.6 names the CTA-wide barrier thread_barrier; later versions, barrier.
 _cta_barrier = getattr(gl, "thread_barrier", None) or gl.barrier
-M_INIT = gl.constexpr(-1.0e30)
-EXIT = gl.constexpr(1)
-KV_HEADS = gl.constexpr(HEAD_SLOTS.value)
 MAX_SLOTS = 6  # ring slots of 32 KiB: as many as shared memory holds beside the staged inputs, at most 6
 SHARED_MEMORY = 227 * 1024  # per block on Hopper
 SCRATCH = 8 * 1024  # layout conversions and reductions (the compiler's)
@@ -434,7 +431,7 @@ def _consumer(bufs, ready, empty, xh, xo, xi, h_ptr, addrs_ptr, cos_sin_ptr, pos
                                               TILE_N, NUM_SPLITS, num_warps)
         _mark(timing_ptr, layer, pid, P, 3, TIMING)
         _attention_stage(k_first, v_first, q_ptr, k_cache, v_cache, block_table_ptr, seq_len, slot, part_m_ptr,
-                         part_l_ptr, part_acc_ptr, attn_ptr, counters_ptr + KV_HEADS, qk_scale, layer, pid, P, NH,
+                         part_l_ptr, part_acc_ptr, attn_ptr, counters_ptr + HEAD_SLOTS, qk_scale, layer, pid, P, NH,
                          NKV, D, BLOCK_SIZE, TILE_N, NUM_SPLITS, num_warps)
         _mark(timing_ptr, layer, pid, P, 4, TIMING)
         nb = _grid_barrier(counters_ptr, nb, P)
@@ -456,7 +453,7 @@ def _consumer(bufs, ready, empty, xh, xo, xi, h_ptr, addrs_ptr, cos_sin_ptr, pos
         _mark(timing_ptr, layer, pid, P, 12, TIMING)
     # Every program has passed every barrier once it counts here: the last one resets the counters
     # (and sees all of h: the model's final norm).
-    if gl.atomic_add(counters_ptr + EXIT, 1, sem="acq_rel", scope="gpu") == P - 1:
+    if gl.atomic_add(counters_ptr + EXIT_SLOT, 1, sem="acq_rel", scope="gpu") == P - 1:
         if FINAL_NORM:
             FL: gl.constexpr = gl.BlockedLayout([8], [32], [num_warps], [0])
             offs = gl.arange(0, H, layout=FL)
@@ -465,9 +462,9 @@ def _consumer(bufs, ready, empty, xh, xo, xi, h_ptr, addrs_ptr, cos_sin_ptr, pos
             normed = (hv * rstd).to(gl.bfloat16).to(gl.float32) * gl.load(final_norm_w_ptr + offs).to(gl.float32)
             gl.store(normed_ptr + offs, normed.to(gl.bfloat16))
         for kv in gl.static_range(NKV):
-            gl.store(counters_ptr + KV_HEADS + kv, 0)
+            gl.store(counters_ptr + HEAD_SLOTS + kv, 0)
         gl.atomic_xchg(counters_ptr, 0)
-        gl.atomic_xchg(counters_ptr + EXIT, 0)
+        gl.atomic_xchg(counters_ptr + EXIT_SLOT, 0)
 
 
 @gluon.jit
