@@ -200,12 +200,18 @@ def _spawn(spec: WorkerSpec) -> tuple[subprocess.Popen, Connection]:
 
 
 def _stop_workers(workers: list[tuple[subprocess.Popen, Connection]], in_group: bool) -> None:
-    """Tell every worker to stop, wait for it (killing it past the grace period), leave the group."""
-    for _, conn in workers:
+    """Tell every worker to stop, leave the group together with them, wait for them (killing one past
+    the grace period). The driver leaves while the workers leave, not after they exit: NCCL's teardown
+    is collective (destroy_group), and a group that lost a rank is aborted."""
+    healthy = True
+    for proc, conn in workers:
         try:
             conn.send_bytes(pickle.dumps(None))
         except OSError:
-            pass
+            healthy = False
+        healthy = healthy and proc.poll() is None
+    if in_group:
+        destroy_group(healthy=healthy)
     for rank, (proc, conn) in enumerate(workers, 1):
         try:
             proc.wait(SHUTDOWN_GRACE_S)
@@ -214,5 +220,3 @@ def _stop_workers(workers: list[tuple[subprocess.Popen, Connection]], in_group: 
             proc.kill()
             proc.wait()
         conn.close()
-    if in_group:
-        destroy_group()

@@ -97,6 +97,14 @@ def init_group(rank: int, size: int, device: torch.device, store: dist.Store, ti
     return TensorParallelGroup(rank, size)
 
 
-def destroy_group() -> None:
-    if dist.is_initialized():
+def destroy_group(*, healthy: bool = True) -> None:
+    """Leave the group. NCCL's orderly teardown (ncclCommFinalize + ncclCommDestroy) is collective:
+    every rank must call it at about the same time, or it waits forever on the missing ones. A group
+    with a dead or departed rank (`healthy=False`) is aborted instead, which waits for nobody."""
+    if not dist.is_initialized():
+        return
+    abort = getattr(dist.distributed_c10d, "_abort_process_group", None)
+    if not healthy and abort is not None and dist.get_backend() == "nccl":
+        abort()
+    else:
         dist.destroy_process_group()

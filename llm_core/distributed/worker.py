@@ -66,9 +66,10 @@ def main() -> None:
         return
     logging.basicConfig(level=logging.INFO,
                         format=f"%(levelname)s tp-worker[{spec.rank}:{os.getpid()}] %(name)s: %(message)s")
-    code = 0
+    code, told_to_stop = 0, False
     try:
         run_worker(spec, conn)
+        told_to_stop = True  # the driver is leaving the group too
     except (EOFError, BrokenPipeError, ConnectionResetError):
         logger.info("driver went away; worker stopping")
     except BaseException:
@@ -79,7 +80,7 @@ def main() -> None:
         except OSError:
             pass
     finally:
-        destroy_group()
+        destroy_group(healthy=told_to_stop)
         conn.close()
     sys.exit(code)
 
