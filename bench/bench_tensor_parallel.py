@@ -56,9 +56,12 @@ def run_size(model_dir: Path, tp: int, args, dtype: torch.dtype, prompts, out_le
         seconds, tokens = run_ours(llm, prompts, out_lens)
         greedy = [o.token_ids for o in llm.generate(probe, SamplingParams(max_tokens=64, temperature=0.0,
                                                                            ignore_eos=True))]
-        return {"tensor_parallel_size": tp, "startup_s": startup_s, "num_blocks": llm.engine.num_blocks,
-                "batch1_tok_s": b1, "output_tok_s": tokens / seconds, "workload_seconds": seconds,
-                "preemptions": llm.engine.scheduler.num_preemptions, "greedy": greedy}
+        run = {"tensor_parallel_size": tp, "startup_s": startup_s, "num_blocks": llm.engine.num_blocks,
+               "batch1_tok_s": b1, "output_tok_s": tokens / seconds, "workload_seconds": seconds,
+               "preemptions": llm.engine.scheduler.num_preemptions, "greedy": greedy}
+        print(f"TP {tp}: batch-1 {b1:.1f} tok/s, workload {tokens / seconds:.0f} out tok/s "
+              f"({seconds:.1f} s), startup {startup_s:.0f} s", flush=True)
+        return run
     finally:
         llm.engine.shutdown()
         del llm

@@ -200,18 +200,15 @@ def _spawn(spec: WorkerSpec) -> tuple[subprocess.Popen, Connection]:
 
 
 def _stop_workers(workers: list[tuple[subprocess.Popen, Connection]], in_group: bool) -> None:
-    """Tell every worker to stop, leave the group together with them, wait for them (killing one past
-    the grace period). The driver leaves while the workers leave, not after they exit: NCCL's teardown
-    is collective (destroy_group), and a group that lost a rank is aborted."""
-    healthy = True
-    for proc, conn in workers:
+    """Tell every worker to stop, leave the group (each worker leaves too), wait for the workers
+    (killing one past the grace period)."""
+    for _, conn in workers:
         try:
             conn.send_bytes(pickle.dumps(None))
         except OSError:
-            healthy = False
-        healthy = healthy and proc.poll() is None
+            pass
     if in_group:
-        destroy_group(healthy=healthy)
+        destroy_group()
     for rank, (proc, conn) in enumerate(workers, 1):
         try:
             proc.wait(SHUTDOWN_GRACE_S)

@@ -97,14 +97,16 @@ def init_group(rank: int, size: int, device: torch.device, store: dist.Store, ti
     return TensorParallelGroup(rank, size)
 
 
-def destroy_group(*, healthy: bool = True) -> None:
-    """Leave the group. NCCL's orderly teardown (ncclCommFinalize + ncclCommDestroy) is collective:
-    every rank must call it at about the same time, or it waits forever on the missing ones. A group
-    with a dead or departed rank (`healthy=False`) is aborted instead, which waits for nobody."""
+def destroy_group() -> None:
+    """Leave the group. On NCCL the communicators are aborted, not finalized: ncclCommFinalize +
+    ncclCommDestroy (what destroy_process_group runs) is collective, and on two H200s the driver's
+    call waited forever even while its worker made the same call. Abort waits for nobody, and by the
+    time a rank leaves no collective is in flight (the device is synchronized first)."""
     if not dist.is_initialized():
         return
     abort = getattr(dist.distributed_c10d, "_abort_process_group", None)
-    if not healthy and abort is not None and dist.get_backend() == "nccl":
+    if abort is not None and dist.get_backend() == "nccl":
+        torch.cuda.synchronize()
         abort()
     else:
         dist.destroy_process_group()

@@ -66,10 +66,9 @@ def main() -> None:
         return
     logging.basicConfig(level=logging.INFO,
                         format=f"%(levelname)s tp-worker[{spec.rank}:{os.getpid()}] %(name)s: %(message)s")
-    code, told_to_stop = 0, False
+    code = 0
     try:
         run_worker(spec, conn)
-        told_to_stop = True  # the driver is leaving the group too
     except (EOFError, BrokenPipeError, ConnectionResetError):
         logger.info("driver went away; worker stopping")
     except BaseException:
@@ -80,7 +79,7 @@ def main() -> None:
         except OSError:
             pass
     finally:
-        destroy_group(healthy=told_to_stop)
+        destroy_group()
         conn.close()
     sys.exit(code)
 
