@@ -195,6 +195,15 @@ class DecodeGraphs:
                     self._steps_dev[size:2 * size].zero_()
                     self.input_ids.zero_()
 
+    def release(self) -> None:
+        """Destroys every captured graph now (not whenever the garbage collector gets to them): a
+        graph that captured NCCL collectives holds its communicator, whose teardown waits for it."""
+        for graph in [*self._graphs.values(), *self._greedy_graphs.values()]:
+            graph.reset()
+        self._graphs.clear()
+        self._greedy_graphs.clear()
+        self._logits.clear()
+
     def load(self, positions: np.ndarray, slot_mapping: np.ndarray, seq_lens: np.ndarray, block_tables: np.ndarray,
              input_ids: np.ndarray | None = None) -> int | None:
         """Uploads K forwards of B sequences (positions, slot_mapping: host [K, B * q]; seq_lens:

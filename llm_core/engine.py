@@ -127,6 +127,8 @@ class LLMEngine:
                                   max_num_seqs=config.scheduler.max_num_seqs, max_model_len=self.max_model_len,
                                   use_cuda_graphs=not model_cfg.enforce_eager,
                                   num_verify_tokens=self.speculative.num_tokens if self.speculative is not None else 0)
+        if self.tp.size > 1:
+            self.tp.before_leaving(self.runner.release_cuda_graphs)  # DecodeGraphs.release says why
         self.output_processor = OutputProcessor(self.tokenizer, self.scheduler)
         steps = config.scheduler.num_scheduler_steps
         self.num_scheduler_steps = steps if steps is not None else (4 if self.device.type == "cuda" else 1)

@@ -82,6 +82,18 @@ class ModelRunner:
         self.num_queued_adopted = 0
         self.num_queued_dropped = 0
 
+    def release_cuda_graphs(self) -> None:
+        """Destroys the decode and verification graphs; later steps run eagerly. A tensor-parallel rank
+        calls this before it leaves its NCCL group (DecodeGraphs.release says why)."""
+        if self.graphs is None:
+            return
+        torch.cuda.synchronize(self.device)
+        self._queued = None
+        for graphs in (self.graphs, self.verify_graphs):
+            if graphs is not None:
+                graphs.release()
+        self.graphs = self.verify_graphs = None
+
     def prepare_inputs(self, plan: SchedulerOutput) -> StepInputs:
         """The step's flattened inputs as host arrays (vectorized: no Python loop over tokens)."""
         entries = plan.requests

@@ -25,6 +25,7 @@ import pickle
 import subprocess
 import sys
 import weakref
+from collections.abc import Callable
 from datetime import timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -61,7 +62,13 @@ class TensorParallelExecutor:
         self.rank_arch = rank_arch(arch, group.size)
         self.timeout_s = timeout_s
         self._workers = workers if workers is not None else []
-        self._finalizer = weakref.finalize(self, _stop_workers, self._workers, group.size > 1)
+        self._before_leaving: list[Callable[[], None]] = []
+        self._finalizer = weakref.finalize(self, _stop_workers, self._workers, group.size > 1, self._before_leaving)
+
+    def before_leaving(self, release: Callable[[], None]) -> None:
+        """Run `release` at shutdown before this rank leaves the group (the runner's CUDA graphs,
+        which hold the NCCL communicator: DecodeGraphs.release)."""
+        self._before_leaving.append(release)
 
     @property
     def size(self) -> int:
@@ -199,14 +206,20 @@ def _spawn(spec: WorkerSpec) -> tuple[subprocess.Popen, Connection]:
     return proc, ours
 
 
-def _stop_workers(workers: list[tuple[subprocess.Popen, Connection]], in_group: bool) -> None:
-    """Tell every worker to stop, leave the group (each worker leaves too), wait for the workers
-    (killing one past the grace period)."""
+def _stop_workers(workers: list[tuple[subprocess.Popen, Connection]], in_group: bool,
+                  before_leaving: list[Callable[[], None]]) -> None:
+    """Tell every worker to stop, release what holds the communicator, leave the group (each worker
+    does the same), wait for the workers (killing one past the grace period)."""
     for _, conn in workers:
         try:
             conn.send_bytes(pickle.dumps(None))
         except OSError:
             pass
+    for release in before_leaving:
+        try:
+            release()
+        except Exception:  # a failed release must not keep the workers running
+            logger.exception("releasing before leaving the tensor-parallel group failed")
     if in_group:
         destroy_group()
     for rank, (proc, conn) in enumerate(workers, 1):

@@ -113,8 +113,11 @@ def run_worker(spec: WorkerSpec, conn: Connection) -> None:
                          max_num_seqs=config.scheduler.max_num_seqs, max_model_len=spec.max_model_len,
                          use_cuda_graphs=not model_cfg.enforce_eager)
     logger.info("rank %d/%d ready: %d KV blocks on %s", spec.rank, spec.world_size, num_blocks, device)
-    while (plan := pickle.loads(conn.recv_bytes())) is not None:
-        execute_plan(runner, plan)
+    try:
+        while (plan := pickle.loads(conn.recv_bytes())) is not None:
+            execute_plan(runner, plan)
+    finally:
+        runner.release_cuda_graphs()  # before main() leaves the group (DecodeGraphs.release)
 
 
 def execute_plan(runner: ModelRunner, plan) -> None:

@@ -87,6 +87,23 @@ def test_graph_decode_equals_eager(checkpoints, arch, num_prompts):
     assert results[False, None, False] == results[True, 1, None]
 
 
+@cuda
+def test_released_graphs_leave_an_engine_that_decodes_eagerly(checkpoints):
+    """release_cuda_graphs (what a tensor-parallel rank runs before it leaves its NCCL group)
+    destroys every graph; later steps run eagerly and give the same tokens."""
+    prompts = _prompts(3, seed=11)
+    params = SamplingParams(max_tokens=24, temperature=0.0, ignore_eos=True)
+    llm = LLM(str(checkpoints["llama"]), device="cuda", dtype="float32", max_model_len=256, max_num_seqs=16,
+              speculative={"method": "ngram", "num_tokens": 3})
+    graphs = llm.engine.runner.graphs
+    expected = [o.token_ids for o in llm.generate(prompts, params)]
+    llm.engine.runner.release_cuda_graphs()
+    assert llm.engine.runner.graphs is None and llm.engine.runner.verify_graphs is None
+    assert not graphs._graphs and not graphs._greedy_graphs
+    assert [o.token_ids for o in llm.generate(prompts, params)] == expected
+    llm.engine.runner.release_cuda_graphs()  # idempotent
+
+
 def _repeating_prompts_eager(checkpoint, num_prompts: int, repeats: int):
     """Prompts that repeat a random 8-token run (so drafts get accepted), greedy params of
     varying lengths, and the tokens eager decoding without speculation gives them (fp32)."""

@@ -83,6 +83,22 @@ def test_greedy_outputs_equal_the_single_process_run(name, device, tmp_path):
         llm.engine.shutdown()
 
 
+def test_ranks_release_their_graphs_before_leaving_the_group(llama_dir, monkeypatch):
+    """NCCL's teardown waits for every CUDA graph that captured a collective (it hung on two H200s
+    while the driver's graphs were alive): the driver releases its runner's graphs, then leaves."""
+    llm = make_llm(llama_dir, tensor_parallel_size=2)
+    events = []
+    leave = executor_module.destroy_group
+    monkeypatch.setattr(executor_module, "destroy_group", lambda: (events.append("leave"), leave()))
+    assert llm.engine.tp._before_leaving == [llm.engine.runner.release_cuda_graphs]
+    llm.engine.tp._before_leaving[:] = [lambda: events.append("release")]
+    llm.engine.shutdown()
+    assert events == ["release", "leave"]
+    assert all(proc.returncode == 0 for proc, _ in llm.engine.tp._workers)  # told to stop, they left too
+    llm.engine.shutdown()
+    assert events == ["release", "leave"]  # once
+
+
 def test_shards_split_the_kv_cache(llama_dir):
     """Each rank's KV cache holds its share of the KV heads; the budget is per rank."""
     path = llama_dir
