@@ -1,7 +1,7 @@
 """Tensor parallelism: batch-1 decode and throughput of one random checkpoint at each TP size, in one run.
 
     python -m bench.bench_tensor_parallel --shape llama-3.1-8b --tp-sizes 1,2 --out tp.json
-    python -m bench.bench_tensor_parallel --device cpu --shape tiny --num-requests 16 --max-len 64   # smoke
+    python -m bench.bench_tensor_parallel --device cpu --shape tiny --num-requests 16 --max-len 64 --batch1-tokens 64  # smoke
 
 For each size N (one engine at a time, shut down before the next starts; N GPUs, one process each,
 NCCL with NVLink multicast off):
@@ -93,20 +93,21 @@ def main() -> None:
     prompts, out_lens = workload(args.num_requests, args.max_len, vocab_size)
     rng = random.Random(1)
     probe = [[rng.randrange(10, vocab_size) for _ in range(64)] for _ in range(16)]
-    runs = [run_size(model_dir, tp, args, dtype, prompts, out_lens, probe) for tp in sizes]
-
-    base = runs[0]
-    for run in runs:
+    runs = []
+    for tp in sizes:
+        run = run_size(model_dir, tp, args, dtype, prompts, out_lens, probe)
+        base = runs[0] if runs else run
         run["weight_streaming_limit_tok_s"] = run["tensor_parallel_size"] * bandwidth / weight_bytes
         run["batch1_speedup"] = run["batch1_tok_s"] / base["batch1_tok_s"]
         run["output_speedup"] = run["output_tok_s"] / base["output_tok_s"]
         run["greedy_agreement_with_first"] = agreement(base["greedy"], run["greedy"])
-    result = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "torch": torch.__version__,
-              "shape": args.shape, "dtype": str(dtype), "cuda_graphs": not args.enforce_eager,
-              "copy_bandwidth_gbs": bandwidth / 1e9,
-              "workload": {"num_requests": args.num_requests, "max_len": args.max_len},
-              "runs": [{k: v for k, v in run.items() if k != "greedy"} for run in runs]}
-    Path(args.out).write_text(json.dumps(result, indent=2))
+        runs.append(run)
+        result = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+                  "torch": torch.__version__, "shape": args.shape, "dtype": str(dtype),
+                  "cuda_graphs": not args.enforce_eager, "copy_bandwidth_gbs": bandwidth / 1e9,
+                  "workload": {"num_requests": args.num_requests, "max_len": args.max_len},
+                  "runs": [{k: v for k, v in r.items() if k != "greedy"} for r in runs]}
+        Path(args.out).write_text(json.dumps(result, indent=2))  # after each size: a later one may fail
     print(f"{args.shape} on {result['device']} ({dtype}), {args.num_requests}-request workload, max_len {args.max_len}")
     header = ("TP", "batch-1 tok/s", "limit tok/s", "x TP1", "workload out tok/s", "x TP1", "greedy = TP1", "startup s")
     print("  ".join(f"{h:>18}" for h in header))

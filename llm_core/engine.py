@@ -126,7 +126,8 @@ class LLMEngine:
                                   embedder=self.multimodal.embedder if self.multimodal is not None else None,
                                   max_num_seqs=config.scheduler.max_num_seqs, max_model_len=self.max_model_len,
                                   use_cuda_graphs=not model_cfg.enforce_eager,
-                                  num_verify_tokens=self.speculative.num_tokens if self.speculative is not None else 0)
+                                  num_verify_tokens=self.speculative.num_tokens if self.speculative is not None else 0,
+                                  tp=self.tp.group)
         if self.tp.size > 1:
             self.tp.before_leaving(self.runner.release_cuda_graphs)  # DecodeGraphs.release says why
         self.output_processor = OutputProcessor(self.tokenizer, self.scheduler)
@@ -302,7 +303,8 @@ class LLMEngine:
             self._release([d.request_id for d in failed])
             return earlier + failed
         self.telemetry.on_schedule(plan)
-        self.tp.send_plan(plan)  # tensor-parallel workers run the same plan (no-op at size 1)
+        # Tensor-parallel workers run the same plan (no-op at size 1), as the driver runs it below.
+        self.tp.send_plan(plan, multi_step=multi_step and is_multi_step_plan(plan.requests))
         if multi_step and not self.config.scheduler.disable_async_output_proc and is_multi_step_plan(plan.requests):
             self._release([d.request_id for d in failed])
             return failed + self._multi_step_async(plan)  # (earlier is empty: a multi-step step)
@@ -354,7 +356,7 @@ class LLMEngine:
         gets num_scheduler_steps - 1 placeholder drafts. Returns whether it did."""
         k = self.num_scheduler_steps
         running = self.scheduler.running
-        if (k <= 1 or not running or self.speculator is not None or self.config.tensor_parallel_size > 1
+        if (k <= 1 or not running or self.speculator is not None
                 or (not queued and (self.scheduler.waiting or self._waiting_for_grammar))):
             return False
         for request in running:

@@ -11,7 +11,10 @@ import torch
 from llm_core.attention.metadata import AttentionMetadata
 from llm_core.block_table import BlockTableHost
 from llm_core.cuda_graphs import DecodeGraphs
-from llm_core.multi_step import PendingTokens, QueuedSteps, is_multi_step_plan, launch_decode_steps, queue_next_steps
+from llm_core.distributed.group import SINGLE, TensorParallelGroup
+from llm_core.multi_step import (
+    PendingTokens, QueuedSteps, follow_decode_steps, is_multi_step_plan, launch_decode_steps, queue_next_steps,
+)
 from llm_core.models.arch_config import ArchConfig
 from llm_core.sampler import Sampler, compute_logprobs, prepare_sampling_batch
 from llm_core.scheduler_output import SchedulerOutput
@@ -48,8 +51,10 @@ class ModelRunner:
     def __init__(self, model, arch: ArchConfig, *, device: torch.device, dtype: torch.dtype,
                  num_blocks: int, block_size: int, eos_token_ids: tuple[int, ...] = (), seed: int = 0,
                  structured=None, embedder=None, max_num_seqs: int = 256, max_model_len: int | None = None,
-                 use_cuda_graphs: bool = False, num_verify_tokens: int = 0) -> None:
+                 use_cuda_graphs: bool = False, num_verify_tokens: int = 0,
+                 tp: TensorParallelGroup = SINGLE) -> None:
         self.model = model
+        self.tp = tp  # the model's tensor-parallel group (multi-step decoding broadcasts tokens over it)
         self.max_model_len = max_model_len
         self.arch = arch
         self.device = device
@@ -190,6 +195,8 @@ class ModelRunner:
         forwards per step (the engine's num_scheduler_steps)."""
         if not is_multi_step_plan(plan.requests):
             raise ValueError("launch_multi_step needs a plan where every request decodes with placeholders")
+        if queue_next > 1 and self.tp.size > 1:
+            raise ValueError("tensor-parallel workers follow one multi-step step at a time (no forwards queued ahead)")
         self.block_table_host.release(plan.finished_request_ids + plan.preempted_request_ids)
         queued, self._queued = self._queued, None
         pending = queued.adopt(plan.requests) if queued is not None else None
@@ -201,6 +208,13 @@ class ModelRunner:
         if queue_next > 1 and self.max_model_len is not None:
             self._queued = queue_next_steps(self, plan.requests, pending, queue_next, self.max_model_len)
         return pending
+
+    @torch.inference_mode()
+    def follow_multi_step(self, plan: SchedulerOutput) -> None:
+        """A tensor-parallel worker's launch_multi_step (llm_core/distributed/worker.py): the same
+        host state and forwards, fed the tokens the driver samples (multi_step.follow_decode_steps)."""
+        self.block_table_host.release(plan.finished_request_ids + plan.preempted_request_ids)
+        follow_decode_steps(self, plan.requests)
 
     @property
     def has_queued_steps(self) -> bool:

@@ -103,16 +103,13 @@ def launch_decode_steps(runner, entries: Sequence[ScheduledRequest],
     last tokens of the step before, not sampled yet when it is queued); None: each entry's first
     token id."""
     num_seqs = len(entries)
-    num_steps_each = np.fromiter((e.num_draft_tokens + 1 for e in entries), dtype=np.int64, count=num_seqs)
+    num_steps_each, positions, slots, seq_lens, block_tables = _plan_forwards(runner, entries)
     num_steps = int(num_steps_each.max())
-    starts = np.fromiter((e.start_position for e in entries), dtype=np.int64, count=num_seqs)
-    positions, slots, seq_lens, block_tables = plan_decode_forwards(runner, entries, starts, num_steps_each)
-    host_ids = None if first_ids is not None else np.fromiter((e.token_ids[0] for e in entries), dtype=np.int64,
-                                                              count=num_seqs)
+    host_ids = None if first_ids is not None else _first_tokens(entries)
     params = [e.sampling_params for e in entries]
     outputs = [e.num_output_tokens for e in entries]
     size = runner.graphs.load(positions, slots, seq_lens, block_tables, host_ids) if runner.graphs else None
-    if (size is not None and runner.graphs.has_greedy_steps(size)
+    if (size is not None and runner.tp.size == 1 and runner.graphs.has_greedy_steps(size)
             and all(p.is_greedy and p.logprobs is None and n >= p.min_tokens for p, n in zip(params, outputs))):
         # Every forward and its argmax in graphs, nothing launched between them (cuda_graphs.py);
         # no row bans a token (_mask_early_stop) at these output positions.
@@ -132,8 +129,40 @@ def launch_decode_steps(runner, entries: Sequence[ScheduledRequest],
         step_batch = batch if step == 0 else dataclasses.replace(
             batch, seeded_rows=seeded_rows(params, [n + step for n in outputs]))
         input_ids = runner.sampler.sample(logits, step_batch)  # [B] on the device: the next forward's input
+        if step + 1 < num_steps:
+            runner.tp.broadcast_from_driver(input_ids)  # tensor-parallel workers feed it too (follow_decode_steps)
         tokens.append(input_ids)
     return PendingTokens(entries, num_steps_each, torch.stack(tokens))  # waiting on it: the one host sync
+
+
+def follow_decode_steps(runner, entries: Sequence[ScheduledRequest]) -> None:
+    """A tensor-parallel worker's launch_decode_steps (not queued ahead): the same forwards, and so
+    the same collectives, each after the first fed the tokens the driver sampled from the one
+    before (broadcast from the driver; the workers sample nothing)."""
+    num_seqs = len(entries)
+    num_steps_each, positions, slots, seq_lens, block_tables = _plan_forwards(runner, entries)
+    num_steps = int(num_steps_each.max())
+    input_ids: np.ndarray | torch.Tensor = _first_tokens(entries)
+    size = runner.graphs.load(positions, slots, seq_lens, block_tables, input_ids) if runner.graphs else None
+    for step in range(num_steps):
+        if size is not None:
+            runner.graphs.replay(size, step, num_seqs, input_ids if step else None)
+        else:
+            eager_decode_forward(runner, input_ids, positions[step], slots[step], seq_lens[step], block_tables)
+        if step + 1 < num_steps:
+            input_ids = runner.tp.broadcast_from_driver(torch.empty(num_seqs, dtype=torch.int64, device=runner.device))
+
+
+def _plan_forwards(runner, entries: Sequence[ScheduledRequest]):
+    """num_steps_each [B] (one forward per token: the real one and each placeholder) and
+    plan_decode_forwards' positions, slots, seq_lens and block tables."""
+    num_steps_each = np.fromiter((e.num_draft_tokens + 1 for e in entries), dtype=np.int64, count=len(entries))
+    starts = np.fromiter((e.start_position for e in entries), dtype=np.int64, count=len(entries))
+    return (num_steps_each, *plan_decode_forwards(runner, entries, starts, num_steps_each))
+
+
+def _first_tokens(entries: Sequence[ScheduledRequest]) -> np.ndarray:
+    return np.fromiter((e.token_ids[0] for e in entries), dtype=np.int64, count=len(entries))
 
 
 @dataclasses.dataclass

@@ -126,11 +126,12 @@ class TensorParallelExecutor:
             raise
         return budget
 
-    def send_plan(self, plan: SchedulerOutput) -> None:
-        """Hand the step's plan to every worker; call just before running it on the driver."""
+    def send_plan(self, plan: SchedulerOutput, multi_step: bool = False) -> None:
+        """Hand the step's plan to every worker; call just before running it on the driver.
+        multi_step: the driver runs it as a multi-step step (ModelRunner.launch_multi_step)."""
         if not self._workers:
             return
-        payload = pickle.dumps(plan, protocol=pickle.HIGHEST_PROTOCOL)
+        payload = pickle.dumps((plan, multi_step), protocol=pickle.HIGHEST_PROTOCOL)
         for rank, (proc, conn) in enumerate(self._workers, 1):
             if proc.poll() is not None:
                 error = self._dead(rank)

@@ -9,11 +9,16 @@ extra work.
 from __future__ import annotations
 
 import datetime
+import logging
 import os
+import threading
 
 import torch
 import torch.distributed as dist
 
+logger = logging.getLogger(__name__)
+
+LEAVE_TIMEOUT_S = 60.0  # destroy_group's bound on NCCL's teardown
 # NVLink multicast (NVLS) is off on shared hosts: a program using it can take the host's GPUs
 # out of service. Set in every process of a group before NCCL starts, unless already set.
 NCCL_SAFE_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
@@ -46,6 +51,12 @@ class TensorParallelGroup:
         """Sum of x over the ranks, in place; x itself at size 1."""
         if self.size > 1:
             dist.all_reduce(x)
+        return x
+
+    def broadcast_from_driver(self, x: torch.Tensor) -> torch.Tensor:
+        """The driver's x (contiguous) on every rank, in place; x itself at size 1."""
+        if self.size > 1:
+            dist.broadcast(x, src=0)
         return x
 
     def gather_to_driver(self, x: torch.Tensor) -> torch.Tensor | None:
@@ -107,8 +118,15 @@ def destroy_group() -> None:
     if not dist.is_initialized():
         return
     abort = getattr(dist.distributed_c10d, "_abort_process_group", None)
-    if abort is not None and dist.get_backend() == "nccl":
-        torch.cuda.synchronize()
-        abort()
-    else:
+    if abort is None or dist.get_backend() != "nccl":
         dist.destroy_process_group()
+        return
+    torch.cuda.synchronize()
+    # Bounded, as every wait on peers here: a teardown that still waits (a graph we do not know of)
+    # is reported and left behind, not a process that never exits.
+    leaving = threading.Thread(target=abort, name="leave-nccl-group", daemon=True)
+    leaving.start()
+    leaving.join(LEAVE_TIMEOUT_S)
+    if leaving.is_alive():
+        logger.error("leaving the NCCL group did not finish within %.0f s (a CUDA graph that captured a "
+                     "collective still alive?); going on without it", LEAVE_TIMEOUT_S)

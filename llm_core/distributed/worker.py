@@ -111,19 +111,23 @@ def run_worker(spec: WorkerSpec, conn: Connection) -> None:
     runner = ModelRunner(model, shard_arch, device=device, dtype=spec.dtype, num_blocks=num_blocks,
                          block_size=config.cache.block_size, seed=model_cfg.seed,
                          max_num_seqs=config.scheduler.max_num_seqs, max_model_len=spec.max_model_len,
-                         use_cuda_graphs=not model_cfg.enforce_eager)
+                         use_cuda_graphs=not model_cfg.enforce_eager, tp=group)
     logger.info("rank %d/%d ready: %d KV blocks on %s", spec.rank, spec.world_size, num_blocks, device)
     try:
-        while (plan := pickle.loads(conn.recv_bytes())) is not None:
-            execute_plan(runner, plan)
+        while (message := pickle.loads(conn.recv_bytes())) is not None:
+            execute_plan(runner, *message)
     finally:
         runner.release_cuda_graphs()  # before main() leaves the group (DecodeGraphs.release)
 
 
-def execute_plan(runner: ModelRunner, plan) -> None:
+def execute_plan(runner: ModelRunner, plan, multi_step: bool) -> None:
     """The driver's ModelRunner.execute up to its logits (ModelRunner.forward_plan: the same host
-    state, the same forward and collectives); the logits stay with the driver, which samples."""
-    runner.forward_plan(plan)
+    state, the same forward and collectives); the logits stay with the driver, which samples. A
+    multi-step step's forwards take the tokens the driver samples (ModelRunner.follow_multi_step)."""
+    if multi_step:
+        runner.follow_multi_step(plan)
+    else:
+        runner.forward_plan(plan)
 
 
 if __name__ == "__main__":

@@ -83,6 +83,32 @@ def test_greedy_outputs_equal_the_single_process_run(name, device, tmp_path):
         llm.engine.shutdown()
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    torch.cuda.device_count() < 2, reason="needs 2 GPUs (NCCL; Triton attention and CUDA graphs)"))])
+def test_multi_step_decoding_feeds_the_workers_the_driver_tokens(llama_dir, device):
+    """num_scheduler_steps=4 at size 2: several decode forwards per step, the workers fed each
+    forward's tokens by broadcast; greedy and seeded sampled tokens equal single steps of one process."""
+    prompts = random_prompts(7)
+    params = [SamplingParams(max_tokens=NUM_NEW, temperature=0.0, ignore_eos=True) if i % 2 else
+              SamplingParams(max_tokens=NUM_NEW - i, temperature=0.8, top_k=50, seed=i, ignore_eos=True)
+              for i in range(len(prompts))]
+    single = make_llm(llama_dir, device, num_scheduler_steps=1)
+    expected = [o.token_ids for o in single.generate(prompts, params)]
+    del single
+
+    llm = make_llm(llama_dir, device, tensor_parallel_size=2, num_scheduler_steps=4)
+    try:
+        runner, launches = llm.engine.runner, []
+        launch = runner.launch_multi_step
+        runner.launch_multi_step = lambda plan, **kw: (launches.append(len(plan.requests)), launch(plan, **kw))[1]
+        assert [o.token_ids for o in llm.generate(prompts, params)] == expected
+        assert launches and max(launches) == len(prompts)  # the whole batch decoded in multi-step steps
+        # A request alone in the batch (finishing mid-step) and a second run reusing cached blocks.
+        assert [o.token_ids for o in llm.generate(prompts[:1], params[:1])] == expected[:1]
+    finally:
+        llm.engine.shutdown()
+
+
 def test_ranks_release_their_graphs_before_leaving_the_group(llama_dir, monkeypatch):
     """NCCL's teardown waits for every CUDA graph that captured a collective (it hung on two H200s
     while the driver's graphs were alive): the driver releases its runner's graphs, then leaves."""
@@ -163,8 +189,8 @@ def test_a_worker_dying_within_a_step_is_an_error(llama_dir, monkeypatch):
         tp = llm.engine.tp
         send_plan, num_steps = tp.send_plan, []
 
-        def send_then_kill(plan):  # the third step's plan reaches the worker, then the worker dies
-            send_plan(plan)
+        def send_then_kill(plan, multi_step=False):  # the third step's plan reaches the worker, then it dies
+            send_plan(plan, multi_step)
             num_steps.append(1)
             if len(num_steps) == 3:
                 kill_and_wait(tp.worker_pids[0])
