@@ -89,8 +89,11 @@ class DecodeGraphs:
     """
 
     def __init__(self, model, kv_caches, *, max_batch_size: int, max_model_len: int, block_size: int,
-                 device: torch.device, tokens_per_seq: int = 1) -> None:
+                 device: torch.device, tokens_per_seq: int = 1, greedy_steps: bool = True) -> None:
+        """greedy_steps: also capture the greedy-step graphs (q == 1; not at tensor-parallel size > 1,
+        where the driver's tokens reach the workers between forwards, multi_step.follow_decode_steps)."""
         self.model, self.kv_caches, self.device = model, kv_caches, device
+        self.greedy_steps = greedy_steps
         self.max_model_len = max_model_len
         self.q = tokens_per_seq
         self.sizes = capture_sizes(max_batch_size)
@@ -182,7 +185,7 @@ class DecodeGraphs:
                 with torch.cuda.graph(graph, pool=pool, stream=stream):
                     self._logits[size] = self._forward(size)
                 self._graphs[size] = graph
-                if self.q == 1 and size <= GREEDY_GRAPH_MAX_BATCH:
+                if self.greedy_steps and self.q == 1 and size <= GREEDY_GRAPH_MAX_BATCH:
                     # Its warm-up reads loaded rows of padding: positions 0, slots -1, seq_lens 0.
                     self._steps_dev[size:2 * size].fill_(-1)
                     self._step_counter.zero_()

@@ -72,7 +72,8 @@ class ModelRunner:
         self.graphs: DecodeGraphs | None = None
         if use_cuda_graphs and device.type == "cuda" and max_model_len is not None:
             self.graphs = DecodeGraphs(model, self.kv_caches, max_batch_size=max_num_seqs,
-                                       max_model_len=max_model_len, block_size=block_size, device=device)
+                                       max_model_len=max_model_len, block_size=block_size, device=device,
+                                       greedy_steps=tp.size == 1)
             self.graphs.capture()
         # Speculative decoding: graphs that verify up to num_verify_tokens drafts per sequence.
         self.verify_graphs: DecodeGraphs | None = None

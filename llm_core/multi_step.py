@@ -109,7 +109,7 @@ def launch_decode_steps(runner, entries: Sequence[ScheduledRequest],
     params = [e.sampling_params for e in entries]
     outputs = [e.num_output_tokens for e in entries]
     size = runner.graphs.load(positions, slots, seq_lens, block_tables, host_ids) if runner.graphs else None
-    if (size is not None and runner.tp.size == 1 and runner.graphs.has_greedy_steps(size)
+    if (size is not None and runner.graphs.has_greedy_steps(size)  # (none at tensor-parallel size > 1)
             and all(p.is_greedy and p.logprobs is None and n >= p.min_tokens for p, n in zip(params, outputs))):
         # Every forward and its argmax in graphs, nothing launched between them (cuda_graphs.py);
         # no row bans a token (_mask_early_stop) at these output positions.
