@@ -255,16 +255,20 @@ class LLMEngine:
             raise KeyError(f"no live request {request_id!r}")
         return request
 
-    def abort_request(self, request_ids: list[str]) -> None:
+    def abort_request(self, request_ids: list[str]) -> list[CompletionDelta]:
+        """Stop the requests now (waiting, running, compiling a grammar; unknown ids are ignored).
+        Returns a finished "abort" delta with span records for each traced one (request_trace.py);
+        untraced requests end without a delta."""
         if self._pending_updates:
             aborted = set(request_ids)
             self._pending_updates = [u for u in self._pending_updates if u.request_id not in aborted]
         self.scheduler.abort_requests(request_ids)
-        self.telemetry.forget(request_ids)
+        deltas = self.telemetry.on_abort(request_ids)
         for request_id in request_ids:
             self._waiting_for_grammar.pop(request_id, None)
             self.output_processor.abort(request_id)
         self._release(request_ids)
+        return deltas
 
     def _release(self, request_ids: list[str]) -> None:
         """Drop the per-request state kept beside the scheduler (grammar matchers, media embeddings)."""

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import replace
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 from llm_core.config import EngineConfig
 from llm_core.engine_link import EngineLink
@@ -47,13 +48,21 @@ def merge_deltas(deltas: list[CompletionDelta]) -> CompletionDelta:
                    logprobs=tuple(logprobs) if any(d.logprobs is not None for d in deltas) else None)
 
 
+logger = logging.getLogger(__name__)
+
+# Span records of a request that ended here before the engine sent them (generate's on_late_trace).
+LateTrace = Callable[[dict[str, Any]], None]
+MAX_LATE_TRACES = 4096  # aborted traced requests whose records may still come; the oldest are dropped
+
+
 class _Stream:
     """Outputs of one request waiting for its consumer: deltas, then maybe one exception."""
 
-    def __init__(self, shm_names: tuple[str, ...]) -> None:
+    def __init__(self, shm_names: tuple[str, ...], on_late_trace: LateTrace | None = None) -> None:
         self.items: deque[CompletionDelta | BaseException] = deque()
         self.ready = asyncio.Event()
         self.shm_names = shm_names
+        self.on_late_trace = on_late_trace
 
     def put(self, item: CompletionDelta | BaseException) -> None:
         self.items.append(item)
@@ -88,6 +97,7 @@ class AsyncEngineClient:
         self._link: EngineLink | None = None
         self._ready: asyncio.Future | None = None
         self._streams: dict[str, _Stream] = {}
+        self._late_traces: OrderedDict[str, LateTrace] = OrderedDict()
         self._stats_waiters: dict[int, asyncio.Future] = {}
         self._item_waiters: dict[int, tuple[asyncio.Future, tuple[str, ...]]] = {}  # with their shm segments
         self._query_ids = itertools.count()
@@ -137,9 +147,13 @@ class AsyncEngineClient:
         if self._reaping:
             await asyncio.gather(*self._reaping)
 
-    async def generate(self, request: EngineRequest) -> AsyncIterator[CompletionDelta]:
+    async def generate(self, request: EngineRequest, *,
+                       on_late_trace: LateTrace | None = None) -> AsyncIterator[CompletionDelta]:
         """Incremental outputs of one request; deltas that queued up while the consumer was busy
-        arrive merged into one. Fails at once (EngineDeadError) when the engine is not running."""
+        arrive merged into one. Fails at once (EngineDeadError) when the engine is not running.
+        on_late_trace: for a traced request (a traceparent) whose stream ends here first (abort,
+        a consumer that stops), called on the event loop with the engine's span records when they
+        come (the engine sends them in reply to the abort; request_trace.py)."""
         link = self._require_running()
         request_id = request.request_id
         if request_id in self._streams:
@@ -147,7 +161,8 @@ class AsyncEngineClient:
         if request.arrival_time is None:
             request = replace(request, arrival_time=time.monotonic())
         payload, shm_names = encode_message(AddRequest(request), shm_threshold=self.shm_threshold_bytes)
-        stream = self._streams[request_id] = _Stream(shm_names)
+        traced = request.traceparent is not None
+        stream = self._streams[request_id] = _Stream(shm_names, on_late_trace if traced else None)
         link.send(payload)
         finished = False
         try:
@@ -216,6 +231,10 @@ class AsyncEngineClient:
         if stream is None:
             return False
         stream.put(CompletionDelta(request_id, (), "", finished=True, finish_reason="abort"))
+        if stream.on_late_trace is not None:
+            self._late_traces[request_id] = stream.on_late_trace
+            while len(self._late_traces) > MAX_LATE_TRACES:
+                self._late_traces.popitem(last=False)
         if self._link is not None:
             self._link.send(encode_message(AbortRequests((request_id,)))[0])
         return True
@@ -226,8 +245,10 @@ class AsyncEngineClient:
         if isinstance(message, StepOutputs):
             for delta in message.deltas:
                 stream = self._streams.get(delta.request_id)
-                if stream is None:
-                    continue  # aborted here while the engine was still working on it
+                if stream is None:  # aborted here while the engine was still working on it
+                    if delta.finished:
+                        self._late_trace(delta)
+                    continue
                 if delta.finished:
                     del self._streams[delta.request_id]
                 stream.put(delta)
@@ -238,6 +259,8 @@ class AsyncEngineClient:
             stream = self._streams.pop(message.request_id, None)
             if stream is not None:
                 stream.put(EngineRequestError(message.request_id, message.message, message.kind))
+            else:
+                self._late_traces.pop(message.request_id, None)
         elif isinstance(message, Stats):
             waiter = self._stats_waiters.pop(message.query_id, None)
             if waiter is not None and not waiter.done():
@@ -254,6 +277,16 @@ class AsyncEngineClient:
         elif isinstance(message, Ready) and self._ready is not None and not self._ready.done():
             self._ready.set_result(message.info)
 
+    def _late_trace(self, delta: CompletionDelta) -> None:
+        """The span records of a request that ended here first, to whoever traced it."""
+        on_late_trace = self._late_traces.pop(delta.request_id, None)
+        if on_late_trace is None or delta.trace is None:
+            return
+        try:
+            on_late_trace(delta.trace)
+        except Exception:  # a tracing failure must not end the engine's other streams
+            logger.exception("handling the late span records of %s failed", delta.request_id)
+
     def _on_dead(self, link: EngineLink, reason: str) -> None:
         """End everything that waits on this engine. Runs once per link; later calls do nothing."""
         if link is not self._link:
@@ -261,6 +294,7 @@ class AsyncEngineClient:
         self._link = None
         self._death_reason = self._fatal_message or reason
         streams, self._streams = self._streams, {}
+        self._late_traces.clear()  # they died with the engine
         for stream in streams.values():
             unlink_shared_buffers(stream.shm_names)
             stream.put(EngineDeadError(self._death_reason))

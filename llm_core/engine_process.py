@@ -121,7 +121,9 @@ class EngineLoop:
         if isinstance(message, AddRequest):
             self._add(message)
         elif isinstance(message, AbortRequests):
-            self.engine.abort_request(list(message.request_ids))
+            deltas = self.engine.abort_request(list(message.request_ids))
+            if deltas:  # traced requests' span records (the client hands them to whoever traced them)
+                _send(self.conn, StepOutputs(tuple(deltas)))
         elif isinstance(message, GetStats):
             stats = dict(self.engine.stats(), num_steps=self.num_steps)
             _send(self.conn, Stats(message.query_id, stats))

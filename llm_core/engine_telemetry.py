@@ -100,11 +100,19 @@ class EngineTelemetry:
                 deltas[i] = replace(delta, trace=self._traces.pop(delta.request_id).records(now))
         return deltas
 
-    def forget(self, request_ids: Sequence[str]) -> None:
+    def on_abort(self, request_ids: Sequence[str]) -> list[CompletionDelta]:
+        """Forget the requests; for each traced one, a finished delta (finish_reason "abort") with
+        its span records, the span the abort cut short marked (request_trace.py)."""
+        now = self.clock() if self._traces else 0
+        deltas = []
         for request_id in request_ids:
             self._queued.pop(request_id, None)
             self._compiling.pop(request_id, None)
-            self._traces.pop(request_id, None)
+            trace = self._traces.pop(request_id, None)
+            if trace is not None:
+                deltas.append(CompletionDelta(request_id, (), "", finished=True, finish_reason="abort",
+                                              trace=trace.records(now, aborted=True)))
+        return deltas
 
     def _encode_span(self, request_id: str) -> EncodeSpan | None:
         return self.embedder.encode_span(request_id) if self.embedder is not None else None

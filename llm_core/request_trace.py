@@ -16,6 +16,9 @@ Spans: "grammar compile" (constrained requests: until the token-level grammar is
 wait" (in the scheduler until first scheduled), "encoder" (media requests: the encoder batch
 that encoded or found its items), "prefill" (first scheduled until the first token), "decode"
 (first token until the end). Events: "preempted", "resumed" (the gateway adds "first token").
+A request aborted in the engine (a cancelled response, a client gone) ships its records on a
+finished delta with finish_reason "abort", sent in reply to the abort; the span the abort cut
+short carries "tributary.aborted": True.
 """
 
 from __future__ import annotations
@@ -84,8 +87,9 @@ class RequestTrace:
         self.num_prompt_tokens = update.num_prompt_tokens
         self.num_cached_tokens = update.num_cached_tokens
 
-    def records(self, end_ns: int) -> dict[str, Any]:
-        """The span records of the finished request (see the module docstring)."""
+    def records(self, end_ns: int, *, aborted: bool = False) -> dict[str, Any]:
+        """The span records of the finished request (see the module docstring); `aborted`: it was
+        aborted at end_ns, and the span that ends there carries "tributary.aborted": True."""
         spans: list[list[Any]] = []
         if self.grammar is not None:
             start, end, error = self.grammar
@@ -112,4 +116,8 @@ class RequestTrace:
                     "tributary.spec.accepted_tokens": self.num_accepted_draft_tokens,
                     "tributary.spec.acceptance_rate": self.num_accepted_draft_tokens / self.num_draft_tokens})
             spans.append(["decode", self.t_first_token, end_ns, attributes, None])
+        if aborted:
+            last = max(spans, key=lambda span: span[2], default=None)
+            if last is not None:
+                last[3]["tributary.aborted"] = True
         return {"traceparent": self.traceparent, "spans": spans, "events": self.events}

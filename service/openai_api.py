@@ -82,7 +82,7 @@ async def _chat_completions(request: Request, gateway: Gateway) -> Response:
     engine_request = EngineRequest(gateway.engine_request_id("http", completion_id), {"messages": messages},
                                    params, priority=chat.options.resolved().priority or 0,
                                    traceparent=watch.engine_traceparent)
-    deltas = engine.generate(engine_request)
+    deltas = engine.generate(engine_request, on_late_trace=watch.add_engine_records)
     try:
         first = await anext(deltas)
     except (EngineRequestError, EngineDeadError, StopAsyncIteration) as exc:

@@ -118,7 +118,7 @@ class Response:
         request = EngineRequest(self.request_id, prompt, params, priority=self.options.priority or 0,
                                 traceparent=self.watch.engine_traceparent)
         final = None
-        async with aclosing(self.engine.generate(request)) as stream:
+        async with aclosing(self.engine.generate(request, on_late_trace=self.watch.add_engine_records)) as stream:
             async for delta in stream:
                 self.usage.add(delta)
                 self.watch.on_delta(delta)

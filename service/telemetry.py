@@ -134,8 +134,14 @@ class ResponseWatch:
             else:
                 self.metrics.inter_token_latency.observe((now - self.last_token_s) / num_tokens)
             self.last_token_s = now
-        if delta.trace is not None and self.span is not None:
-            self.span.add_engine_records(delta.trace)
+        if delta.trace is not None:
+            self.add_engine_records(delta.trace)
+
+    def add_engine_records(self, records: dict[str, Any]) -> None:
+        """The engine's span records: from the finished delta, or after the response ended here
+        first (a cancel; AsyncEngineClient.generate's on_late_trace)."""
+        if self.span is not None:
+            self.span.add_engine_records(records)
 
     def finish(self, status: str, finish_reason: str | None, usage, error_code: str | None = None) -> str | None:
         """Record the end (once); returns the trace id for response.done (None when not traced)."""

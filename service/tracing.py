@@ -89,15 +89,18 @@ class ResponseSpan:
 
     def add_engine_records(self, records: Mapping[str, Any]) -> None:
         """The engine's spans (llm_core/request_trace.py) under the traceparent they carry, which
-        is this span's: the context crossed the process boundary and came back with them."""
+        is this span's: the context crossed the process boundary and came back with them. Records
+        that come after the root ended (a cancelled response's) add their spans; their events,
+        which belong on the root, are dropped."""
         carried = records.get("traceparent")
         parent = self.span_context
         if carried != self.traceparent and (context := parent_context(carried)) is not None:
             parent = trace.get_current_span(context).get_span_context()
         for name, start_ns, end_ns, attributes, error in records.get("spans", ()):
             self.child(name, start_ns, end_ns, {"tributary.component": "engine", **attributes}, error, parent)
-        for name, time_ns, attributes in records.get("events", ()):
-            self.event(name, attributes, time_ns)
+        if not self.is_ended:
+            for name, time_ns, attributes in records.get("events", ()):
+                self.event(name, attributes, time_ns)
 
     def end(self, attributes: Mapping[str, Any], error: str | None = None) -> None:
         if self.is_ended:

@@ -124,6 +124,32 @@ def test_abort_mid_stream_frees_every_block(loop, client):
     assert (idle["num_running"], idle["num_waiting"], idle["kv_usage"]) == (0, 0, 0.0)
 
 
+def test_a_traced_request_that_stops_early_gets_its_engine_spans_late(loop, client):
+    """A consumer that leaves a traced stream (a cancelled response) still gets the engine's span
+    records, through on_late_trace; an untraced one registers nothing."""
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    params = SamplingParams(max_tokens=500, ignore_eos=True)
+
+    async def main():
+        late = asyncio.get_running_loop().create_future()
+        traced = client.generate(EngineRequest("traced-late", PROMPTS[0], params, traceparent=traceparent),
+                                 on_late_trace=late.set_result)
+        plain = client.generate(EngineRequest("plain-late", PROMPTS[1], params), on_late_trace=late.set_result)
+        await anext(traced)
+        await anext(plain)
+        await plain.aclose()
+        await traced.aclose()  # the stream ends here at once; the engine's records come after
+        records = await late
+        return records, dict(client._late_traces), await client.stats()
+
+    records, still_waiting, idle = run(loop, main())
+    assert records["traceparent"] == traceparent
+    spans = {span[0]: span for span in records["spans"]}
+    assert list(spans) == ["queue wait", "prefill", "decode"] and spans["decode"][3]["tributary.aborted"] is True
+    assert still_waiting == {}
+    assert (idle["num_running"], idle["num_waiting"]) == (0, 0)
+
+
 def test_an_urgent_request_preempts_a_full_engine_and_every_output_matches(loop, client, offline):
     # The low ones run long, so that however far the engine runs ahead of this test before the
     # urgent request lands, the two running ones are far from done.

@@ -106,15 +106,35 @@ def test_grammar_compile_span_and_failure():
     assert telemetry.grammar_compile_time.count == 2 and telemetry.queue_time.count == 1
 
 
-def test_forget_drops_an_aborted_request():
+def test_an_aborted_traced_request_ships_its_spans_cut_short():
+    sched = make_scheduler()
+    telemetry = telemetry_for(sched)
+    add(sched, telemetry, make_request("queued"), TRACEPARENT)
+    add(sched, telemetry, make_request("plain"))
+    sched.abort_requests(["queued", "plain"])
+    deltas = telemetry.on_abort(["queued", "plain", "unknown"])
+    assert telemetry.num_traced == 0
+    [delta] = deltas  # the untraced and the unknown request end without one
+    assert (delta.request_id, delta.finished, delta.finish_reason) == ("queued", True, "abort")
+    assert delta.trace["traceparent"] == TRACEPARENT
+    [queue] = delta.trace["spans"]
+    assert queue[0] == "queue wait" and queue[3]["tributary.aborted"] is True
+    run_step(sched, telemetry)
+    assert telemetry.queue_time.count == 0
+
+
+def test_an_aborted_decoding_request_marks_only_its_decode_span():
     sched = make_scheduler()
     telemetry = telemetry_for(sched)
     add(sched, telemetry, make_request("a"), TRACEPARENT)
-    sched.abort_requests(["a"])
-    telemetry.forget(["a"])
-    assert telemetry.num_traced == 0
     run_step(sched, telemetry)
-    assert telemetry.queue_time.count == 0
+    run_step(sched, telemetry)
+    sched.abort_requests(["a"])
+    [delta] = telemetry.on_abort(["a"])
+    spans = {span[0]: span for span in delta.trace["spans"]}
+    assert list(spans) == ["queue wait", "prefill", "decode"]
+    assert spans["decode"][3]["tributary.aborted"] is True
+    assert not any("tributary.aborted" in spans[name][3] for name in ("queue wait", "prefill"))
 
 
 @pytest.fixture(scope="module")
@@ -143,6 +163,22 @@ def test_engine_ships_span_records_only_for_traced_requests(engine):
     assert spans["decode"][3]["tributary.decode.tokens"] == 3
     stats = engine.stats()
     assert stats["queue_time_s"]["count"] >= 2 and stats["kv_num_blocks"] >= stats["kv_num_free_blocks"] > 0
+
+
+def test_engine_abort_returns_the_traced_requests_records(engine):
+    from llm_core.sampling_params import SamplingParams
+
+    params = SamplingParams(max_tokens=100, ignore_eos=True)
+    engine.add_request("Hello there", params, request_id="traced-abort", traceparent=TRACEPARENT)
+    engine.add_request("Hello there", params, request_id="plain-abort")
+    for _ in range(3):
+        engine.step()
+    deltas = engine.abort_request(["traced-abort", "plain-abort"])
+    assert [(d.request_id, d.finish_reason) for d in deltas] == [("traced-abort", "abort")]
+    spans = {span[0]: span for span in deltas[0].trace["spans"]}
+    assert list(spans) == ["queue wait", "prefill", "decode"] and spans["decode"][3]["tributary.aborted"]
+    assert not engine.has_unfinished_requests()
+    assert engine.abort_request(["traced-abort"]) == []  # gone: nothing twice
 
 
 def test_engine_imports_without_opentelemetry_or_prometheus():

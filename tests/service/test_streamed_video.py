@@ -79,9 +79,9 @@ def test_a_chunked_video_is_encoded_before_its_last_chunk_and_equals_the_offline
     sent_prompts = []
     generate = engine.generate
 
-    def recording_generate(request):
+    def recording_generate(request, **options):
         sent_prompts.append(request.prompt)
-        return generate(request)
+        return generate(request, **options)
 
     monkeypatch.setattr(engine, "generate", recording_generate)
     before = engine_stats(server)

@@ -168,6 +168,34 @@ def test_openai_endpoint_continues_the_traceparent_header(traced_server, receive
     assert kids["media decode"].attributes["tributary.media.modality"] == "image"
 
 
+def test_cancelled_response_still_gets_the_engine_spans(traced_server, receiver):
+    """response.cancel ends the response at once; the engine's spans come after, under its root,
+    the one the cancel cut short marked."""
+    given, trace_id, parent_id = new_traceparent()
+
+    async def go():
+        async with open_ws(traced_server.ws_url) as ws:
+            await session(ws)
+            await send(ws, {"type": "response.create", "response_id": "long", "traceparent": given,
+                            "messages": [{"role": "user", "content": "count"}], "max_tokens": 400,
+                            "ignore_eos": True})
+            await expect(ws, "response.delta")
+            await send(ws, {"type": "response.cancel", "response_id": "long"})
+            return await expect(ws, "response.done")
+
+    done = run(go(), timeout_s=120)
+    assert done.status == "cancelled" and done.trace_id == trace_id
+    spans = receiver.wait_for(lambda got: any(s.trace_id == trace_id and s.name == "decode" for s in got),
+                              flush=traced_server.gateway.telemetry.tracing.force_flush)
+    root = only(spans, trace_id=trace_id, parent_span_id=parent_id)
+    assert root.attributes["tributary.response.status"] == "cancelled"
+    kids = children(spans, root)
+    assert set(kids) == {"queue wait", "prefill", "decode"}
+    assert kids["decode"].attributes["tributary.aborted"] is True
+    assert kids["decode"].attributes["tributary.component"] == "engine"
+    assert "tributary.aborted" not in kids["prefill"].attributes
+
+
 def test_failed_grammar_marks_its_span(traced_server, receiver):
     given, trace_id, _ = new_traceparent()
 
