@@ -109,9 +109,12 @@ class LLMEngine:
             warm_up_query_lengths(model, self.tp.rank_arch, device=self.device, dtype=self.dtype,
                                   block_size=cache.block_size)
         budget = kv_budget_bytes(cache, self.device, peak + self._graph_memory(config, draft))
-        budget = self.tp.agree_kv_budget(budget)  # the smallest over the ranks (this one's at size 1)
-        if draft is not None:  # the draft's cache has a block for each of the target's (same block ids)
-            budget = target_kv_budget(budget, self.tp.rank_arch, draft.arch, cache.block_size, self.dtype)
+        # The smallest over the ranks (this one's at size 1). With a draft model (on this rank only,
+        # unsharded) its cache has a block for each of the target's (same block ids): every rank
+        # plans the target's share, so that all have as many blocks as this one.
+        share = None if draft is None else (
+            lambda b: target_kv_budget(b, self.tp.rank_arch, draft.arch, cache.block_size, self.dtype))
+        budget = self.tp.agree_kv_budget(budget, share)
         self.num_blocks = plan_num_blocks(self.tp.rank_arch, cache, self.dtype, budget,
                                           max_model_len=self.max_model_len, max_num_seqs=config.scheduler.max_num_seqs)
         self.kv_cache_manager = KVCacheManager(self.num_blocks, cache.block_size, cache.enable_prefix_caching)
@@ -178,8 +181,8 @@ class LLMEngine:
     def _load_draft_model(self, backend) -> DraftModel | None:
         if self.speculative is None or self.speculative.method != "draft":
             return None
-        if self.config.tensor_parallel_size > 1:
-            raise ValueError("speculative method 'draft' does not run with tensor_parallel_size > 1 yet")
+        # At tensor-parallel size > 1 the draft runs whole on the driver's device; the workers only
+        # verify (they run the plan's draft rows like any other).
         return load_draft_model(self.speculative.model, self.tokenizer, backend, dtype=self.dtype, device=self.device,
                                 max_model_len=self.max_model_len)
 

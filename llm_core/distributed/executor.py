@@ -112,13 +112,17 @@ class TensorParallelExecutor:
         logger.info("tensor parallel: %d ranks (%s), workers %s", size, dist.get_backend(), executor.worker_pids)
         return executor
 
-    def agree_kv_budget(self, budget_bytes: int) -> int:
-        """The smallest KV budget over the ranks, once every worker has built its shard; every rank
-        then plans its KV cache from it (the same number of blocks everywhere)."""
+    def agree_kv_budget(self, budget_bytes: int, share: Callable[[int], int] | None = None) -> int:
+        """The smallest KV budget over the ranks, once every worker has built its shard, less what
+        `share` leaves of it for the target's cache (a draft model's cache on the driver has a block
+        for each of the target's); every rank then plans its KV cache from it (the same number of
+        blocks everywhere)."""
         try:
             budgets = [budget_bytes] + [self._expect(rank, "loaded", "to load its shard")[1]
                                         for rank in range(1, self.size)]
             budget = min(budgets)
+            if share is not None:
+                budget = share(budget)
             for _, conn in self._workers:
                 conn.send(("budget", budget))
         except BaseException:

@@ -18,6 +18,7 @@ from llm_core.config import EngineConfig
 from llm_core.engine_client import AsyncEngineClient, EngineRequest
 from tests.helpers.checkpoints import make_text_checkpoint
 from tests.helpers.mm_checkpoints import make_llava_checkpoint
+from tests.llm_core.spec_decode.draft_checkpoints import noisy_copy
 
 PROMPT_LENS = (1, 5, 17, 33, 64, 100)
 NUM_NEW = 40  # with 16-token blocks, every request crosses blocks while decoding
@@ -105,6 +106,31 @@ def test_multi_step_decoding_feeds_the_workers_the_driver_tokens(llama_dir, devi
         assert launches and max(launches) == len(prompts)  # the whole batch decoded in multi-step steps
         # A request alone in the batch (finishing mid-step) and a second run reusing cached blocks.
         assert [o.token_ids for o in llm.generate(prompts[:1], params[:1])] == expected[:1]
+    finally:
+        llm.engine.shutdown()
+
+
+def test_a_draft_model_on_the_driver_speculates_for_the_sharded_target(llama_dir, tmp_path):
+    """speculative method "draft" at size 2: the draft runs whole on the driver, the workers verify
+    with it; greedy tokens equal one process without speculation, drafts are accepted, and every
+    rank plans the blocks the driver's split with the draft's cache leaves."""
+    draft = noisy_copy(llama_dir, tmp_path / "draft", noise=0.03)
+    prompts = random_prompts(9)
+    params = SamplingParams(max_tokens=NUM_NEW, temperature=0.0, ignore_eos=True)
+    single = make_llm(llama_dir, cpu_kv_cache_bytes=1 << 20)
+    expected = [o.token_ids for o in single.generate(prompts, params)]
+    single_blocks = single.engine.num_blocks
+    del single
+
+    llm = make_llm(llama_dir, cpu_kv_cache_bytes=1 << 20, tensor_parallel_size=2,
+                   speculative={"method": "draft", "model": str(draft), "num_tokens": 3})
+    try:
+        assert [o.token_ids for o in llm.generate(prompts, params)] == expected
+        stats = llm.engine.stats()
+        assert stats["spec_num_accepted_draft_tokens"] > 0
+        # A block costs the driver half the target's bytes (its shard's heads) plus the whole draft's
+        # (the same shape as the target): a third of the budget is the target's, 2/3 of one process's blocks.
+        assert abs(llm.engine.num_blocks - 2 * single_blocks / 3) <= 1
     finally:
         llm.engine.shutdown()
 
