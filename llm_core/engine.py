@@ -311,7 +311,9 @@ class LLMEngine:
             return earlier + failed
         self.telemetry.on_schedule(plan)
         # Tensor-parallel workers run the same plan (no-op at size 1), as the driver runs it below.
-        self.tp.send_plan(plan, multi_step=multi_step and is_multi_step_plan(plan.requests))
+        if self.tp.size > 1:
+            media_rows = self.multimodal is not None and self.multimodal.embedder.has_media_rows(plan)
+            self.tp.send_plan(plan, multi_step=multi_step and is_multi_step_plan(plan.requests), media_rows=media_rows)
         if multi_step and not self.config.scheduler.disable_async_output_proc and is_multi_step_plan(plan.requests):
             self._release([d.request_id for d in failed])
             return failed + self._multi_step_async(plan)  # (earlier is empty: a multi-step step)

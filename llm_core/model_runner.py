@@ -230,21 +230,29 @@ class ModelRunner:
             self.num_queued_dropped += 1
 
     @torch.inference_mode()
-    def forward_plan(self, plan: SchedulerOutput) -> torch.Tensor | None:
+    def forward_plan(self, plan: SchedulerOutput, media_rows: bool = False) -> torch.Tensor | None:
         """The step's forward up to its logits: host state (block tables), inputs, model. Tensor-
         parallel workers run exactly this (llm_core/distributed/worker.py), so every rank keeps
-        the same host state and joins the same collectives; only the driver samples."""
+        the same host state and joins the same collectives; only the driver samples. media_rows:
+        on a worker, the plan has media rows (forward_inputs)."""
         self.drop_queued_steps()
         self.block_table_host.release(plan.finished_request_ids + plan.preempted_request_ids)
-        return self.forward_inputs(plan, self.prepare_inputs(plan))
+        return self.forward_inputs(plan, self.prepare_inputs(plan), media_rows)
 
-    def forward_inputs(self, plan: SchedulerOutput, inputs: StepInputs) -> torch.Tensor | None:
+    def forward_inputs(self, plan: SchedulerOutput, inputs: StepInputs, media_rows: bool = False) -> torch.Tensor | None:
         """Logits [R, V] of the plan's logits rows (inputs.logits_indices), None when there are
         none: a CUDA graph replay for text steps of short queries (decode: one token each;
-        verification and other steps of at most q tokens each: the q-row graphs), eager otherwise."""
+        verification and other steps of at most q tokens each: the q-row graphs), eager otherwise.
+        Tensor parallelism and media: the driver (which alone holds the encoders) broadcasts the
+        step's input embeddings; a worker, told the plan has media rows (`media_rows`), joins the
+        token embedding's collective as the driver does, then takes the driver's embeddings."""
         inputs_embeds = None
         if self.embedder is not None:  # encodes this step's media; None when no row is a media row
             inputs_embeds = self.prepare_inputs_embeds(plan, torch.from_numpy(inputs.input_ids).to(self.device))
+        elif media_rows:
+            inputs_embeds = self.model.embed_tokens(torch.from_numpy(inputs.input_ids).to(self.device))
+        if inputs_embeds is not None:
+            self.tp.broadcast_from_driver(inputs_embeds)
         if self.verify_graphs is not None and inputs_embeds is None and inputs.max_query_len > 1:
             logits = self._short_queries_with_graphs(plan, inputs)
             if logits is not None:

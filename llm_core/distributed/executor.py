@@ -39,7 +39,7 @@ from llm_core.distributed.group import (
 )
 from llm_core.distributed.sharding import check_tensor_parallel, rank_arch
 from llm_core.distributed.worker import WorkerSpec
-from llm_core.models.arch_config import TEXT_ARCHITECTURES, ArchConfig, read_hf_config
+from llm_core.models.arch_config import ArchConfig
 from llm_core.scheduler_output import SchedulerOutput
 
 logger = logging.getLogger(__name__)
@@ -130,12 +130,14 @@ class TensorParallelExecutor:
             raise
         return budget
 
-    def send_plan(self, plan: SchedulerOutput, multi_step: bool = False) -> None:
+    def send_plan(self, plan: SchedulerOutput, multi_step: bool = False, media_rows: bool = False) -> None:
         """Hand the step's plan to every worker; call just before running it on the driver.
-        multi_step: the driver runs it as a multi-step step (ModelRunner.launch_multi_step)."""
+        multi_step: the driver runs it as a multi-step step (ModelRunner.launch_multi_step).
+        media_rows: some of its tokens are media placeholders (the driver, which holds the
+        encoders, broadcasts the step's input embeddings: ModelRunner.forward_inputs)."""
         if not self._workers:
             return
-        payload = pickle.dumps((plan, multi_step), protocol=pickle.HIGHEST_PROTOCOL)
+        payload = pickle.dumps((plan, multi_step, media_rows), protocol=pickle.HIGHEST_PROTOCOL)
         for rank, (proc, conn) in enumerate(self._workers, 1):
             if proc.poll() is not None:
                 error = self._dead(rank)
@@ -186,10 +188,6 @@ class TensorParallelExecutor:
 
 def _check_supported(config: EngineConfig, arch: ArchConfig, device: torch.device, size: int) -> None:
     check_tensor_parallel(arch, size)
-    architecture = (read_hf_config(config.model.model).get("architectures") or [""])[0]
-    if architecture not in TEXT_ARCHITECTURES:
-        raise ValueError(f"tensor parallelism runs text-only checkpoints; {architecture} has media encoders "
-                         f"(use tensor_parallel_size=1)")
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"tensor parallelism runs on cpu (gloo) or cuda (NCCL), not {device.type}")
     rank_device(device, size - 1)  # raises when there are too few GPUs

@@ -88,6 +88,17 @@ class MultiModalEmbedder:
     def has_media(self, request_id: str) -> bool:
         return request_id in self._held
 
+    def has_media_rows(self, plan: SchedulerOutput) -> bool:
+        """Whether a scheduled token of the plan is a media placeholder, i.e. whether
+        prepare_inputs_embeds will return embeddings for it (known before any of its work)."""
+        for entry in plan.requests:
+            held = self._held.get(entry.request_id)
+            start, end = entry.start_position, entry.start_position + entry.num_tokens
+            if held is not None and held.end > start and any(max(start, item.offset) < min(end, item.end)
+                                                               for item in held.inputs):
+                return True
+        return False
+
     def prepare_inputs_embeds(self, plan: SchedulerOutput, input_ids: torch.Tensor,
                               embed_tokens: torch.nn.Module) -> torch.Tensor | None:
         """The step's input embeddings [T, C] with every row at a media position taken from its

@@ -9,6 +9,7 @@ import random
 import signal
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -17,7 +18,7 @@ from llm_core import LLM, SamplingParams
 from llm_core.config import EngineConfig
 from llm_core.engine_client import AsyncEngineClient, EngineRequest
 from tests.helpers.checkpoints import make_text_checkpoint
-from tests.helpers.mm_checkpoints import make_llava_checkpoint
+from tests.helpers.mm_checkpoints import make_llava_checkpoint, make_qwen2_audio_checkpoint
 from tests.llm_core.spec_decode.draft_checkpoints import noisy_copy
 
 PROMPT_LENS = (1, 5, 17, 33, 64, 100)
@@ -215,8 +216,8 @@ def test_a_worker_dying_within_a_step_is_an_error(llama_dir, monkeypatch):
         tp = llm.engine.tp
         send_plan, num_steps = tp.send_plan, []
 
-        def send_then_kill(plan, multi_step=False):  # the third step's plan reaches the worker, then it dies
-            send_plan(plan, multi_step)
+        def send_then_kill(plan, **kinds):  # the third step's plan reaches the worker, then it dies
+            send_plan(plan, **kinds)
             num_steps.append(1)
             if len(num_steps) == 3:
                 kill_and_wait(tp.worker_pids[0])
@@ -237,10 +238,37 @@ def test_bad_sizes_are_refused_before_any_worker_starts(llama_dir):
         make_llm(path, tensor_parallel_size=0)
 
 
-def test_multimodal_checkpoints_are_refused(tmp_path):
-    path = make_llava_checkpoint(tmp_path / "llava")
-    with pytest.raises(ValueError, match="text-only checkpoints; LlavaForConditionalGeneration"):
-        make_llm(path, tensor_parallel_size=2)
+@pytest.mark.parametrize("kind", ["llava", "qwen2-audio"])
+def test_media_prompts_equal_the_single_process_run(kind, tmp_path):
+    """Multimodal checkpoints at size 2: the encoders run on the driver alone, which broadcasts the
+    input embeddings of steps with media rows (prefill chunks of 7 tokens cut the media runs)."""
+    rng = np.random.default_rng(3)
+    if kind == "llava":
+        path = make_llava_checkpoint(tmp_path / kind, seed=5)
+        media = [{"type": "image", "image": rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)},
+                 {"type": "image", "image": rng.integers(0, 256, (20, 44, 3), dtype=np.uint8)}]
+    else:
+        path = make_qwen2_audio_checkpoint(tmp_path / kind, seed=5)
+        media = [{"type": "audio", "audio": (rng.standard_normal(16000).astype(np.float32) * 0.1, 16000)},
+                 {"type": "audio", "audio": (rng.standard_normal(9000).astype(np.float32) * 0.1, 16000)}]
+    prompts = [{"messages": [{"role": "user", "content": [media[0], {"type": "text", "text": "What is it?"}]}]},
+               {"messages": [{"role": "user", "content": [{"type": "text", "text": "Compare"}, media[0],
+                                                            {"type": "text", "text": "with"}, media[1]]}]},
+               [5, 9, 13, 2, 7]]  # text only, batched with the media prompts
+    params = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True)
+    options = {"max_num_batched_tokens": 7}
+    single = make_llm(path, **options)
+    expected = [o.token_ids for o in single.generate(prompts, params)]
+    del single
+
+    llm = make_llm(path, tensor_parallel_size=2, **options)
+    try:
+        assert llm.engine.multimodal is not None
+        assert [o.token_ids for o in llm.generate(prompts, params)] == expected
+        # Again: the embedding cache answers (no encoder runs), the broadcast is the same.
+        assert [o.token_ids for o in llm.generate(prompts[:2], params)] == expected[:2]
+    finally:
+        llm.engine.shutdown()
 
 
 def test_the_service_flag_reaches_the_engine_config(llama_dir):
