@@ -238,8 +238,10 @@ def test_bad_sizes_are_refused_before_any_worker_starts(llama_dir):
         make_llm(path, tensor_parallel_size=0)
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    torch.cuda.device_count() < 2, reason="needs 2 GPUs (NCCL; Triton attention and CUDA graphs)"))])
 @pytest.mark.parametrize("kind", ["llava", "qwen2-audio"])
-def test_media_prompts_equal_the_single_process_run(kind, tmp_path):
+def test_media_prompts_equal_the_single_process_run(kind, device, tmp_path):
     """Multimodal checkpoints at size 2: the encoders run on the driver alone, which broadcasts the
     input embeddings of steps with media rows (prefill chunks of 7 tokens cut the media runs)."""
     rng = np.random.default_rng(3)
@@ -257,11 +259,11 @@ def test_media_prompts_equal_the_single_process_run(kind, tmp_path):
                [5, 9, 13, 2, 7]]  # text only, batched with the media prompts
     params = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True)
     options = {"max_num_batched_tokens": 7}
-    single = make_llm(path, **options)
+    single = make_llm(path, device, **options)
     expected = [o.token_ids for o in single.generate(prompts, params)]
     del single
 
-    llm = make_llm(path, tensor_parallel_size=2, **options)
+    llm = make_llm(path, device, tensor_parallel_size=2, **options)
     try:
         assert llm.engine.multimodal is not None
         assert [o.token_ids for o in llm.generate(prompts, params)] == expected
