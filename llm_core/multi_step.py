@@ -129,8 +129,8 @@ def launch_decode_steps(runner, entries: Sequence[ScheduledRequest],
         step_batch = batch if step == 0 else dataclasses.replace(
             batch, seeded_rows=seeded_rows(params, [n + step for n in outputs]))
         input_ids = runner.sampler.sample(logits, step_batch)  # [B] on the device: the next forward's input
-        if step + 1 < num_steps:
-            runner.tp.broadcast_from_driver(input_ids)  # tensor-parallel workers feed it too (follow_decode_steps)
+        if step + 1 < num_steps:  # tensor-parallel workers feed it too (follow_decode_steps)
+            input_ids = runner.tp.broadcast_from_driver(input_ids.contiguous())
         tokens.append(input_ids)
     return PendingTokens(entries, num_steps_each, torch.stack(tokens))  # waiting on it: the one host sync
 
