@@ -49,8 +49,8 @@ def random_prompts(seed: int, vocab: int = 400) -> list[list[int]]:
 
 def make_llm(path, device: str = "cpu", **options) -> LLM:
     backend = "torch" if device == "cpu" else "auto"
-    return LLM(str(path), device=device, dtype="float32", attention_backend=backend, max_model_len=256,
-               enable_prefix_caching=True, **options)
+    options = {"max_model_len": 256, "enable_prefix_caching": True, **options}
+    return LLM(str(path), device=device, dtype="float32", attention_backend=backend, **options)
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +107,29 @@ def test_multi_step_decoding_feeds_the_workers_the_driver_tokens(llama_dir, devi
         assert launches and max(launches) == len(prompts)  # the whole batch decoded in multi-step steps
         # A request alone in the batch (finishing mid-step) and a second run reusing cached blocks.
         assert [o.token_ids for o in llm.generate(prompts[:1], params[:1])] == expected[:1]
+    finally:
+        llm.engine.shutdown()
+
+
+def test_multi_step_decoding_under_preemption(llama_dir):
+    """A KV pool of 13 blocks a rank for four requests growing past 60 tokens: requests are
+    preempted and recomputed between multi-step steps, on every rank alike."""
+    from llm_core.models.arch_config import ArchConfig, read_hf_config
+
+    arch = ArchConfig.from_dict(read_hf_config(str(llama_dir)))
+    shard_block_bytes = 2 * arch.num_layers * 16 * (arch.num_kv_heads // 2) * arch.head_dim * 4  # k, v; fp32
+    prompts = [p[:30] for p in random_prompts(11)[2:]]
+    params = SamplingParams(max_tokens=60, temperature=0.0, ignore_eos=True)
+    single = make_llm(llama_dir)
+    expected = [o.token_ids for o in single.generate(prompts, params)]
+    del single
+
+    llm = make_llm(llama_dir, tensor_parallel_size=2, num_scheduler_steps=5, block_size=16, max_model_len=160,
+                   cpu_kv_cache_bytes=13 * shard_block_bytes)
+    try:
+        assert llm.engine.num_blocks <= 13
+        assert [o.token_ids for o in llm.generate(prompts, params)] == expected
+        assert llm.engine.stats()["num_preemptions"] > 0
     finally:
         llm.engine.shutdown()
 
