@@ -3,7 +3,8 @@
 A tiny LLaVA server takes an image and a chunked WebM video; a tiny Qwen2-Audio server takes a
 chunked WAV (no single architecture here takes images and audio). Each streamed text must equal
 the offline LLM's for the same media bytes and seed, and response.done must carry the same prompt
-length. The engine runs in thread mode; the media cross the engine protocol as numpy arrays.
+length. The engine runs in thread mode; the media cross the engine protocol as numpy arrays. The LLaVA
+case runs again at tensor-parallel size 2 (gloo, the engine in its own process).
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ def png_bytes(seed: int) -> bytes:
     return out.getvalue()
 
 
-def through_server(model_dir, uploads: list[tuple[str, bytes, str, str]], question: str):
+def through_server(model_dir, uploads: list[tuple[str, bytes, str, str]], question: str, *,
+                   engine_mode: str = "thread", **engine_options):
     """Upload (item_id, bytes, modality, mime) in small chunks, then stream one response."""
-    with serve(str(model_dir), engine_options=MM_ENGINE) as server:
+    with serve(str(model_dir), engine_mode, engine_options={**MM_ENGINE, **engine_options}) as server:
         async def go():
             async with connect(server.ws_url) as conn:
                 committed = [await conn.upload(item_id, data, modality, mime, chunk_size=CHUNK)
@@ -61,11 +63,16 @@ def llava(tmp_path_factory):
     return make_llava_checkpoint(tmp_path_factory.mktemp("gateway_llava"), "clip", seed=11)
 
 
-def test_image_and_chunked_video_equal_the_offline_api(llava):
+@pytest.mark.parametrize("tensor_parallel_size", [1, 2])
+def test_image_and_chunked_video_equal_the_offline_api(llava, tensor_parallel_size):
+    """At tensor-parallel size 2 (the engine in its own process, one worker process beside it) the
+    encoders and the streamed video item live on the driver; the text is the single process's."""
     image, video = png_bytes(1), make_video("webm", "vp8", seconds=1.0)
     assert len(video) > 4 * CHUNK
+    options = {} if tensor_parallel_size == 1 else {"engine_mode": "process", "tensor_parallel_size": 2}
     committed, pieces, done = through_server(llava, [("img", image, "image", "image/png"),
-                                                     ("vid", video, "video", "video/webm")], "Describe both.")
+                                                     ("vid", video, "video", "video/webm")], "Describe both.",
+                                             **options)
     expected = offline_output(llava, [{"type": "image", "image": image}, {"type": "video", "video": video}],
                               "Describe both.")
     assert "".join(pieces) == expected.text
