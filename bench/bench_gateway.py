@@ -11,6 +11,7 @@ Each server runs in its own process; the load comes from this one (one asyncio l
 Throughput: C connections each stream tokens/C tokens; deltas/s are frames received per second,
 tokens/s the tokens they carry (the gateway merges a lagging response's tokens into fewer frames).
 Latency: one connection, request -> first delta (gateway, max_tokens=1) against an echo round trip.
+Last, the cost of one step's outputs message of 256 deltas across the engine pipe (encode, decode).
 """
 
 from __future__ import annotations
@@ -138,6 +139,29 @@ async def throughput(url: str, connections: int, tokens: int, skip_hello: bool) 
             "tokens_per_s": received / elapsed, "tokens_per_delta": received / frames}
 
 
+def step_message_cost(num_deltas: int = 256, repeats: int = 500) -> dict:
+    """Microseconds to encode (engine process) and decode (gateway's reader thread) one step's
+    outputs message of `num_deltas` one-token deltas, the median of `repeats` timings each."""
+    from llm_core.engine_protocol import StepOutputs, decode_message, encode_message
+
+    deltas = tuple(CompletionDelta(f"sess_{i:016x}:r:{i}", (i % 1000,), "tok", False, num_prompt_tokens=3)
+                   for i in range(num_deltas))
+    payload, _ = encode_message(StepOutputs(deltas))
+    assert decode_message(payload).deltas == deltas
+
+    def median_us(fn) -> float:
+        samples = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - start)
+        return 1e6 * statistics.median(samples)
+
+    return {"num_deltas": num_deltas, "bytes": len(payload),
+            "encode_us": median_us(lambda: encode_message(StepOutputs(deltas))),
+            "decode_us": median_us(lambda: decode_message(payload))}
+
+
 async def latency(url: str, pings: int, gateway: bool) -> dict:
     samples = []
     async with connect(url, compression=None, max_size=None, proxy=None, open_timeout=60) as ws:
@@ -190,6 +214,7 @@ def main() -> None:
         finally:
             process.kill()
             process.join(10)
+    result["step_message"] = step_message_cost()
     print_table(result)
     Path(args.out).write_text(json.dumps(result, indent=2))
 
@@ -212,6 +237,10 @@ def print_table(result: dict) -> None:
           f"{gate['p99_ms']:.3f} |")
     print(f"| added by the gateway and engine client | {gate['p50_ms'] - base['p50_ms']:.3f} | "
           f"{gate['p99_ms'] - base['p99_ms']:.3f} |")
+    message = result["step_message"]
+    print()
+    print(f"one step's outputs message, {message['num_deltas']} deltas ({message['bytes']:,} bytes): "
+          f"encode {message['encode_us']:.0f} us, decode {message['decode_us']:.0f} us")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import operator
+from dataclasses import fields, replace
 from multiprocessing import shared_memory
 
 import msgpack
@@ -91,6 +93,20 @@ def test_step_outputs_round_trip_with_logprobs_keyed_by_token_id():
     decoded, _ = _round_trip(StepOutputs(deltas))
     assert decoded == StepOutputs(deltas)
     assert list(decoded.deltas[0].logprobs[0]) == [5, 9]
+    # Rebuilt without __init__: still the frozen dataclass with the same fields; replace() works.
+    assert all(type(d) is CompletionDelta and vars(d) == vars(e) for d, e in zip(decoded.deltas, deltas))
+    with pytest.raises(AttributeError):
+        decoded.deltas[0].finished = True
+    assert replace(decoded.deltas[2], text_delta="y") == replace(deltas[2], text_delta="y")
+
+
+def test_step_outputs_carry_span_records_and_refuse_rows_of_another_shape():
+    delta = CompletionDelta("t", (), "", True, "abort", trace={"traceparent": "00-x", "spans": [["decode", 1, 2, {}, None]]})
+    decoded, _ = _round_trip(StepOutputs((delta,)))
+    assert decoded.deltas[0] == delta
+    row = list(operator.attrgetter(*(f.name for f in fields(CompletionDelta)))(delta))
+    with pytest.raises(ProtocolError, match="fields"):
+        decode_message(msgpack.packb({"type": "outputs", "deltas": [row[:-1]]}))
 
 
 def test_small_buffers_stay_inline_whatever_their_type():
