@@ -110,8 +110,9 @@ def init_group(rank: int, size: int, device: torch.device, store: dist.Store, ti
 
 def destroy_group() -> None:
     """Leave the group. Every CUDA graph that captured a collective must be destroyed first
-    (ModelRunner.release_cuda_graphs): NCCL's teardown waits until no graph holds the communicator,
-    and waited forever on two H200s while the driver's graphs were alive. On NCCL the communicators are
+    (ModelRunner.release_cuda_graphs): NCCL's teardown waits until no graph holds the communicator
+    (NCCL's teardown polls until the graph references to the communicator are gone; on two H200s it
+    waited forever while the driver's graphs were alive, the fix not yet run there). On NCCL the communicators are
     then aborted, not finalized: ncclCommFinalize + ncclCommDestroy (what destroy_process_group runs)
     is collective and would wait forever on a rank that died; abort waits for nobody, and by the time
     a rank leaves no collective is in flight (the device is synchronized first)."""
