@@ -139,6 +139,22 @@ async def throughput(url: str, connections: int, tokens: int, skip_hello: bool) 
             "tokens_per_s": received / elapsed, "tokens_per_delta": received / frames}
 
 
+def thread_cpu_s(pid: int) -> tuple[float, float]:
+    """CPU seconds (user + system) of process `pid`'s main thread and of its other threads (Linux /proc)."""
+    main = others = 0.0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            fields = Path(f"/proc/{pid}/task/{task}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # a thread that ended meanwhile
+        seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        if int(task) == pid:
+            main += seconds
+        else:
+            others += seconds
+    return main, others
+
+
 def step_message_cost(num_deltas: int = 256, repeats: int = 500) -> dict:
     """Microseconds to encode (engine process) and decode (gateway's reader thread) one step's
     outputs message of `num_deltas` one-token deltas, the median of `repeats` timings each."""
@@ -207,8 +223,15 @@ def main() -> None:
             asyncio.run(wait_open(url))
             asyncio.run(throughput(url, 4, 100, gateway))  # warm-up
             if measure_throughput:
-                result["throughput"][name] = [asyncio.run(throughput(url, c, args.tokens, gateway))
-                                              for c in connections]
+                runs_ = []
+                for c in connections:
+                    before = thread_cpu_s(process.pid)
+                    run = asyncio.run(throughput(url, c, args.tokens, gateway))
+                    after = thread_cpu_s(process.pid)
+                    run["server_main_thread_cpu_s"] = after[0] - before[0]
+                    run["server_other_threads_cpu_s"] = after[1] - before[1]
+                    runs_.append(run)
+                result["throughput"][name] = runs_
             if measure_latency:
                 result["latency"][name] = asyncio.run(latency(url, args.pings, gateway))
         finally:
@@ -223,11 +246,14 @@ def print_table(result: dict) -> None:
     step_s = result["step_ms"] / 1e3
     print(f"machine: {result['machine']['cpu']}, {result['machine']['cores']} cores; "
           f"{result['tokens_per_connection']} tokens per connection; engine step {result['step_ms']} ms")
-    print("| connections | baseline deltas/s | gateway: offered tokens/s | deltas/s | tokens/s | tokens per delta |")
-    print("|---|---|---|---|---|---|")
+    print("| connections | baseline deltas/s | gateway: offered tokens/s | deltas/s | tokens/s | tokens per delta "
+          "| gateway CPU s: main thread / other threads (of s) |")
+    print("|---|---|---|---|---|---|---|")
     for base, gate in zip(result["throughput"]["baseline"], result["throughput"]["gateway"]):
         print(f"| {base['connections']} | {base['deltas_per_s']:,.0f} | {gate['connections'] / step_s:,.0f} | "
-              f"{gate['deltas_per_s']:,.0f} | {gate['tokens_per_s']:,.0f} | {gate['tokens_per_delta']:.2f} |")
+              f"{gate['deltas_per_s']:,.0f} | {gate['tokens_per_s']:,.0f} | {gate['tokens_per_delta']:.2f} | "
+              f"{gate['server_main_thread_cpu_s']:.2f} / {gate['server_other_threads_cpu_s']:.2f} "
+              f"({gate['seconds']:.2f}) |")
     base, gate = result["latency"]["baseline"], result["latency"]["gateway"]
     print()
     print("| latency, one connection | p50 ms | p99 ms |")

@@ -17,7 +17,7 @@ from typing import Callable
 
 from llm_core.config import EngineConfig
 from llm_core.engine_process import EngineFactory, main, run_engine
-from llm_core.engine_protocol import Message, ProtocolError, decode_message
+from llm_core.engine_protocol import Message, ProtocolError, Shutdown, decode_message, encode_message
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +119,7 @@ class EngineLink:
             pass
         except ProtocolError as exc:
             reason = f"the engine sent a bad message: {exc}"
+            self._outbox.put(encode_message(Shutdown())[0])  # it stops, rather than wait to be killed
         except RuntimeError:  # the event loop closed under us: nobody is left to tell
             self._outbox.put(None)
             return

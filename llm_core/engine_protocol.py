@@ -213,7 +213,7 @@ def decode_message(data: bytes) -> Message:
         return _SIMPLE[kind](**body)
     except ProtocolError:
         raise
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+    except Exception as exc:  # whatever a malformed message breaks is a protocol error, never a dead reader
         raise ProtocolError(f"undecodable engine message: {type(exc).__name__}: {exc}") from None
 
 

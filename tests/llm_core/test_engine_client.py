@@ -195,6 +195,34 @@ def test_a_failed_step_ends_every_stream_and_start_brings_up_a_new_engine():
     assert run(main())[-1].finished
 
 
+@pytest.mark.parametrize("mode", ["thread", "process"])
+def test_an_engine_that_sends_a_bad_message_ends_every_stream_and_start_brings_up_a_new_one(mode, monkeypatch):
+    """A message the client cannot decode ends every stream with an error naming it, whatever the
+    decoder trips on (here an index past the row, bent in this process's decoder: the client's in
+    both modes). Before, such an IndexError killed the reader thread and every stream hung."""
+    from llm_core import engine_protocol
+
+    row = engine_protocol._delta_row
+
+    async def main():
+        client = make_client(mode, step_delay_s=0.001)
+        await client.start()
+        stream = client.generate(request("garbled", max_tokens=10_000))
+        assert (await anext(stream)).new_token_ids
+        monkeypatch.setattr(engine_protocol, "_TOKEN_IDS", 99)  # the client's decoder, in every mode
+        with pytest.raises(EngineDeadError, match="the engine sent a bad message"):
+            async for _ in stream:
+                pass
+        assert not client.is_running
+        monkeypatch.setattr(engine_protocol, "_TOKEN_IDS", engine_protocol._DELTA_FIELDS.index("new_token_ids"))
+        await client.start()
+        deltas = await collect(client, request("after", max_tokens=4))
+        await client.close()
+        return deltas
+
+    assert run(main())[-1].finished
+
+
 def test_an_engine_that_cannot_start_is_reported():
     def broken_factory(config):
         raise RuntimeError("no weights here")
