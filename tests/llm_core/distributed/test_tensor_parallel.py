@@ -232,9 +232,10 @@ def test_a_dead_worker_is_an_error(llama_dir):
         llm.engine.shutdown()
 
 
-def test_a_worker_dying_within_a_step_is_an_error(llama_dir, monkeypatch):
+@pytest.mark.parametrize("num_scheduler_steps", [1, 4])  # 4: it dies before the step's token broadcasts
+def test_a_worker_dying_within_a_step_is_an_error(llama_dir, monkeypatch, num_scheduler_steps):
     path = llama_dir
-    llm = make_llm(path, tensor_parallel_size=2)
+    llm = make_llm(path, tensor_parallel_size=2, num_scheduler_steps=num_scheduler_steps)
     try:
         tp = llm.engine.tp
         send_plan, num_steps = tp.send_plan, []
