@@ -297,7 +297,7 @@ class LLMEngine:
         multi_step = self._give_multi_step_placeholders(queued)
         # The last multi-step step's outputs first (their stop strings end requests before this plan).
         earlier = self._process_pending_updates() if not multi_step else []
-        plan = self.scheduler.schedule(admit=not (multi_step and queued))
+        plan = self.scheduler.schedule(admit=not (queued and (multi_step or self.runner.has_queued_forward)))
         if multi_step:
             for request in self.scheduler.running:  # those the step left out start the next one clean
                 request.spec_token_ids = []
@@ -318,7 +318,11 @@ class LLMEngine:
             self._release([d.request_id for d in failed])
             return failed + self._multi_step_async(plan)  # (earlier is empty: a multi-step step)
         draft_probs = self.speculator.take_draft_probs(plan) if self.speculator is not None else None
-        sampled, logprobs = self.runner.execute(plan, draft_probs, multi_step=multi_step)
+        # Async scheduling of single decode steps (those that need the host between tokens, such as
+        # grammars): the predicted next step's forward runs while this step's tokens are processed.
+        ahead = (self.async_scheduling and not multi_step and not self.scheduler.waiting
+                 and not self._waiting_for_grammar)
+        sampled, logprobs = self.runner.execute(plan, draft_probs, multi_step=multi_step, queue_next=ahead)
         for request_id, token_ids in sampled.items():
             for token_id in ([token_ids] if isinstance(token_ids, int) else token_ids):
                 if not self.structured.accept(request_id, token_id):

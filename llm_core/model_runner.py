@@ -13,7 +13,8 @@ from llm_core.block_table import BlockTableHost
 from llm_core.cuda_graphs import DecodeGraphs
 from llm_core.distributed.group import SINGLE, TensorParallelGroup
 from llm_core.multi_step import (
-    PendingTokens, QueuedSteps, follow_decode_steps, is_multi_step_plan, launch_decode_steps, queue_next_steps,
+    PendingTokens, QueuedForward, QueuedSteps, follow_decode_steps, is_multi_step_plan, is_single_decode_plan,
+    launch_decode_steps, queue_next_forward, queue_next_steps,
 )
 from llm_core.models.arch_config import ArchConfig
 from llm_core.sampler import Sampler, compute_logprobs, prepare_sampling_batch
@@ -84,7 +85,7 @@ class ModelRunner:
             self.verify_graphs.capture(self.graphs.pool)
         # Async scheduling: the next multi-step step's forwards, queued before its plan exists
         # (llm_core/multi_step.py), and how many queued runs were adopted or dropped.
-        self._queued: QueuedSteps | None = None
+        self._queued: QueuedSteps | QueuedForward | None = None
         self.num_queued_adopted = 0
         self.num_queued_dropped = 0
 
@@ -154,13 +155,18 @@ class ModelRunner:
 
     @torch.inference_mode()
     def execute(self, plan: SchedulerOutput, draft_probs: Mapping[str, torch.Tensor] | None = None,
-                multi_step: bool = False) -> tuple[dict[str, int], dict[str, dict[int, float]]]:
+                multi_step: bool = False, queue_next: bool = False) -> tuple[dict[str, int], dict[str, dict[int, float]]]:
         """draft_probs: a draft model's q [num_draft_tokens, V] per request, for rejection sampling.
         multi_step: the plan's drafts are placeholders (llm_core/multi_step.py): each request gets
-        one decode forward per token instead of a verification."""
+        one decode forward per token instead of a verification. queue_next: when the plan is a
+        single decode step without logprobs, queue the predicted next step's forward before this
+        step's tokens reach the host (async scheduling; QueuedForward); a next call whose plan is
+        the predicted one (or a part of it) samples its logits instead of running a forward."""
         if multi_step and is_multi_step_plan(plan.requests):
             return self.launch_multi_step(plan).wait(), {}
-        logits = self.forward_plan(plan)  # [R, V] fp32, R = rows that sample (one per draft too)
+        logits = self._adopt_forward(plan)
+        if logits is None:
+            logits = self.forward_plan(plan)  # [R, V] fp32, R = rows that sample (one per draft too)
         sampling = [e for e in plan.requests if e.do_sample]
         if not sampling:
             return {}, {}
@@ -173,6 +179,12 @@ class ModelRunner:
         params = [e.sampling_params for e in sampling]
         batch = prepare_sampling_batch(params, [e.num_output_tokens for e in sampling], logits.shape[-1], self.device)
         tokens = self.sampler.sample(logits, batch)
+        if (queue_next and batch.max_num_logprobs is None and self.max_model_len is not None and self.tp.size == 1
+                and is_single_decode_plan(plan.requests)):
+            pending = PendingTokens(plan.requests, np.ones(len(sampling), dtype=np.int64), tokens.unsqueeze(0))
+            self._queued = queue_next_forward(self, plan.requests, tokens, self.max_model_len)
+            sampled = {request_id: ids[0] for request_id, ids in pending.wait().items()}  # waits for the sampling only
+            return sampled, {}
         sampled = dict(zip((e.request_id for e in sampling), tokens.tolist()))
         logprobs: dict[str, dict[int, float]] = {}
         if batch.max_num_logprobs is not None:
@@ -185,6 +197,22 @@ class ModelRunner:
                     kept[token] = row[token]
                     logprobs[entry.request_id] = kept
         return sampled, logprobs
+
+    def _adopt_forward(self, plan: SchedulerOutput) -> torch.Tensor | None:
+        """The logits of the forward queued for this plan by the last execute (QueuedForward), when
+        the plan is the predicted one or a part of it and needs nothing else this step."""
+        queued = self._queued
+        if not isinstance(queued, QueuedForward):
+            return None
+        self._queued = None
+        logits = queued.adopt(plan.requests) if is_single_decode_plan(plan.requests) and not plan.encoder_inputs \
+            else None
+        if logits is None:
+            self.num_queued_dropped += 1
+            return None
+        self.num_queued_adopted += 1
+        self.block_table_host.release(plan.finished_request_ids + plan.preempted_request_ids)
+        return logits
 
     @torch.inference_mode()
     def launch_multi_step(self, plan: SchedulerOutput, queue_next: int = 0) -> PendingTokens:
@@ -200,7 +228,7 @@ class ModelRunner:
             raise ValueError("tensor-parallel workers follow one multi-step step at a time (no forwards queued ahead)")
         self.block_table_host.release(plan.finished_request_ids + plan.preempted_request_ids)
         queued, self._queued = self._queued, None
-        pending = queued.adopt(plan.requests) if queued is not None else None
+        pending = queued.adopt(plan.requests) if isinstance(queued, QueuedSteps) else None
         if queued is not None:
             self.num_queued_adopted += pending is not None
             self.num_queued_dropped += pending is None
@@ -219,8 +247,13 @@ class ModelRunner:
 
     @property
     def has_queued_steps(self) -> bool:
-        """Whether the last multi-step launch queued the predicted next step's forwards."""
+        """Whether the last step queued the predicted next step's forwards (a multi-step launch's,
+        or a single decode step's next forward: has_queued_forward)."""
         return self._queued is not None
+
+    @property
+    def has_queued_forward(self) -> bool:
+        return isinstance(self._queued, QueuedForward)
 
     def drop_queued_steps(self) -> None:
         """Forget the forwards queued for a next multi-step step (this step is not that one).

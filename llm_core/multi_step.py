@@ -22,6 +22,11 @@ step's tokens, applies them and schedules the next step. When that plan is the p
 forwards (`QueuedSteps.adopt`); otherwise they are dropped. A dropped run's KV writes fall on
 positions past each request's computed tokens, which no cached block holds and every later step
 that computes them writes again, after it in stream order.
+
+Single decode steps (requests that need the host between tokens, e.g. grammars, whose next mask
+depends on this token) get the same treatment for their forward alone (`queue_next_forward`,
+`QueuedForward`): the predicted next step's forward is queued before this step's tokens reach the
+host, and the plan that adopts it masks and samples its logits.
 """
 
 from __future__ import annotations
@@ -176,14 +181,67 @@ class QueuedSteps:
         """The queued run's tokens for the plan `entries` when every entry is one of the predicted
         (same start, placeholders, output count, sampling settings and blocks), else None. Its
         wait() may also give tokens of predicted requests the plan left out; the caller ignores them."""
-        predicted = {e.request_id: e for e in self.entries}
-        for entry in entries:
-            p = predicted.get(entry.request_id)
-            if (p is None or p.start_position != entry.start_position or p.num_draft_tokens != entry.num_draft_tokens
-                    or p.num_output_tokens != entry.num_output_tokens or p.sampling_params is not entry.sampling_params
-                    or entry.block_ids[:len(p.block_ids)] != p.block_ids):
-                return None
-        return self.pending
+        return self.pending if _columns_of(self.entries, entries) is not None else None
+
+
+@dataclasses.dataclass
+class QueuedForward:
+    """A single-step decode plan's next forward, queued before that plan exists (async scheduling
+    of steps that need the host between tokens, e.g. grammars): only its logits, since the
+    sampling waits for what the host computes from this step's tokens (the grammar masks)."""
+
+    entries: tuple[ScheduledRequest, ...]  # the predicted plan's entries
+    logits: torch.Tensor  # [len(entries), V]
+
+    def adopt(self, entries: Sequence[ScheduledRequest]) -> torch.Tensor | None:
+        """The logits rows of the plan `entries`, in its order, when every entry is one of the
+        predicted (as QueuedSteps.adopt); else None."""
+        columns = _columns_of(self.entries, entries)
+        if columns is None:
+            return None
+        if columns == list(range(len(self.entries))):
+            return self.logits
+        return self.logits.index_select(0, to_device(np.asarray(columns, dtype=np.int64), self.logits.device))
+
+
+def _columns_of(predicted: Sequence[ScheduledRequest], entries: Sequence[ScheduledRequest]) -> list[int] | None:
+    """Each entry's index among the predicted entries, or None unless every entry is one of them
+    with the same start, placeholders, output count, sampling settings and blocks."""
+    index = {e.request_id: (i, e) for i, e in enumerate(predicted)}
+    columns = []
+    for entry in entries:
+        i, p = index.get(entry.request_id, (None, None))
+        if (p is None or p.start_position != entry.start_position or p.num_draft_tokens != entry.num_draft_tokens
+                or p.num_output_tokens != entry.num_output_tokens or p.sampling_params is not entry.sampling_params
+                or entry.block_ids[:len(p.block_ids)] != p.block_ids):
+            return None
+        columns.append(i)
+    return columns
+
+
+def is_single_decode_plan(entries: Sequence[ScheduledRequest]) -> bool:
+    """Every request decodes one token, without drafts, and samples it."""
+    return bool(entries) and all(e.do_sample and e.num_tokens == 1 and not e.num_draft_tokens for e in entries)
+
+
+def queue_next_forward(runner, entries: Sequence[ScheduledRequest], tokens: torch.Tensor,
+                       max_model_len: int) -> QueuedForward | None:
+    """Queues the forward of the single-step decode plan predicted to follow `entries` (each
+    request one token further), fed `tokens` [B] (this step's, on the device, in `entries` order);
+    None when it cannot be predicted."""
+    predicted = predict_next_entries(entries, 1, max_model_len, runner.block_size)
+    if predicted is None:
+        return None
+    column_of = {e.request_id: b for b, e in enumerate(entries)}
+    columns = np.fromiter((column_of[e.request_id] for e in predicted), dtype=np.int64, count=len(predicted))
+    first_ids = tokens.index_select(0, to_device(columns, runner.device, torch.int64))
+    _, positions, slots, seq_lens, block_tables = _plan_forwards(runner, predicted)
+    size = runner.graphs.load(positions, slots, seq_lens, block_tables) if runner.graphs else None
+    if size is not None:
+        logits = runner.graphs.replay(size, 0, len(predicted), first_ids)
+    else:
+        logits = eager_decode_forward(runner, first_ids, positions[0], slots[0], seq_lens[0], block_tables)
+    return QueuedForward(predicted, logits)
 
 
 def predict_next_entries(entries: Sequence[ScheduledRequest], num_scheduler_steps: int, max_model_len: int,

@@ -150,3 +150,42 @@ def test_prediction_follows_the_scheduler_s_rules():
     assert predict_next_entries([_entry("a", 28, 3, 5, 100, 2)], 4, max_model_len=192, block_size=16) is None
     assert predict_next_entries([_entry("a", 28, 3, 5, 100, 3)], 4, max_model_len=192, block_size=16) is not None
     assert predict_next_entries([entries[2]], 4, max_model_len=192, block_size=16) is None
+
+
+def test_constrained_steps_sample_forwards_queued_before_their_masks(checkpoint):
+    """Grammar-constrained requests decode one token a step (their masks need the host between
+    tokens); with async scheduling the next step's forward is queued before this step's tokens
+    reach the host, and the plan that follows samples its logits under the new masks. Tokens equal
+    the run without it, for greedy and seeded sampled requests, with a logprobs request (never
+    queued ahead) and requests that end at different steps (parts of the predicted plan)."""
+    import json
+
+    import jsonschema
+
+    from tests.helpers.spec_prompts import SCHEMA
+
+    schema = {"type": "json_schema", "json_schema": {"schema": SCHEMA}}
+    regex = {"type": "regex", "pattern": "[a-c]{2,9}x"}
+    params = [SamplingParams(max_tokens=60, temperature=0.0, response_format=schema),
+              SamplingParams(max_tokens=60, temperature=1.0, seed=5, response_format=schema),
+              SamplingParams(max_tokens=20, temperature=0.9, top_k=30, seed=9, response_format=regex),
+              SamplingParams(max_tokens=60, temperature=1.0, seed=2, response_format=schema),
+              SamplingParams(max_tokens=25, temperature=0.0, ignore_eos=True),
+              SamplingParams(max_tokens=7, temperature=0.0, response_format=regex)]
+    prompts = [f"json {i} json {i}" for i in range(len(params))]
+    plain = LLM(checkpoint, device="cpu", max_model_len=192, num_scheduler_steps=4, async_scheduling=False)
+    expected = plain.generate(prompts, params)
+    llm = _async_llm(checkpoint)
+    runner = llm.engine.runner
+    before = runner.num_queued_adopted
+    got = llm.generate(prompts, params)
+    assert summary(got) == summary(expected)
+    assert all(o.error is None for o in got)
+    for out, p in zip(got, params):
+        if out.finish_reason == "stop" and p.response_format is schema:
+            jsonschema.validate(json.loads(out.text), SCHEMA)
+    assert runner.num_queued_adopted - before > 10  # the constrained steps ran on forwards queued ahead
+    assert runner._queued is None
+    # With logprobs in the batch nothing is queued (their computation reads the logits on the host).
+    with_logprobs = [SamplingParams(max_tokens=12, temperature=0.0, response_format=regex, logprobs=2)]
+    assert summary(llm.generate(prompts[:1], with_logprobs)) == summary(plain.generate(prompts[:1], with_logprobs))
