@@ -142,7 +142,7 @@ class LLMEngine:
         sched = config.scheduler
         wanted = sched.async_scheduling if sched.async_scheduling is not None else self.device.type == "cuda"
         self.async_scheduling = (wanted and self.num_scheduler_steps > 1 and not sched.disable_async_output_proc
-                                 and self.speculative is None and config.tensor_parallel_size == 1)
+                                 and self.speculative is None)
         if self.async_scheduling:  # the slots of the step queued ahead (llm_core/multi_step.py)
             self.scheduler.num_lookahead_tokens = self.num_scheduler_steps
         self.telemetry = EngineTelemetry(self.scheduler, self.kv_cache_manager,
@@ -310,19 +310,25 @@ class LLMEngine:
             self._release([d.request_id for d in failed])
             return earlier + failed
         self.telemetry.on_schedule(plan)
+        multi_step_plan = multi_step and is_multi_step_plan(plan.requests)
+        # Async scheduling: the predicted next step's forwards queue behind this step's, unless a
+        # request waits (the next step would admit it instead).
+        ahead = self.async_scheduling and not self.scheduler.waiting and not self._waiting_for_grammar
         # Tensor-parallel workers run the same plan (no-op at size 1), as the driver runs it below.
         if self.tp.size > 1:
             media_rows = self.multimodal is not None and self.multimodal.embedder.has_media_rows(plan)
-            self.tp.send_plan(plan, multi_step=multi_step and is_multi_step_plan(plan.requests), media_rows=media_rows)
-        if multi_step and not self.config.scheduler.disable_async_output_proc and is_multi_step_plan(plan.requests):
+            async_steps = multi_step_plan and not self.config.scheduler.disable_async_output_proc
+            self.tp.send_plan(plan, multi_step=multi_step_plan, media_rows=media_rows,
+                              adopt=multi_step_plan and self.runner.queued_run_fits(plan),
+                              queue_next=self.num_scheduler_steps if async_steps and ahead else 0)
+        if multi_step_plan and not self.config.scheduler.disable_async_output_proc:
             self._release([d.request_id for d in failed])
-            return failed + self._multi_step_async(plan)  # (earlier is empty: a multi-step step)
+            return failed + self._multi_step_async(plan, ahead)  # (earlier is empty: a multi-step step)
         draft_probs = self.speculator.take_draft_probs(plan) if self.speculator is not None else None
         # Async scheduling of single decode steps (those that need the host between tokens, such as
         # grammars): the predicted next step's forward runs while this step's tokens are processed.
-        ahead = (self.async_scheduling and not multi_step and not self.scheduler.waiting
-                 and not self._waiting_for_grammar)
-        sampled, logprobs = self.runner.execute(plan, draft_probs, multi_step=multi_step, queue_next=ahead)
+        sampled, logprobs = self.runner.execute(plan, draft_probs, multi_step=multi_step,
+                                                queue_next=ahead and not multi_step)
         for request_id, token_ids in sampled.items():
             for token_id in ([token_ids] if isinstance(token_ids, int) else token_ids):
                 if not self.structured.accept(request_id, token_id):
@@ -337,13 +343,11 @@ class LLMEngine:
             self.speculator.after_step(plan, updates, self.scheduler.running)
         return earlier + deltas
 
-    def _multi_step_async(self, plan: SchedulerOutput) -> list[CompletionDelta]:
+    def _multi_step_async(self, plan: SchedulerOutput, ahead: bool) -> list[CompletionDelta]:
         """A multi-step plan (no grammar, logprobs or speculation in it) with async output
-        processing: queue its forwards, process the last multi-step step's updates while they
-        run, then apply this step's tokens and keep their updates for the next step."""
-        # Async scheduling: the predicted next step's forwards queue behind this step's, unless a
-        # request waits (the next step would admit it instead).
-        ahead = self.async_scheduling and not self.scheduler.waiting and not self._waiting_for_grammar
+        processing: queue its forwards (and, `ahead`, the predicted next step's), process the last
+        multi-step step's updates while they run, then apply this step's tokens and keep their
+        updates for the next step."""
         pending = self.runner.launch_multi_step(plan, queue_next=self.num_scheduler_steps if ahead else 0)
         deltas = self._process_pending_updates()  # on the host while the GPU runs the forwards
         updates = self.scheduler.update_from_output(plan, pending.wait())

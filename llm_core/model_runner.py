@@ -14,7 +14,7 @@ from llm_core.cuda_graphs import DecodeGraphs
 from llm_core.distributed.group import SINGLE, TensorParallelGroup
 from llm_core.multi_step import (
     PendingTokens, QueuedForward, QueuedSteps, follow_decode_steps, is_multi_step_plan, is_single_decode_plan,
-    launch_decode_steps, queue_next_forward, queue_next_steps,
+    launch_decode_steps, predict_next_entries, queue_next_forward, queue_next_steps,
 )
 from llm_core.models.arch_config import ArchConfig
 from llm_core.sampler import Sampler, compute_logprobs, prepare_sampling_batch
@@ -224,8 +224,6 @@ class ModelRunner:
         forwards per step (the engine's num_scheduler_steps)."""
         if not is_multi_step_plan(plan.requests):
             raise ValueError("launch_multi_step needs a plan where every request decodes with placeholders")
-        if queue_next > 1 and self.tp.size > 1:
-            raise ValueError("tensor-parallel workers follow one multi-step step at a time (no forwards queued ahead)")
         self.block_table_host.release(plan.finished_request_ids + plan.preempted_request_ids)
         queued, self._queued = self._queued, None
         pending = queued.adopt(plan.requests) if isinstance(queued, QueuedSteps) else None
@@ -239,11 +237,28 @@ class ModelRunner:
         return pending
 
     @torch.inference_mode()
-    def follow_multi_step(self, plan: SchedulerOutput) -> None:
+    def follow_multi_step(self, plan: SchedulerOutput, adopt: bool = False, queue_next: int = 0) -> None:
         """A tensor-parallel worker's launch_multi_step (llm_core/distributed/worker.py): the same
-        host state and forwards, fed the tokens the driver samples (multi_step.follow_decode_steps)."""
+        host state and forwards, fed the tokens the driver samples (multi_step.follow_decode_steps).
+        adopt: the driver takes the run it queued last step for this plan (so this rank ran it
+        too); queue_next: the driver queues the predicted next step's forwards, as this rank does."""
         self.block_table_host.release(plan.finished_request_ids + plan.preempted_request_ids)
-        follow_decode_steps(self, plan.requests)
+        queued, self._queued = self._queued, None
+        if queued is not None:
+            self.num_queued_adopted += adopt
+            self.num_queued_dropped += not adopt
+        if not adopt:
+            follow_decode_steps(self, plan.requests)
+        if queue_next > 1 and self.max_model_len is not None:
+            predicted = predict_next_entries(plan.requests, queue_next, self.max_model_len, self.block_size)
+            if predicted is not None:  # the driver predicts the same (queue_next_steps)
+                follow_decode_steps(self, predicted, queued=True)
+                self._queued = QueuedSteps(predicted, None)  # tokens stay with the driver
+
+    def queued_run_fits(self, plan: SchedulerOutput) -> bool:
+        """Whether launch_multi_step(plan) will take the run queued last step (QueuedSteps.adopt):
+        what a tensor-parallel driver tells its workers before the step runs."""
+        return isinstance(self._queued, QueuedSteps) and self._queued.adopt(plan.requests) is not None
 
     @property
     def has_queued_steps(self) -> bool:

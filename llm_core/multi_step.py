@@ -110,6 +110,8 @@ def launch_decode_steps(runner, entries: Sequence[ScheduledRequest],
     num_seqs = len(entries)
     num_steps_each, positions, slots, seq_lens, block_tables = _plan_forwards(runner, entries)
     num_steps = int(num_steps_each.max())
+    if first_ids is not None:  # tensor-parallel workers feed them too (follow_decode_steps)
+        first_ids = runner.tp.broadcast_from_driver(first_ids.contiguous())
     host_ids = None if first_ids is not None else _first_tokens(entries)
     params = [e.sampling_params for e in entries]
     outputs = [e.num_output_tokens for e in entries]
@@ -140,18 +142,22 @@ def launch_decode_steps(runner, entries: Sequence[ScheduledRequest],
     return PendingTokens(entries, num_steps_each, torch.stack(tokens))  # waiting on it: the one host sync
 
 
-def follow_decode_steps(runner, entries: Sequence[ScheduledRequest]) -> None:
-    """A tensor-parallel worker's launch_decode_steps (not queued ahead): the same forwards, and so
-    the same collectives, each after the first fed the tokens the driver sampled from the one
-    before (broadcast from the driver; the workers sample nothing)."""
+def follow_decode_steps(runner, entries: Sequence[ScheduledRequest], queued: bool = False) -> None:
+    """A tensor-parallel worker's launch_decode_steps: the same forwards, and so the same
+    collectives, each fed the tokens the driver sampled from the one before (broadcast from the
+    driver; the workers sample nothing); `queued`: a run queued ahead, whose first tokens come by
+    broadcast too."""
     num_seqs = len(entries)
     num_steps_each, positions, slots, seq_lens, block_tables = _plan_forwards(runner, entries)
     num_steps = int(num_steps_each.max())
     input_ids: np.ndarray | torch.Tensor = _first_tokens(entries)
-    size = runner.graphs.load(positions, slots, seq_lens, block_tables, input_ids) if runner.graphs else None
+    if queued:
+        input_ids = runner.tp.broadcast_from_driver(torch.empty(num_seqs, dtype=torch.int64, device=runner.device))
+    host_ids = None if queued else input_ids
+    size = runner.graphs.load(positions, slots, seq_lens, block_tables, host_ids) if runner.graphs else None
     for step in range(num_steps):
         if size is not None:
-            runner.graphs.replay(size, step, num_seqs, input_ids if step else None)
+            runner.graphs.replay(size, step, num_seqs, input_ids if step or queued else None)
         else:
             eager_decode_forward(runner, input_ids, positions[step], slots[step], seq_lens[step], block_tables)
         if step + 1 < num_steps:
@@ -175,7 +181,7 @@ class QueuedSteps:
     """A next step's forwards queued before its plan exists (async scheduling, above)."""
 
     entries: tuple[ScheduledRequest, ...]  # the predicted plan's entries
-    pending: PendingTokens
+    pending: PendingTokens | None  # None on a tensor-parallel worker (the driver samples)
 
     def adopt(self, entries: Sequence[ScheduledRequest]) -> PendingTokens | None:
         """The queued run's tokens for the plan `entries` when every entry is one of the predicted

@@ -130,14 +130,16 @@ class TensorParallelExecutor:
             raise
         return budget
 
-    def send_plan(self, plan: SchedulerOutput, multi_step: bool = False, media_rows: bool = False) -> None:
+    def send_plan(self, plan: SchedulerOutput, multi_step: bool = False, media_rows: bool = False,
+                  adopt: bool = False, queue_next: int = 0) -> None:
         """Hand the step's plan to every worker; call just before running it on the driver.
-        multi_step: the driver runs it as a multi-step step (ModelRunner.launch_multi_step).
-        media_rows: some of its tokens are media placeholders (the driver, which holds the
-        encoders, broadcasts the step's input embeddings: ModelRunner.forward_inputs)."""
+        multi_step: the driver runs it as a multi-step step (ModelRunner.launch_multi_step), taking
+        the run it queued last step (`adopt`) and queuing the next one (`queue_next` forwards a
+        step; 0: none). media_rows: some of its tokens are media placeholders (the driver, which
+        holds the encoders, broadcasts the step's input embeddings: ModelRunner.forward_inputs)."""
         if not self._workers:
             return
-        payload = pickle.dumps((plan, multi_step, media_rows), protocol=pickle.HIGHEST_PROTOCOL)
+        payload = pickle.dumps((plan, multi_step, media_rows, adopt, queue_next), protocol=pickle.HIGHEST_PROTOCOL)
         for rank, (proc, conn) in enumerate(self._workers, 1):
             if proc.poll() is not None:
                 error = self._dead(rank)

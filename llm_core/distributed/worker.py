@@ -120,12 +120,12 @@ def run_worker(spec: WorkerSpec, conn: Connection) -> None:
         runner.release_cuda_graphs()  # before main() leaves the group (DecodeGraphs.release)
 
 
-def execute_plan(runner: ModelRunner, plan, multi_step: bool, media_rows: bool) -> None:
+def execute_plan(runner: ModelRunner, plan, multi_step: bool, media_rows: bool, adopt: bool, queue_next: int) -> None:
     """The driver's ModelRunner.execute up to its logits (ModelRunner.forward_plan: the same host
     state, the same forward and collectives); the logits stay with the driver, which samples. A
     multi-step step's forwards take the tokens the driver samples (ModelRunner.follow_multi_step)."""
     if multi_step:
-        runner.follow_multi_step(plan)
+        runner.follow_multi_step(plan, adopt, queue_next)
     else:
         runner.forward_plan(plan, media_rows=media_rows)
 

@@ -111,6 +111,33 @@ def test_multi_step_decoding_feeds_the_workers_the_driver_tokens(llama_dir, devi
         llm.engine.shutdown()
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    torch.cuda.device_count() < 2, reason="needs 2 GPUs (NCCL; Triton attention and CUDA graphs)"))])
+def test_async_scheduling_queues_every_rank_ahead_alike(llama_dir, device):
+    """Async scheduling at size 2: the driver queues the predicted next multi-step step and tells
+    the workers, with each plan, whether it takes that run and whether it queues the next; the
+    queued run's first tokens reach them by broadcast. Requests ending at different steps (parts of
+    the predicted plan), stop tokens, seeded sampling and a second round on cached prefixes equal
+    one process without any of it."""
+    prompts = random_prompts(13)
+    params = [SamplingParams(max_tokens=9 + 5 * i, temperature=0.0, ignore_eos=True) if i % 3 else
+              SamplingParams(max_tokens=NUM_NEW, temperature=1.0, seed=i, ignore_eos=True)
+              for i in range(len(prompts))]
+    single = make_llm(llama_dir, device, num_scheduler_steps=1)
+    expected = [o.token_ids for o in single.generate(prompts, params)]
+    del single
+
+    llm = make_llm(llama_dir, device, tensor_parallel_size=2, num_scheduler_steps=4, async_scheduling=True)
+    try:
+        assert llm.engine.async_scheduling
+        for _ in range(2):
+            assert [o.token_ids for o in llm.generate(prompts, params)] == expected
+        runner = llm.engine.runner
+        assert runner.num_queued_adopted > 5 and runner._queued is None
+    finally:
+        llm.engine.shutdown()
+
+
 def test_multi_step_decoding_under_preemption(llama_dir):
     """A KV pool of 13 blocks a rank for four requests growing past 60 tokens: requests are
     preempted and recomputed between multi-step steps, on every rank alike."""
