@@ -317,10 +317,14 @@ class LLMEngine:
         # Tensor-parallel workers run the same plan (no-op at size 1), as the driver runs it below.
         if self.tp.size > 1:
             media_rows = self.multimodal is not None and self.multimodal.embedder.has_media_rows(plan)
-            async_steps = multi_step_plan and not self.config.scheduler.disable_async_output_proc
-            self.tp.send_plan(plan, multi_step=multi_step_plan, media_rows=media_rows,
-                              adopt=multi_step_plan and self.runner.queued_run_fits(plan),
-                              queue_next=self.num_scheduler_steps if async_steps and ahead else 0)
+            if multi_step_plan:
+                async_steps = ahead and not self.config.scheduler.disable_async_output_proc
+                adopt, queue_next = self.runner.queued_run_fits(plan), self.num_scheduler_steps if async_steps else 0
+            else:
+                adopt = self.runner.forward_fits(plan)
+                queue_next = int(self.runner.will_queue_forward(plan, ahead and not multi_step))
+            self.tp.send_plan(plan, multi_step=multi_step_plan, media_rows=media_rows, adopt=adopt,
+                              queue_next=queue_next)
         if multi_step_plan and not self.config.scheduler.disable_async_output_proc:
             self._release([d.request_id for d in failed])
             return failed + self._multi_step_async(plan, ahead)  # (earlier is empty: a multi-step step)

@@ -13,8 +13,8 @@ from llm_core.block_table import BlockTableHost
 from llm_core.cuda_graphs import DecodeGraphs
 from llm_core.distributed.group import SINGLE, TensorParallelGroup
 from llm_core.multi_step import (
-    PendingTokens, QueuedForward, QueuedSteps, follow_decode_steps, is_multi_step_plan, is_single_decode_plan,
-    launch_decode_steps, predict_next_entries, queue_next_forward, queue_next_steps,
+    PendingTokens, QueuedForward, QueuedSteps, follow_decode_steps, follow_next_forward, is_multi_step_plan,
+    is_single_decode_plan, launch_decode_steps, predict_next_entries, queue_next_forward, queue_next_steps,
 )
 from llm_core.models.arch_config import ArchConfig
 from llm_core.sampler import Sampler, compute_logprobs, prepare_sampling_batch
@@ -179,8 +179,7 @@ class ModelRunner:
         params = [e.sampling_params for e in sampling]
         batch = prepare_sampling_batch(params, [e.num_output_tokens for e in sampling], logits.shape[-1], self.device)
         tokens = self.sampler.sample(logits, batch)
-        if (queue_next and batch.max_num_logprobs is None and self.max_model_len is not None and self.tp.size == 1
-                and is_single_decode_plan(plan.requests)):
+        if self.will_queue_forward(plan, queue_next):
             pending = PendingTokens(plan.requests, np.ones(len(sampling), dtype=np.int64), tokens.unsqueeze(0))
             self._queued = queue_next_forward(self, plan.requests, tokens, self.max_model_len)
             sampled = {request_id: ids[0] for request_id, ids in pending.wait().items()}  # waits for the sampling only
@@ -198,21 +197,43 @@ class ModelRunner:
                     logprobs[entry.request_id] = kept
         return sampled, logprobs
 
+    def will_queue_forward(self, plan: SchedulerOutput, queue_next: bool) -> bool:
+        """Whether execute(plan, queue_next=queue_next) queues the next step's forward: a single
+        decode step without logprobs (their computation reads the logits on the host)."""
+        return (queue_next and self.max_model_len is not None and is_single_decode_plan(plan.requests)
+                and all(e.sampling_params.logprobs is None for e in plan.requests))
+
+    def forward_fits(self, plan: SchedulerOutput) -> bool:
+        """Whether execute(plan) takes the forward the last execute queued (QueuedForward): the plan
+        is the predicted one or a part of it and needs nothing else this step."""
+        return isinstance(self._queued, QueuedForward) and not plan.encoder_inputs and self._queued.fits(plan.requests)
+
     def _adopt_forward(self, plan: SchedulerOutput) -> torch.Tensor | None:
-        """The logits of the forward queued for this plan by the last execute (QueuedForward), when
-        the plan is the predicted one or a part of it and needs nothing else this step."""
-        queued = self._queued
-        if not isinstance(queued, QueuedForward):
+        """The logits of the forward queued for this plan by the last execute, when forward_fits."""
+        if not isinstance(self._queued, QueuedForward):
             return None
-        self._queued = None
-        logits = queued.adopt(plan.requests) if is_single_decode_plan(plan.requests) and not plan.encoder_inputs \
-            else None
-        if logits is None:
+        fits = self.forward_fits(plan)
+        queued, self._queued = self._queued, None
+        if not fits:
             self.num_queued_dropped += 1
             return None
         self.num_queued_adopted += 1
         self.block_table_host.release(plan.finished_request_ids + plan.preempted_request_ids)
-        return logits
+        return queued.adopt(plan.requests)
+
+    @torch.inference_mode()
+    def follow_single_step(self, plan: SchedulerOutput, media_rows: bool, adopt: bool, queue_next: bool) -> None:
+        """A tensor-parallel worker's execute of a plan that is not multi-step: the same forward (none
+        when the driver takes the forward queued last step for it, `adopt`, which this rank ran
+        too), then, `queue_next`, the predicted next step's forward (follow_next_forward)."""
+        if adopt:
+            self._queued = None
+            self.num_queued_adopted += 1
+            self.block_table_host.release(plan.finished_request_ids + plan.preempted_request_ids)
+        else:
+            self.forward_plan(plan, media_rows)
+        if queue_next:
+            self._queued = follow_next_forward(self, plan.requests, self.max_model_len)
 
     @torch.inference_mode()
     def launch_multi_step(self, plan: SchedulerOutput, queue_next: int = 0) -> PendingTokens:

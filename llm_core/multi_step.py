@@ -197,7 +197,11 @@ class QueuedForward:
     sampling waits for what the host computes from this step's tokens (the grammar masks)."""
 
     entries: tuple[ScheduledRequest, ...]  # the predicted plan's entries
-    logits: torch.Tensor  # [len(entries), V]
+    logits: torch.Tensor | None  # [len(entries), V]; None on a tensor-parallel worker (the driver samples)
+
+    def fits(self, entries: Sequence[ScheduledRequest]) -> bool:
+        """Whether the plan `entries` is the predicted one or a part of it (single decode steps)."""
+        return is_single_decode_plan(entries) and _columns_of(self.entries, entries) is not None
 
     def adopt(self, entries: Sequence[ScheduledRequest]) -> torch.Tensor | None:
         """The logits rows of the plan `entries`, in its order, when every entry is one of the
@@ -241,13 +245,27 @@ def queue_next_forward(runner, entries: Sequence[ScheduledRequest], tokens: torc
     column_of = {e.request_id: b for b, e in enumerate(entries)}
     columns = np.fromiter((column_of[e.request_id] for e in predicted), dtype=np.int64, count=len(predicted))
     first_ids = tokens.index_select(0, to_device(columns, runner.device, torch.int64))
-    _, positions, slots, seq_lens, block_tables = _plan_forwards(runner, predicted)
+    return QueuedForward(predicted, _single_forward(runner, predicted, runner.tp.broadcast_from_driver(first_ids)))
+
+
+def follow_next_forward(runner, entries: Sequence[ScheduledRequest], max_model_len: int) -> QueuedForward | None:
+    """A tensor-parallel worker's queue_next_forward: the same predicted forward, fed the driver's
+    tokens by broadcast (its logits are not kept: the driver samples)."""
+    predicted = predict_next_entries(entries, 1, max_model_len, runner.block_size)
+    if predicted is None:
+        return None
+    first_ids = runner.tp.broadcast_from_driver(torch.empty(len(predicted), dtype=torch.int64, device=runner.device))
+    _single_forward(runner, predicted, first_ids)
+    return QueuedForward(predicted, None)
+
+
+def _single_forward(runner, entries: Sequence[ScheduledRequest], input_ids: torch.Tensor) -> torch.Tensor:
+    """Logits [B, V] of one decode forward of `entries` fed `input_ids` (a graph replay where one fits)."""
+    _, positions, slots, seq_lens, block_tables = _plan_forwards(runner, entries)
     size = runner.graphs.load(positions, slots, seq_lens, block_tables) if runner.graphs else None
     if size is not None:
-        logits = runner.graphs.replay(size, 0, len(predicted), first_ids)
-    else:
-        logits = eager_decode_forward(runner, first_ids, positions[0], slots[0], seq_lens[0], block_tables)
-    return QueuedForward(predicted, logits)
+        return runner.graphs.replay(size, 0, len(entries), input_ids)
+    return eager_decode_forward(runner, input_ids, positions[0], slots[0], seq_lens[0], block_tables)
 
 
 def predict_next_entries(entries: Sequence[ScheduledRequest], num_scheduler_steps: int, max_model_len: int,

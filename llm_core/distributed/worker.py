@@ -127,7 +127,7 @@ def execute_plan(runner: ModelRunner, plan, multi_step: bool, media_rows: bool, 
     if multi_step:
         runner.follow_multi_step(plan, adopt, queue_next)
     else:
-        runner.forward_plan(plan, media_rows=media_rows)
+        runner.follow_single_step(plan, media_rows, adopt, queue_next > 0)
 
 
 if __name__ == "__main__":

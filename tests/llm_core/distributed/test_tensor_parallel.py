@@ -138,6 +138,32 @@ def test_async_scheduling_queues_every_rank_ahead_alike(llama_dir, device):
         llm.engine.shutdown()
 
 
+def test_grammar_steps_queue_their_next_forward_on_every_rank(llama_dir):
+    """Grammar-constrained requests (one forward a step) with async scheduling at size 2: the next
+    step's forward is queued on every rank before the driver's tokens reach its host (the workers
+    get them by broadcast), and the plan that follows samples it under the new masks; a plain
+    request rides along. Tokens equal one process without any of it."""
+    from tests.helpers.spec_prompts import SCHEMA
+
+    schema = {"type": "json_schema", "json_schema": {"schema": SCHEMA}}
+    params = [SamplingParams(max_tokens=50, temperature=0.0, response_format=schema),
+              SamplingParams(max_tokens=50, temperature=1.0, seed=4, response_format=schema),
+              SamplingParams(max_tokens=12, temperature=0.0, response_format={"type": "regex", "pattern": "[a-d]{3,8}"}),
+              SamplingParams(max_tokens=20, temperature=0.0, ignore_eos=True)]
+    prompts = [f"json {i} json {i}" for i in range(len(params))]
+    single = make_llm(llama_dir, num_scheduler_steps=1)
+    expected = [(o.token_ids, o.finish_reason) for o in single.generate(prompts, params)]
+    del single
+
+    llm = make_llm(llama_dir, tensor_parallel_size=2, num_scheduler_steps=4, async_scheduling=True)
+    try:
+        runner = llm.engine.runner
+        assert [(o.token_ids, o.finish_reason) for o in llm.generate(prompts, params)] == expected
+        assert runner.num_queued_adopted > 5  # (a forward queued for a request that then stopped stays queued)
+    finally:
+        llm.engine.shutdown()
+
+
 def test_multi_step_decoding_under_preemption(llama_dir):
     """A KV pool of 13 blocks a rank for four requests growing past 60 tokens: requests are
     preempted and recomputed between multi-step steps, on every rank alike."""
