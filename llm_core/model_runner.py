@@ -210,16 +210,17 @@ class ModelRunner:
 
     def _adopt_forward(self, plan: SchedulerOutput) -> torch.Tensor | None:
         """The logits of the forward queued for this plan by the last execute, when forward_fits."""
-        if not isinstance(self._queued, QueuedForward):
+        queued = self._queued
+        if not isinstance(queued, QueuedForward):
             return None
-        fits = self.forward_fits(plan)
-        queued, self._queued = self._queued, None
-        if not fits:
+        self._queued = None
+        logits = queued.adopt(plan.requests) if not plan.encoder_inputs else None
+        if logits is None:
             self.num_queued_dropped += 1
             return None
         self.num_queued_adopted += 1
         self.block_table_host.release(plan.finished_request_ids + plan.preempted_request_ids)
-        return queued.adopt(plan.requests)
+        return logits
 
     @torch.inference_mode()
     def follow_single_step(self, plan: SchedulerOutput, media_rows: bool, adopt: bool, queue_next: bool) -> None:

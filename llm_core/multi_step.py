@@ -204,9 +204,8 @@ class QueuedForward:
         return is_single_decode_plan(entries) and _columns_of(self.entries, entries) is not None
 
     def adopt(self, entries: Sequence[ScheduledRequest]) -> torch.Tensor | None:
-        """The logits rows of the plan `entries`, in its order, when every entry is one of the
-        predicted (as QueuedSteps.adopt); else None."""
-        columns = _columns_of(self.entries, entries)
+        """The logits rows of the plan `entries`, in its order, when it fits; else None."""
+        columns = _columns_of(self.entries, entries) if is_single_decode_plan(entries) else None
         if columns is None:
             return None
         if columns == list(range(len(self.entries))):

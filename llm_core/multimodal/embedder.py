@@ -91,13 +91,21 @@ class MultiModalEmbedder:
     def has_media_rows(self, plan: SchedulerOutput) -> bool:
         """Whether a scheduled token of the plan is a media placeholder, i.e. whether
         prepare_inputs_embeds will return embeddings for it (known before any of its work)."""
+        return next(self._media_runs(plan), None) is not None
+
+    def _media_runs(self, plan: SchedulerOutput):
+        """The plan's runs of media rows: (request id, its held media, item index, first row in
+        the step, first row in the item, number of rows); a chunk may cut a run anywhere."""
+        row = 0
         for entry in plan.requests:
             held = self._held.get(entry.request_id)
             start, end = entry.start_position, entry.start_position + entry.num_tokens
-            if held is not None and held.end > start and any(max(start, item.offset) < min(end, item.end)
-                                                               for item in held.inputs):
-                return True
-        return False
+            if held is not None and held.end > start:
+                for index, item in enumerate(held.inputs):
+                    lo, hi = max(start, item.offset), min(end, item.end)
+                    if lo < hi:
+                        yield entry.request_id, held, index, row + lo - start, lo - item.offset, hi - lo
+            row += entry.num_tokens
 
     def prepare_inputs_embeds(self, plan: SchedulerOutput, input_ids: torch.Tensor,
                               embed_tokens: torch.nn.Module) -> torch.Tensor | None:
@@ -109,19 +117,13 @@ class MultiModalEmbedder:
         if plan.encoder_inputs:
             self.encode(plan.encoder_inputs)
         rows = []  # (first row in the step, item embeddings, first row in the item, num rows)
-        row = 0
-        for entry in plan.requests:
-            held = self._held.get(entry.request_id)
-            start, end = entry.start_position, entry.start_position + entry.num_tokens
-            if held is not None and held.end > start:
-                for item, embeddings in zip(held.inputs, held.embeddings):
-                    lo, hi = max(start, item.offset), min(end, item.end)
-                    if lo < hi and embeddings is None:  # a bug: the scheduler did not plan its encoding
-                        raise RuntimeError(f"request {entry.request_id!r}: {item.modality} at {item.offset} "
-                                           "is scheduled but not encoded")
-                    if lo < hi:
-                        rows.append((row + lo - start, embeddings, lo - item.offset, hi - lo))
-            row += entry.num_tokens
+        for request_id, held, index, first, offset, count in self._media_runs(plan):
+            embeddings = held.embeddings[index]
+            if embeddings is None:  # a bug: the scheduler did not plan its encoding
+                item = held.inputs[index]
+                raise RuntimeError(f"request {request_id!r}: {item.modality} at {item.offset} "
+                                   "is scheduled but not encoded")
+            rows.append((first, embeddings, offset, count))
         if not rows:
             return None
         embeds = embed_tokens(input_ids)  # [T, C]
