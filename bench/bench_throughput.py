@@ -166,7 +166,8 @@ def make_llm(model_dir: Path, args, dtype: torch.dtype, **options) -> LLM:
                num_scheduler_steps=getattr(args, "num_scheduler_steps", None),
                skinny_gemv=getattr(args, "skinny_gemv", None),
                async_scheduling=getattr(args, "async_scheduling", None),
-               persistent_decode=getattr(args, "persistent_decode", None), **options)
+               persistent_decode=getattr(args, "persistent_decode", None), ws_decode=getattr(args, "ws_decode", None),
+               **options)
 
 
 def main() -> None:
@@ -189,6 +190,9 @@ def main() -> None:
     parser.add_argument("--persistent-decode", action=argparse.BooleanOptionalAction, default=None,
                         help="batch-1 decode steps in one persistent kernel (the engine's option; default: the "
                              "engine's choice)")
+    parser.add_argument("--ws-decode", action=argparse.BooleanOptionalAction, default=None,
+                        help="the persistent kernel's warp-specialized form on Hopper (the engine's option; "
+                             "default: the engine's choice)")
     for name, (_, _, _, text) in OFF_SWITCHES.items():
         parser.add_argument(f"--{name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=True,
                             help=text)
@@ -222,6 +226,7 @@ def main() -> None:
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "torch": torch.__version__,
         "shape": args.shape, "skinny_gemv": args.skinny_gemv, "num_scheduler_steps": args.num_scheduler_steps,
         "async_scheduling": args.async_scheduling, "persistent_decode": args.persistent_decode,
+        "ws_decode": args.ws_decode,
         "greedy_step_graphs": args.greedy_step_graphs, "lm_head_argmax": args.lm_head_argmax,
         "copy_bandwidth_gbs": bandwidth / 1e9, "weight_streaming_limit_tok_s": limit,
         "batch1_tok_s": b1, "batch1_runs_tok_s": b1_runs, "batch1_fraction_of_limit": b1 / limit,

@@ -87,6 +87,12 @@ class ModelConfig:
     # (llm_core/layers/kernels/persistent_decode.py: grid barriers between the stages, the weight
     # stream crossing them). None: on wherever the fused decode path is.
     persistent_decode: bool | None = None
+    # With the persistent kernel on Hopper: its warp-specialized form instead
+    # (llm_core/layers/kernels/ws_decode.py: a producer warp streams the weights through a
+    # shared-memory ring with TMA, the GEMVs on the tensor cores), where the model's sizes fit it
+    # (bf16, no biases or sliding window). None: the engine's default (WS_DECODE_DEFAULT in
+    # llm_core/models/llama.py).
+    ws_decode: bool | None = None
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:

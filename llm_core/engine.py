@@ -90,7 +90,8 @@ class LLMEngine:
         if skinny and self.device.type == "cuda" and backend.name == "triton":
             # before the graphs are captured; fused_decode None: with the GEMV
             enable_skinny_kernels(model, fused_decode=model_cfg.fused_decode is not False,
-                                  persistent_decode=model_cfg.persistent_decode is not False)
+                                  persistent_decode=model_cfg.persistent_decode is not False,
+                                  ws_decode=model_cfg.ws_decode)
         # Media (LLaVA, Qwen2-Audio): the encoders load before the KV budget is planned. None: text only.
         self.multimodal = load_multimodal(model_cfg.model, self.tokenizer, config.multimodal, device=self.device,
                                           dtype=self.dtype)

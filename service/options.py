@@ -121,6 +121,9 @@ GROUPS: dict[str, tuple[Option, ...]] = {
            "rotary + KV store in one kernel for batch-1 decode (default: on with the GEMV kernel)", is_bool=True),
         _e("--persistent-decode", "persistent_decode", parse_bool, "with the fused decode path: every layer of a "
            "batch-1 decode step in one persistent kernel (default: on with the fused decode path)", is_bool=True),
+        _e("--ws-decode", "ws_decode", parse_bool, "with the persistent kernel on Hopper: its warp-specialized "
+           "form (TMA weight stream, tensor-core GEMVs) where the model fits it (default: the engine's)",
+           is_bool=True),
         _e("--disable-async-output-proc", "disable_async_output_proc", parse_bool,
            "detokenize each multi-step step before the next one starts, not while it runs", is_bool=True),
         _e("--async-scheduling", "async_scheduling", parse_bool, "queue the next multi-step step's forwards before "

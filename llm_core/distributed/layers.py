@@ -149,12 +149,13 @@ class RowParallelLinear(nn.Module):
 
 
 def enable_skinny_kernels(model: nn.Module, enabled: bool = True, fused_decode: bool = False,
-                          persistent_decode: bool = False) -> int:
+                          persistent_decode: bool = False, ws_decode: bool | None = False) -> int:
     """Sets use_skinny_kernel on every ColumnParallelLinear and RowParallelLinear in model and on every
     module with an LM head applied through vocab_parallel_logits (`skinny_lm_head`), and
-    `fused_decode` (enabled and fused_decode) and `persistent_decode` (that and persistent_decode)
-    on every module that has them (the Llama family's fused decode path and its persistent
-    kernel); returns how many linears."""
+    `fused_decode` (enabled and fused_decode), `persistent_decode` (that and persistent_decode) and
+    `ws_decode` (the persistent kernel's warp-specialized form: as given, None for the model's
+    default, where persistent_decode is set) on every module that has them (the Llama family's fused
+    decode path and its persistent kernels); returns how many linears."""
     layers = [m for m in model.modules() if isinstance(m, (ColumnParallelLinear, RowParallelLinear))]
     for layer in layers:
         layer.use_skinny_kernel = enabled
@@ -165,6 +166,8 @@ def enable_skinny_kernels(model: nn.Module, enabled: bool = True, fused_decode: 
             module.skinny_lm_head = enabled
         if hasattr(module, "persistent_decode"):
             module.persistent_decode = enabled and fused_decode and persistent_decode
+        if hasattr(module, "ws_decode"):
+            module.ws_decode = ws_decode if enabled and fused_decode and persistent_decode else False
     return len(layers)
 
 

@@ -15,11 +15,14 @@ cost what the norm kernels did, docs/performance.md.) Not for tensor parallelism
 
 Persistent decode (`persistent_decode`, with the fused path): a step of one token runs every layer
 in one kernel whose programs pass grid barriers between the stages (llm_core/layers/kernels/
-persistent_decode.py), then the final RMSNorm.
+persistent_decode.py), then the final RMSNorm. `ws_decode` (True, False, or None for
+WS_DECODE_DEFAULT): on Hopper, where the sizes fit it (bf16, no biases, no sliding window), that
+step runs the kernel's warp-specialized form instead (llm_core/layers/kernels/ws_decode.py).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 
 import torch
@@ -37,6 +40,7 @@ from llm_core.layers.rotary import RotaryEmbedding
 from llm_core.models.arch_config import ArchConfig
 
 KVCache = tuple[torch.Tensor, torch.Tensor]
+logger = logging.getLogger(__name__)
 
 # Steps of up to this many tokens take the fused decode path (where it is on): its GEMVs lose to
 # cuBLAS from two rows (gemv.DISPATCH_MAX_ROWS).
@@ -44,6 +48,9 @@ FUSED_DECODE_MAX_ROWS = 1
 # Batch-1 greedy steps take the token from the LM head GEMV's argmax epilogue (greedy_tokens);
 # False: from the logits (bench_throughput --no-lm-head-argmax, to compare).
 GREEDY_TOKENS_FROM_LM_HEAD = True
+# Whether one-token steps take the persistent kernel's warp-specialized form (ws_decode.py) where the
+# engine's ws_decode option is None and the model fits it.
+WS_DECODE_DEFAULT = False
 
 
 def uses_triton_kernels(backend) -> bool:
@@ -145,7 +152,8 @@ class LlamaForCausalLM(nn.Module):
         # The fused decode path (module docstring): off until enable_skinny_kernels turns it on.
         self.fused_decode = False
         self._fused_capable = fused and tp.size == 1 and not cfg.qk_norm
-        self.persistent_decode = False  # set by enable_skinny_kernels too, as is:
+        self.persistent_decode = False  # set by enable_skinny_kernels too, as are:
+        self.ws_decode: bool | None = False  # the persistent kernel's warp-specialized form (None: default)
         self.skinny_lm_head = False  # logits of one row on the Triton GEMV
         self._persistent_capable = False
         if self._fused_capable:  # the kernels package imports Triton: only with the Triton backend
@@ -212,12 +220,53 @@ class LlamaForCausalLM(nn.Module):
         attn = self.layers[0].self_attn
         h = x.reshape(-1) if owned else x.reshape(-1).clone()  # the residual stream, updated in place
         normed = torch.empty_like(h)
-        persistent_decode(h, self._decode_layers(kv_caches), positions=positions, slot_mapping=meta.slot_mapping,
-                          block_table=meta.block_tables[0], seq_lens=meta.seq_lens, cos_sin=self.rotary.cos_sin,
-                          scale=attn.scale, eps=self.layers[0].input_layernorm.eps,
-                          sliding_window=attn.sliding_window, final_norm=(self.norm.weight, self.norm.eps),
-                          normed=normed)
+        step = dict(positions=positions, slot_mapping=meta.slot_mapping, block_table=meta.block_tables[0],
+                    seq_lens=meta.seq_lens, cos_sin=self.rotary.cos_sin, scale=attn.scale,
+                    eps=self.layers[0].input_layernorm.eps, final_norm=(self.norm.weight, self.norm.eps),
+                    normed=normed)
+        use_ws = WS_DECODE_DEFAULT if self.ws_decode is None else self.ws_decode
+        if use_ws and self._ws_decode_workspace(h.device) is not None:
+            from llm_core.layers.kernels.ws_decode import ws_decode
+
+            ws_decode(h, self._decode_layers(kv_caches), workspace=self._ws_workspace, **step)
+        else:
+            persistent_decode(h, self._decode_layers(kv_caches), sliding_window=attn.sliding_window, **step)
         return normed.view(1, -1)
+
+    def _ws_decode_workspace(self, device: torch.device):
+        """The warp-specialized kernel's workspace where this model and device fit it (made on the first
+        one-token step, before CUDA graph capture), else None (once, with a log line when asked for)."""
+        if getattr(self, "_ws_checked", False):
+            return self._ws_workspace
+        self._ws_checked, self._ws_workspace = True, None
+        attn, mlp = self.layers[0].self_attn, self.layers[0].mlp
+        reason = None
+        if device.type != "cuda" or attn.qkv_proj.weight.dtype != torch.bfloat16:
+            reason = "it needs bf16 weights on a CUDA device"
+        elif any(b is not None for b in (attn.qkv_proj.bias, attn.o_proj.bias, mlp.gate_up_proj.bias,
+                                         mlp.down_proj.bias)) or attn.sliding_window is not None:
+            reason = "it takes no biases or sliding window"
+        else:
+            try:
+                from llm_core.layers.kernels import ws_decode as wd
+            except ImportError as e:  # a Triton without Gluon's Hopper module
+                reason = f"Triton lacks Gluon ({e})"
+            else:
+                from llm_core.layers.kernels.persistent_decode import (DecodeWorkspace, attention_splits,
+                                                                       default_num_programs)
+                cfg = self.config
+                splits = attention_splits(cfg.num_kv_heads, default_num_programs(device))
+                if not wd.ws_decode_available(device):
+                    reason = "it needs a Hopper GPU"
+                elif not wd.ws_decode_supported(cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim,
+                                                cfg.intermediate_size, splits):
+                    reason = "the model's sizes do not fit its tiles"
+                else:
+                    self._ws_workspace = DecodeWorkspace(cfg.num_heads, cfg.head_dim, cfg.intermediate_size, splits,
+                                                         torch.bfloat16, device)
+        if reason is not None:
+            logger.info("warp-specialized decode off: %s; one-token steps take the persistent kernel", reason)
+        return self._ws_workspace
 
     def _decode_layers(self, kv_caches: list[KVCache]):
         """The persistent kernel's table of layer weights and these caches, built on first use (which

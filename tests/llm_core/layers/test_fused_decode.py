@@ -71,7 +71,7 @@ def empty_caches(cfg: ArchConfig, num_blocks: int, dtype: torch.dtype):
             for _ in range(cfg.num_layers)]
 
 
-def decode_both_ways(model, cfg, dtype, prompts, pad_rows=0, persistent=False):
+def decode_both_ways(model, cfg, dtype, prompts, pad_rows=0, persistent=False, ws=False):
     """Prefills prompts (unfused), then one decode step of each sequence on the unfused and on the
     fused path (with persistent: the persistent layer kernel) over copies of the same caches:
     (hidden, caches) of each."""
@@ -87,7 +87,7 @@ def decode_both_ways(model, cfg, dtype, prompts, pad_rows=0, persistent=False):
         results = []
         for fused in (False, True):
             step_caches = [(k.clone(), v.clone()) for k, v in caches]
-            enable_skinny_kernels(model, fused, fused_decode=fused, persistent_decode=persistent)
+            enable_skinny_kernels(model, fused, fused_decode=fused, persistent_decode=persistent, ws_decode=ws)
             hidden = model(next_ids, positions, step_caches, meta)
             results.append((hidden, step_caches))
         enable_skinny_kernels(model, False)
@@ -267,6 +267,58 @@ def test_persistent_decode_leaves_given_embeddings(tmp_path):
         enable_skinny_kernels(model, False)
     torch.testing.assert_close(embeds, given, atol=0, rtol=0)
     torch.testing.assert_close(from_embeds, from_ids, atol=0, rtol=0)
+
+
+def ws_decode_hopper() -> bool:
+    if not torch.cuda.is_available():
+        return False
+    try:
+        from llm_core.layers.kernels.ws_decode import ws_decode_available
+    except ImportError:
+        return False
+    return ws_decode_available(DEVICE)
+
+
+# The smallest Llama sizes the warp-specialized kernel's tiles take (ws_decode_supported).
+WS_SIZES = {"hidden_size": 2048, "num_attention_heads": 32, "num_key_value_heads": 8, "intermediate_size": 2048}
+
+
+@pytest.mark.skipif(not ws_decode_hopper(), reason="the warp-specialized decode kernel needs a Hopper GPU")
+def test_ws_decode_bf16_logits_close(tmp_path, monkeypatch):
+    # One token on the warp-specialized kernel (the engine's ws_decode option) against the unfused layers.
+    from llm_core.layers.kernels import ws_decode as wd
+
+    seed = random.randrange(2**31)
+    print(f"seed {seed}")
+    model, cfg = make_model(tmp_path, "llama", torch.bfloat16, seed, **WS_SIZES)
+    calls = []
+    original = wd.ws_decode
+    monkeypatch.setattr(wd, "ws_decode", lambda *a, **k: calls.append(1) or original(*a, **k))
+    rng = random.Random(seed)
+    prompts = [[rng.randrange(512) for _ in range(40)]]
+    (ref, ref_caches), (out, out_caches) = decode_both_ways(model, cfg, torch.bfloat16, prompts, persistent=True,
+                                                            ws=True)
+    assert calls == [1]
+    ref_logits, logits = model.compute_logits(ref), model.compute_logits(out)
+    err = ((logits - ref_logits).norm() / ref_logits.norm()).item()
+    assert err < 2e-2, err
+    for (k, v), (k_ref, v_ref) in zip(out_caches, ref_caches):  # the step's key and value stored alike
+        torch.testing.assert_close(k.float(), k_ref.float(), atol=2e-2, rtol=2e-2)
+        torch.testing.assert_close(v.float(), v_ref.float(), atol=2e-2, rtol=2e-2)
+
+
+def test_ws_decode_flag_and_fallback(tmp_path, monkeypatch):
+    # The option reaches the model only with the persistent kernel; where the kernel cannot run (here:
+    # fp32 weights, or no Hopper GPU) a one-token step takes the persistent kernel.
+    model, cfg = make_model(tmp_path, "llama", torch.float32, 0)
+    enable_skinny_kernels(model, fused_decode=True, persistent_decode=True, ws_decode=True)
+    assert model.ws_decode is True
+    enable_skinny_kernels(model, fused_decode=True, persistent_decode=False, ws_decode=True)
+    assert model.ws_decode is False
+    enable_skinny_kernels(model, fused_decode=True, persistent_decode=True, ws_decode=None)
+    assert model.ws_decode is None
+    assert model._ws_decode_workspace(DEVICE) is None
+    assert model._ws_checked  # decided once
 
 
 def test_persistent_decode_flag_and_layer_table(tmp_path):

@@ -51,8 +51,8 @@ def gen() -> torch.Generator:
 
 
 @needs_hopper
-@pytest.mark.parametrize("prefetch_kv", [False, True])
-def test_layers_match_reference(gen, prefetch_kv):
+@pytest.mark.parametrize("prefetch_kv,fine", [(False, False), (True, False), (False, True)])
+def test_layers_match_reference(gen, prefetch_kv, fine):
     case = make_case(gen, **SMALL, seq_len=int(torch.randint(20, 300, (1,), generator=gen)), dtype=torch.bfloat16,
                      num_layers=3)
     h = case["h"].clone()
@@ -60,12 +60,13 @@ def test_layers_match_reference(gen, prefetch_kv):
     v_caches = [v.clone() for v in case["v_caches"]]
     step = step_inputs(case, h.device)
     step.pop("sliding_window")
-    ws_decode(h, decode_layers(case, k_caches, v_caches), **step, prefetch_kv=prefetch_kv)
+    ws_decode(h, decode_layers(case, k_caches, v_caches), **step, prefetch_kv=prefetch_kv, fine=fine)
     check(case, (h, k_caches, v_caches), torch.bfloat16)
 
 
 @needs_hopper
-def test_final_norm_and_two_launches(gen):
+@pytest.mark.parametrize("fine", [False, True])
+def test_final_norm_and_two_launches(gen, fine):
     # The last program out writes RMSNorm(h) too, and leaves the counters at 0 for the next launch.
     case = make_case(gen, **SMALL, seq_len=77, dtype=torch.bfloat16, num_layers=2)
     layers = decode_layers(case, [k.clone() for k in case["k_caches"]], [v.clone() for v in case["v_caches"]])
@@ -78,7 +79,7 @@ def test_final_norm_and_two_launches(gen):
     for _ in range(2):
         h = case["h"].clone()
         normed = torch.empty_like(h)
-        ws_decode(h, layers, **step, workspace=workspace, final_norm=(weight, 1e-6), normed=normed)
+        ws_decode(h, layers, **step, workspace=workspace, final_norm=(weight, 1e-6), normed=normed, fine=fine)
         results.append((h, normed))
         assert int(layer_counters(h.device).abs().sum()) == 0
     hf = results[0][0].float()
