@@ -50,7 +50,7 @@ FUSED_DECODE_MAX_ROWS = 1
 GREEDY_TOKENS_FROM_LM_HEAD = True
 # Whether one-token steps take the persistent kernel's warp-specialized form (ws_decode.py) where the
 # engine's ws_decode option is None and the model fits it.
-WS_DECODE_DEFAULT = False
+WS_DECODE_DEFAULT = True
 
 
 def uses_triton_kernels(backend) -> bool:

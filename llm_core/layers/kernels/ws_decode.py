@@ -57,6 +57,7 @@ SCRATCH = 8 * 1024  # layout conversions and reductions (the compiler's)
 IN_FLIGHT = 1  # slots in flight at most (bench_ws_stream: 1 was the fastest)
 ATTENTION_TILE = 32
 FINE = True  # counters instead of grid barriers A and B (ws_decode's `fine`)
+ROTATE = True  # stages' round robins continued across stages and layers (ws_decode's `rotate`)
 TIMING_POINTS = ("layer begins", "q/k/v staged", "q/k/v done", "barrier A passed", "attention done",
                  "barrier B passed", "o done", "barrier C passed", "gate/up staged", "gate/up done",
                  "barrier D passed", "down done", "barrier E passed")
@@ -95,29 +96,55 @@ def _fetch(desc, bufs, ready, empty, i, vrow, NBUF: gl.constexpr, IN_FLIGHT: gl.
 
 
 @gluon.jit
+def _first(pid, off, P: gl.constexpr):
+    # The program's first task of a stage whose task 0 goes to program `off` (round robin from there).
+    return (pid + P - off) % P
+
+
+@gluon.jit
+def _next_off(off, tasks: gl.constexpr, P: gl.constexpr, ROTATE: gl.constexpr):
+    # ROTATE: the next stage's round robin goes on where this one's ended (across stages and layers),
+    # so that the programs with a stage's extra task are not the same in every stage: a layer's tiles
+    # then differ by at most about one between programs (the ring carries a program's lead across the
+    # grid barriers). Else every stage starts at program 0.
+    if ROTATE:
+        off = (off + tasks) % P
+    return off
+
+
+@gluon.jit
 def _producer(wv, bufs, ready, empty, views_ptr, num_layers, pid, P: gl.constexpr, H: gl.constexpr,
               NH: gl.constexpr, NKV: gl.constexpr, D: gl.constexpr, I: gl.constexpr, NBUF: gl.constexpr,
-              IN_FLIGHT: gl.constexpr):
+              IN_FLIGHT: gl.constexpr, ROTATE: gl.constexpr):
     NQ: gl.constexpr = H // 256  # chunks of the q/k/v and gate/up inputs
     NO: gl.constexpr = NH * D // 256
     NI: gl.constexpr = I // 256
+    U_QKV: gl.constexpr = (NH + 2 * NKV) * D // 16  # tasks per stage (as the consumers count them)
+    T_O: gl.constexpr = H // (64 // NO)
+    U_GU: gl.constexpr = I // 8
+    T_DOWN: gl.constexpr = H // (64 // NI)
     i = 0
+    off = 0
     for layer in range(num_layers):
         qkv = gl.load(views_ptr + layer * VIEW_FIELDS)
         o = gl.load(views_ptr + layer * VIEW_FIELDS + 1)
         gu = gl.load(views_ptr + layer * VIEW_FIELDS + 2)
         down = gl.load(views_ptr + layer * VIEW_FIELDS + 3)
-        for u in range(pid, (NH + 2 * NKV) * D // 16, P):
+        for u in range(_first(pid, off, P), U_QKV, P):
             row = (u // (D // 16)) * D + (u % (D // 16)) * 8
             i = _fetch(wv, bufs, ready, empty, i, qkv + row * NQ, NBUF, IN_FLIGHT)
             i = _fetch(wv, bufs, ready, empty, i, qkv + (row + D // 2) * NQ, NBUF, IN_FLIGHT)
-        for t in range(pid, H // (64 // NO), P):
+        off = _next_off(off, U_QKV, P, ROTATE)
+        for t in range(_first(pid, off, P), T_O, P):
             i = _fetch(wv, bufs, ready, empty, i, o + t * 64, NBUF, IN_FLIGHT)
-        for u in range(pid, I // 8, P):
+        off = _next_off(off, T_O, P, ROTATE)
+        for u in range(_first(pid, off, P), U_GU, P):
             i = _fetch(wv, bufs, ready, empty, i, gu + u * 8 * NQ, NBUF, IN_FLIGHT)
             i = _fetch(wv, bufs, ready, empty, i, gu + (I + u * 8) * NQ, NBUF, IN_FLIGHT)
-        for t in range(pid, H // (64 // NI), P):
+        off = _next_off(off, U_GU, P, ROTATE)
+        for t in range(_first(pid, off, P), T_DOWN, P):
             i = _fetch(wv, bufs, ready, empty, i, down + t * 64, NBUF, IN_FLIGHT)
+        off = _next_off(off, T_DOWN, P, ROTATE)
 
 
 # ----------------------------------------------------------------------------- consumers
@@ -234,12 +261,12 @@ def _tile(bufs, ready, empty, xb, i, N: gl.constexpr, NBUF: gl.constexpr, num_wa
 
 
 @gluon.jit
-def _qkv_stage(bufs, ready, empty, xb, i, q_ptr, k_cache_ptr, v_cache_ptr, cos_sin_ptr, pos, slot, group_ptr, pid,
+def _qkv_stage(bufs, ready, empty, xb, i, q_ptr, k_cache_ptr, v_cache_ptr, cos_sin_ptr, pos, slot, group_ptr, first,
                P: gl.constexpr, H: gl.constexpr, NH: gl.constexpr, NKV: gl.constexpr, D: gl.constexpr,
                NBUF: gl.constexpr, FINE: gl.constexpr, num_warps: gl.constexpr):
     B2: gl.constexpr = gl.BlockedLayout([1, 2], [1, 32], [num_warps, 1], [1, 0])
     e = gl.arange(0, 8, layout=gl.SliceLayout(1, B2))
-    for u in range(pid, (NH + 2 * NKV) * D // 16, P):
+    for u in range(first, (NH + 2 * NKV) * D // 16, P):
         head = u // (D // 16)
         pair = (u % (D // 16)) * 8 + e  # rotary pair index within the head
         x1, i = _tile(bufs, ready, empty, xb, i, H // 256, NBUF, num_warps)
@@ -265,7 +292,7 @@ def _qkv_stage(bufs, ready, empty, xb, i, q_ptr, k_cache_ptr, v_cache_ptr, cos_s
             gl.store(dst + D // 2, y2.to(gl.bfloat16), mask=ok)
     if FINE:  # each unit counts for its kv head's group (its q heads, k and v): GROUP_UNITS a layer
         _cta_barrier()
-        for u in range(pid, (NH + 2 * NKV) * D // 16, P):
+        for u in range(first, (NH + 2 * NKV) * D // 16, P):
             head = u // (D // 16)
             if head < NH:
                 group = head // (NH // NKV)
@@ -276,14 +303,14 @@ def _qkv_stage(bufs, ready, empty, xb, i, q_ptr, k_cache_ptr, v_cache_ptr, cos_s
 
 
 @gluon.jit
-def _residual_stage(bufs, ready, empty, xb, i, src_ptr, res_ptr, dst_ptr, eps, pid, P: gl.constexpr,
+def _residual_stage(bufs, ready, empty, xb, i, src_ptr, res_ptr, dst_ptr, eps, first, P: gl.constexpr,
                     H: gl.constexpr, N: gl.constexpr, NBUF: gl.constexpr, num_warps: gl.constexpr):
     # o over the attention output (N = NH * D / 256), down over SiLU(gate) * up (N = I / 256): rows of
     # dst = res + the projection's rows, each tile 64 / N rows that no other program writes in the stage.
     B2: gl.constexpr = gl.BlockedLayout([1, 2], [1, 32], [num_warps, 1], [1, 0])
     R: gl.constexpr = 64 // N
     _stage(xb, src_ptr, src_ptr, eps, N, False, num_warps)
-    for t in range(pid, H // R, P):
+    for t in range(first, H // R, P):
         y, i = _tile(bufs, ready, empty, xb, i, N, NBUF, num_warps)
         rows = t * R + gl.arange(0, R, layout=gl.SliceLayout(1, B2))
         r = gl.load(res_ptr + rows, cache_modifier=".cg").to(gl.float32)
@@ -292,11 +319,11 @@ def _residual_stage(bufs, ready, empty, xb, i, src_ptr, res_ptr, dst_ptr, eps, p
 
 
 @gluon.jit
-def _gate_up_stage(bufs, ready, empty, xb, i, act_ptr, pid, P: gl.constexpr, H: gl.constexpr, I: gl.constexpr,
+def _gate_up_stage(bufs, ready, empty, xb, i, act_ptr, first, P: gl.constexpr, H: gl.constexpr, I: gl.constexpr,
                    NBUF: gl.constexpr, num_warps: gl.constexpr):
     B2: gl.constexpr = gl.BlockedLayout([1, 2], [1, 32], [num_warps, 1], [1, 0])
     e = gl.arange(0, 8, layout=gl.SliceLayout(1, B2))
-    for u in range(pid, I // 8, P):
+    for u in range(first, I // 8, P):
         g, i = _tile(bufs, ready, empty, xb, i, H // 256, NBUF, num_warps)
         up, i = _tile(bufs, ready, empty, xb, i, H // 256, NBUF, num_warps)
         act = (g / (1.0 + gl.exp(-g))).to(gl.bfloat16).to(gl.float32) * up
@@ -438,7 +465,11 @@ def _consumer(bufs, ready, empty, xh, xo, xi, h_ptr, h2_ptr, addrs_ptr, cos_sin_
               P: gl.constexpr, H: gl.constexpr, NH: gl.constexpr, NKV: gl.constexpr, D: gl.constexpr,
               I: gl.constexpr, BLOCK_SIZE: gl.constexpr, TILE_N: gl.constexpr, NUM_SPLITS: gl.constexpr,
               NBUF: gl.constexpr, FINAL_NORM: gl.constexpr, TIMING: gl.constexpr, PREFETCH_KV: gl.constexpr,
-              FINE: gl.constexpr, num_warps: gl.constexpr):
+              FINE: gl.constexpr, ROTATE: gl.constexpr, num_warps: gl.constexpr):
+    U_QKV: gl.constexpr = (NH + 2 * NKV) * D // 16  # tasks per stage (as the producer counts them)
+    T_O: gl.constexpr = H // (64 // (NH * D // 256))
+    U_GU: gl.constexpr = I // 8
+    T_DOWN: gl.constexpr = H // (64 // (I // 256))
     pos = gl.load(positions_ptr).to(gl.int64)
     slot = gl.load(slot_mapping_ptr).to(gl.int64)
     seq_len = gl.load(seq_lens_ptr)
@@ -451,6 +482,7 @@ def _consumer(bufs, ready, empty, xh, xo, xi, h_ptr, h2_ptr, addrs_ptr, cos_sin_
         mid_ptr = h2_ptr
     i = 0
     nb = 0
+    off = 0  # the program that takes the stage's task 0 (_next_off)
     for layer in range(num_layers):
         _mark(timing_ptr, layer, pid, P, 0, TIMING)
         ln1 = gl.load(addrs_ptr + layer * ADDR_FIELDS).to(gl.pointer_type(gl.bfloat16))
@@ -459,8 +491,9 @@ def _consumer(bufs, ready, empty, xh, xo, xi, h_ptr, h2_ptr, addrs_ptr, cos_sin_
         v_cache = gl.load(addrs_ptr + layer * ADDR_FIELDS + 3).to(gl.pointer_type(gl.bfloat16))
         _stage(xh, h_ptr, ln1, eps, H // 256, True, num_warps)
         _mark(timing_ptr, layer, pid, P, 1, TIMING)
-        i = _qkv_stage(bufs, ready, empty, xh, i, q_ptr, k_cache, v_cache, cos_sin_ptr, pos, slot, group_ptr, pid, P,
-                       H, NH, NKV, D, NBUF, FINE, num_warps)
+        i = _qkv_stage(bufs, ready, empty, xh, i, q_ptr, k_cache, v_cache, cos_sin_ptr, pos, slot, group_ptr,
+                       _first(pid, off, P), P, H, NH, NKV, D, NBUF, FINE, num_warps)
+        off = _next_off(off, U_QKV, P, ROTATE)
         _mark(timing_ptr, layer, pid, P, 2, TIMING)
         if FINE:  # no barrier: each attention task waits for its kv head's units
             k_first, v_first = _first_kv_tile(pid, k_cache, v_cache, block_table_ptr, seq_len, NKV, D, BLOCK_SIZE,
@@ -484,19 +517,22 @@ def _consumer(bufs, ready, empty, xh, xo, xi, h_ptr, h2_ptr, addrs_ptr, cos_sin_
         else:
             nb = _grid_barrier(counters_ptr, nb, P)
         _mark(timing_ptr, layer, pid, P, 5, TIMING)
-        i = _residual_stage(bufs, ready, empty, xo, i, attn_ptr, h_ptr, mid_ptr, eps, pid, P, H, NH * D // 256, NBUF,
-                            num_warps)
+        i = _residual_stage(bufs, ready, empty, xo, i, attn_ptr, h_ptr, mid_ptr, eps, _first(pid, off, P), P, H,
+                            NH * D // 256, NBUF, num_warps)
+        off = _next_off(off, T_O, P, ROTATE)
         _mark(timing_ptr, layer, pid, P, 6, TIMING)
         nb = _grid_barrier(counters_ptr, nb, P)
         _mark(timing_ptr, layer, pid, P, 7, TIMING)
         _stage(xh, mid_ptr, ln2, eps, H // 256, True, num_warps)
         _mark(timing_ptr, layer, pid, P, 8, TIMING)
-        i = _gate_up_stage(bufs, ready, empty, xh, i, act_ptr, pid, P, H, I, NBUF, num_warps)
+        i = _gate_up_stage(bufs, ready, empty, xh, i, act_ptr, _first(pid, off, P), P, H, I, NBUF, num_warps)
+        off = _next_off(off, U_GU, P, ROTATE)
         _mark(timing_ptr, layer, pid, P, 9, TIMING)
         nb = _grid_barrier(counters_ptr, nb, P)
         _mark(timing_ptr, layer, pid, P, 10, TIMING)
-        i = _residual_stage(bufs, ready, empty, xi, i, act_ptr, mid_ptr, h_ptr, eps, pid, P, H, I // 256, NBUF,
-                            num_warps)
+        i = _residual_stage(bufs, ready, empty, xi, i, act_ptr, mid_ptr, h_ptr, eps, _first(pid, off, P), P, H,
+                            I // 256, NBUF, num_warps)
+        off = _next_off(off, T_DOWN, P, ROTATE)
         _mark(timing_ptr, layer, pid, P, 11, TIMING)
         nb = _grid_barrier(counters_ptr, nb, P)
         _mark(timing_ptr, layer, pid, P, 12, TIMING)
@@ -524,7 +560,7 @@ def ws_decode_kernel(wv, views_ptr, addrs_ptr, h_ptr, h2_ptr, cos_sin_ptr, posit
                      P: gl.constexpr, H: gl.constexpr, NH: gl.constexpr, NKV: gl.constexpr, D: gl.constexpr,
                      I: gl.constexpr, BLOCK_SIZE: gl.constexpr, TILE_N: gl.constexpr, NUM_SPLITS: gl.constexpr,
                      NBUF: gl.constexpr, IN_FLIGHT: gl.constexpr, FINAL_NORM: gl.constexpr, TIMING: gl.constexpr,
-                     PREFETCH_KV: gl.constexpr, FINE: gl.constexpr, num_warps: gl.constexpr):
+                     PREFETCH_KV: gl.constexpr, FINE: gl.constexpr, ROTATE: gl.constexpr, num_warps: gl.constexpr):
     pid = gl.program_id(0)
     bufs = gl.allocate_shared_memory(gl.bfloat16, [NBUF * 4, 64, 64], wv.layout)
     xh = gl.allocate_shared_memory(gl.bfloat16, [4, H // 256, 64], wv.layout)
@@ -536,8 +572,9 @@ def ws_decode_kernel(wv, views_ptr, addrs_ptr, h_ptr, h2_ptr, cos_sin_ptr, posit
                      block_table_ptr, seq_lens_ptr, q_ptr, attn_ptr, part_m_ptr, part_l_ptr, part_acc_ptr, act_ptr,
                      counters_ptr, final_norm_w_ptr, normed_ptr, timing_ptr, num_layers, eps, final_eps, qk_scale,
                      pid, P, H, NH, NKV, D, I, BLOCK_SIZE, TILE_N, NUM_SPLITS, NBUF, FINAL_NORM, TIMING, PREFETCH_KV,
-                     FINE, num_warps)),
-        (_producer, (wv, bufs, ready, empty, views_ptr, num_layers, pid, P, H, NH, NKV, D, I, NBUF, IN_FLIGHT)),
+                     FINE, ROTATE, num_warps)),
+        (_producer, (wv, bufs, ready, empty, views_ptr, num_layers, pid, P, H, NH, NKV, D, I, NBUF, IN_FLIGHT,
+                     ROTATE)),
     ], [1], [48])
 
 
@@ -605,12 +642,13 @@ def ws_decode(
     workspace: DecodeWorkspace | None = None, num_programs: int | None = None,
     final_norm: tuple[torch.Tensor, float] | None = None, normed: torch.Tensor | None = None,
     timing: torch.Tensor | None = None, tile_n: int = ATTENTION_TILE, num_slots: int | None = None,
-    prefetch_kv: bool = False, fine: bool = FINE,
+    prefetch_kv: bool = False, fine: bool = FINE, rotate: bool = ROTATE, in_flight: int = IN_FLIGHT,
 ) -> None:
     """persistent_decode's contract (see there), on the warp-specialized kernel; no sliding window.
     fine: attention waits for its kv head's q/k/v units and the o projection for the kv heads'
     outputs (counters) instead of two grid barriers; the workspace then holds a second residual
-    buffer (`h2`, made on first use: before CUDA graph capture)."""
+    buffer (`h2`, made on first use: before CUDA graph capture). rotate: each stage's round robin of
+    tasks goes on where the last one's ended (_next_off). in_flight: ring slots in flight at most."""
     if num_programs is None:
         num_programs = default_num_programs(h.device)
     nh, nkv, d = layers.num_heads, layers.num_kv_heads, layers.head_dim
@@ -641,7 +679,8 @@ def ws_decode(
         counters if timing is None else timing, layers.num_layers,
         eps, 1e-6 if final_norm is None else final_norm[1], scale * LOG2E,
         P=num_programs, H=layers.hidden, NH=nh, NKV=nkv, D=d, I=layers.intermediate, BLOCK_SIZE=layers.block_size,
-        TILE_N=tile_n, NUM_SPLITS=workspace.num_splits, NBUF=num_slots, IN_FLIGHT=IN_FLIGHT,
-        FINAL_NORM=final_norm is not None, TIMING=timing is not None, PREFETCH_KV=prefetch_kv, FINE=fine, num_warps=4,
+        TILE_N=tile_n, NUM_SPLITS=workspace.num_splits, NBUF=num_slots, IN_FLIGHT=in_flight,
+        FINAL_NORM=final_norm is not None, TIMING=timing is not None, PREFETCH_KV=prefetch_kv, FINE=fine, ROTATE=rotate,
+        num_warps=4,
         maxnreg=168,
     )

@@ -51,8 +51,9 @@ def gen() -> torch.Generator:
 
 
 @needs_hopper
-@pytest.mark.parametrize("prefetch_kv,fine", [(False, False), (True, False), (False, True)])
-def test_layers_match_reference(gen, prefetch_kv, fine):
+@pytest.mark.parametrize("prefetch_kv,fine,rotate", [(False, False, False), (True, False, True), (False, True, False),
+                                                     (False, True, True)])
+def test_layers_match_reference(gen, prefetch_kv, fine, rotate):
     case = make_case(gen, **SMALL, seq_len=int(torch.randint(20, 300, (1,), generator=gen)), dtype=torch.bfloat16,
                      num_layers=3)
     h = case["h"].clone()
@@ -60,7 +61,7 @@ def test_layers_match_reference(gen, prefetch_kv, fine):
     v_caches = [v.clone() for v in case["v_caches"]]
     step = step_inputs(case, h.device)
     step.pop("sliding_window")
-    ws_decode(h, decode_layers(case, k_caches, v_caches), **step, prefetch_kv=prefetch_kv, fine=fine)
+    ws_decode(h, decode_layers(case, k_caches, v_caches), **step, prefetch_kv=prefetch_kv, fine=fine, rotate=rotate)
     check(case, (h, k_caches, v_caches), torch.bfloat16)
 
 
