@@ -199,7 +199,7 @@ def _stage_layout(N: gl.constexpr, num_warps: gl.constexpr):
 
 @gluon.jit
 def _stage_store(xb, x0, x1, x2, x3, norm_ptr, offs, eps, N: gl.constexpr, NORM: gl.constexpr):
-    # The four boxes of a stage input (bf16; RMSNorm of them where NORM, rounded as persistent_decode)
+    # The four boxes of a stage input (bf16 values; RMSNorm of them where NORM, rounded as persistent_decode)
     # into xb as wgmma's B: box j holds [N, 64] = x[256 c + 64 j + k].
     if NORM:
         w0 = gl.load(norm_ptr + offs).to(gl.float32)
@@ -216,10 +216,10 @@ def _stage_store(xb, x0, x1, x2, x3, norm_ptr, offs, eps, N: gl.constexpr, NORM:
         x1 = ((f1 * rstd).to(gl.bfloat16).to(gl.float32) * w1).to(gl.bfloat16)
         x2 = ((f2 * rstd).to(gl.bfloat16).to(gl.float32) * w2).to(gl.bfloat16)
         x3 = ((f3 * rstd).to(gl.bfloat16).to(gl.float32) * w3).to(gl.bfloat16)
-    xb.index(0).store(x0)
-    xb.index(1).store(x1)
-    xb.index(2).store(x2)
-    xb.index(3).store(x3)
+    xb.index(0).store(x0.to(gl.bfloat16))
+    xb.index(1).store(x1.to(gl.bfloat16))
+    xb.index(2).store(x2.to(gl.bfloat16))
+    xb.index(3).store(x3.to(gl.bfloat16))
     fence_async_shared()
     _cta_barrier()
 
@@ -241,12 +241,14 @@ def _stage(xb, src_ptr, norm_ptr, eps, N: gl.constexpr, NORM: gl.constexpr, num_
 # the tag it expects has the whole vector: no grid barrier, no release fence before the data.
 @gluon.jit
 def _ll_word(value, tag):
-    return (tag << 16) | (value.to(gl.int16, bitcast=True).to(gl.int32) & 0xFFFF)
+    # value (bf16) and tag as one word: bf16's bits are the top half of the same number's fp32 bits.
+    return (tag << 16) | ((value.to(gl.float32).to(gl.int32, bitcast=True) >> 16) & 0xFFFF)
 
 
 @gluon.jit
 def _ll_value(word):
-    return (word & 0xFFFF).to(gl.int16).to(gl.bfloat16, bitcast=True)
+    # The word's value, as fp32 (exact).
+    return ((word & 0xFFFF) << 16).to(gl.float32, bitcast=True)
 
 
 @gluon.jit
@@ -366,7 +368,7 @@ def _residual_stage(bufs, ready, empty, xb, i, src_ptr, res_ptr, res_ll_ptr, dst
         y, i = _tile(bufs, ready, empty, xb, i, N, NBUF, num_warps)
         rows = t * R + gl.arange(0, R, layout=gl.SliceLayout(1, B2))
         if res_ll:
-            r = _ll_value(gl.load(res_ll_ptr + rows, cache_modifier=".cg")).to(gl.float32)
+            r = _ll_value(gl.load(res_ll_ptr + rows, cache_modifier=".cg"))
         else:
             r = gl.load(res_ptr + rows, cache_modifier=".cg").to(gl.float32)
         out = (y + r).to(gl.bfloat16)
