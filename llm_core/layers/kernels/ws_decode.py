@@ -257,21 +257,41 @@ def _ll_stale(word, tag):
 
 
 @gluon.jit
-def _stage_ll(xb, ll_ptr, norm_ptr, eps, tag, N: gl.constexpr, NORM: gl.constexpr, num_warps: gl.constexpr):
-    # _stage from tagged words: loads the whole vector again until every word carries tag.
+def _stage_ll(xb, ll_ptr, norm_ptr, eps, tag, N: gl.constexpr, num_warps: gl.constexpr):
+    # _stage (with the RMSNorm) from tagged words: loads the whole vector again until every word
+    # carries tag. The loop carries scalars only (the stale words' count, the sum of squares): each
+    # pass stores the values into xb, which every thread then reads back and normalizes in place.
     offs = _stage_layout(N, num_warps)
-    w0 = gl.load(ll_ptr + offs, cache_modifier=".cg")
-    w1 = gl.load(ll_ptr + 64 + offs, cache_modifier=".cg")
-    w2 = gl.load(ll_ptr + 128 + offs, cache_modifier=".cg")
-    w3 = gl.load(ll_ptr + 192 + offs, cache_modifier=".cg")
-    stale = _ll_stale(w0, tag) + _ll_stale(w1, tag) + _ll_stale(w2, tag) + _ll_stale(w3, tag)
+    n0 = gl.load(norm_ptr + offs).to(gl.float32)
+    n1 = gl.load(norm_ptr + 64 + offs).to(gl.float32)
+    n2 = gl.load(norm_ptr + 128 + offs).to(gl.float32)
+    n3 = gl.load(norm_ptr + 192 + offs).to(gl.float32)
+    stale = 1
+    ss = 0.0
     while stale > 0:
         w0 = gl.load(ll_ptr + offs, cache_modifier=".cg")
         w1 = gl.load(ll_ptr + 64 + offs, cache_modifier=".cg")
         w2 = gl.load(ll_ptr + 128 + offs, cache_modifier=".cg")
         w3 = gl.load(ll_ptr + 192 + offs, cache_modifier=".cg")
         stale = _ll_stale(w0, tag) + _ll_stale(w1, tag) + _ll_stale(w2, tag) + _ll_stale(w3, tag)
-    _stage_store(xb, _ll_value(w0), _ll_value(w1), _ll_value(w2), _ll_value(w3), norm_ptr, offs, eps, N, NORM)
+        f0 = _ll_value(w0)
+        f1 = _ll_value(w1)
+        f2 = _ll_value(w2)
+        f3 = _ll_value(w3)
+        ss = gl.sum(gl.sum(f0 * f0 + f1 * f1 + f2 * f2 + f3 * f3, axis=1), axis=0)
+        xb.index(0).store(f0.to(gl.bfloat16))
+        xb.index(1).store(f1.to(gl.bfloat16))
+        xb.index(2).store(f2.to(gl.bfloat16))
+        xb.index(3).store(f3.to(gl.bfloat16))
+    _cta_barrier()
+    BL: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [num_warps, 1], [1, 0])
+    rstd = gl.rsqrt(ss / (N * 256) + eps)
+    x0 = ((xb.index(0).load(BL).to(gl.float32) * rstd).to(gl.bfloat16).to(gl.float32) * n0).to(gl.bfloat16)
+    x1 = ((xb.index(1).load(BL).to(gl.float32) * rstd).to(gl.bfloat16).to(gl.float32) * n1).to(gl.bfloat16)
+    x2 = ((xb.index(2).load(BL).to(gl.float32) * rstd).to(gl.bfloat16).to(gl.float32) * n2).to(gl.bfloat16)
+    x3 = ((xb.index(3).load(BL).to(gl.float32) * rstd).to(gl.bfloat16).to(gl.float32) * n3).to(gl.bfloat16)
+    _cta_barrier()
+    _stage_store(xb, x0, x1, x2, x3, norm_ptr, offs, eps, N, False)
 
 
 @gluon.jit
@@ -561,7 +581,7 @@ def _consumer(bufs, ready, empty, xh, xo, xi, h_ptr, h2_ptr, ll_ptr, addrs_ptr, 
         v_cache = gl.load(addrs_ptr + layer * ADDR_FIELDS + 3).to(gl.pointer_type(gl.bfloat16))
         tag = (epoch * num_layers + layer + 1) & 0xFFFF  # of this layer's outputs
         if LL and layer > 0:
-            _stage_ll(xh, ll_h, ln1, eps, (tag + 0xFFFF) & 0xFFFF, H // 256, True, num_warps)
+            _stage_ll(xh, ll_h, ln1, eps, (tag + 0xFFFF) & 0xFFFF, H // 256, num_warps)
         else:
             _stage(xh, h_ptr, ln1, eps, H // 256, True, num_warps)
         _mark(timing_ptr, layer, pid, P, 1, TIMING)
@@ -597,7 +617,7 @@ def _consumer(bufs, ready, empty, xh, xo, xi, h_ptr, h2_ptr, ll_ptr, addrs_ptr, 
         _mark(timing_ptr, layer, pid, P, 6, TIMING)
         if LL:
             _mark(timing_ptr, layer, pid, P, 7, TIMING)
-            _stage_ll(xh, ll_mid, ln2, eps, tag, H // 256, True, num_warps)
+            _stage_ll(xh, ll_mid, ln2, eps, tag, H // 256, num_warps)
         else:
             nb = _grid_barrier(counters_ptr, nb, P)
             _mark(timing_ptr, layer, pid, P, 7, TIMING)
