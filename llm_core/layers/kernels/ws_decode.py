@@ -58,7 +58,7 @@ IN_FLIGHT = 1  # slots in flight at most (bench_ws_stream: 1 was the fastest)
 ATTENTION_TILE = 32
 FINE = True  # counters instead of grid barriers A and B (ws_decode's `fine`)
 ROTATE = True  # stages' round robins continued across stages and layers (ws_decode's `rotate`)
-LL = True  # the residual stream as tagged words between stages (ws_decode's `ll`)
+LL = False  # the residual stream as tagged words between stages (ws_decode's `ll`)
 TIMING_POINTS = ("layer begins", "q/k/v staged", "q/k/v done", "barrier A passed", "attention done",
                  "barrier B passed", "o done", "barrier C passed", "gate/up staged", "gate/up done",
                  "barrier D passed", "down done", "barrier E passed")
@@ -253,7 +253,8 @@ def _ll_value(word):
 
 @gluon.jit
 def _ll_stale(word, tag):
-    return gl.sum(gl.sum((((word >> 16) & 0xFFFF) != tag).to(gl.int32), axis=1), axis=0)
+    # Words not carrying tag (counted in fp32: Triton 3.6's integer sum over a sliced layout did not lower).
+    return gl.sum(gl.sum((((word >> 16) & 0xFFFF) != tag).to(gl.float32), axis=1), axis=0)
 
 
 @gluon.jit
@@ -266,7 +267,7 @@ def _stage_ll(xb, ll_ptr, norm_ptr, eps, tag, N: gl.constexpr, num_warps: gl.con
     n1 = gl.load(norm_ptr + 64 + offs).to(gl.float32)
     n2 = gl.load(norm_ptr + 128 + offs).to(gl.float32)
     n3 = gl.load(norm_ptr + 192 + offs).to(gl.float32)
-    stale = 1
+    stale = 1.0
     ss = 0.0
     while stale > 0:
         w0 = gl.load(ll_ptr + offs, cache_modifier=".cg")
