@@ -58,7 +58,6 @@ IN_FLIGHT = 1  # slots in flight at most (bench_ws_stream: 1 was the fastest)
 ATTENTION_TILE = 32
 FINE = True  # counters instead of grid barriers A and B (ws_decode's `fine`)
 ROTATE = True  # stages' round robins continued across stages and layers (ws_decode's `rotate`)
-LL = False  # the residual stream as tagged words between stages (ws_decode's `ll`)
 TIMING_POINTS = ("layer begins", "q/k/v staged", "q/k/v done", "barrier A passed", "attention done",
                  "barrier B passed", "o done", "barrier C passed", "gate/up staged", "gate/up done",
                  "barrier D passed", "down done", "barrier E passed")
@@ -190,17 +189,17 @@ def _grid_barrier(counter_ptr, nb, P: gl.constexpr):
 
 
 @gluon.jit
-def _stage_layout(N: gl.constexpr, num_warps: gl.constexpr):
-    # Offsets of box 0 of a staged input ([N, 64]: x[256 c + k]); box j is at + 64 j.
+def _stage(xb, src_ptr, norm_ptr, eps, N: gl.constexpr, NORM: gl.constexpr, num_warps: gl.constexpr):
+    # The stage input (N chunks of 256; RMSNorm of it where NORM, rounded as persistent_decode) into xb
+    # as wgmma's B: box j holds [N, 64] = x[256 c + 64 j + k], bf16. One round trip: the input and the
+    # norm's weights are loaded together, the input once.
     BL: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [num_warps, 1], [1, 0])
-    return (gl.arange(0, N, layout=gl.SliceLayout(1, BL))[:, None] * 256
+    offs = (gl.arange(0, N, layout=gl.SliceLayout(1, BL))[:, None] * 256
             + gl.arange(0, 64, layout=gl.SliceLayout(0, BL))[None, :])
-
-
-@gluon.jit
-def _stage_store(xb, x0, x1, x2, x3, norm_ptr, offs, eps, N: gl.constexpr, NORM: gl.constexpr):
-    # The four boxes of a stage input (bf16 values; RMSNorm of them where NORM, rounded as persistent_decode)
-    # into xb as wgmma's B: box j holds [N, 64] = x[256 c + 64 j + k].
+    x0 = gl.load(src_ptr + offs, cache_modifier=".cg")
+    x1 = gl.load(src_ptr + 64 + offs, cache_modifier=".cg")
+    x2 = gl.load(src_ptr + 128 + offs, cache_modifier=".cg")
+    x3 = gl.load(src_ptr + 192 + offs, cache_modifier=".cg")
     if NORM:
         w0 = gl.load(norm_ptr + offs).to(gl.float32)
         w1 = gl.load(norm_ptr + 64 + offs).to(gl.float32)
@@ -216,83 +215,12 @@ def _stage_store(xb, x0, x1, x2, x3, norm_ptr, offs, eps, N: gl.constexpr, NORM:
         x1 = ((f1 * rstd).to(gl.bfloat16).to(gl.float32) * w1).to(gl.bfloat16)
         x2 = ((f2 * rstd).to(gl.bfloat16).to(gl.float32) * w2).to(gl.bfloat16)
         x3 = ((f3 * rstd).to(gl.bfloat16).to(gl.float32) * w3).to(gl.bfloat16)
-    xb.index(0).store(x0.to(gl.bfloat16))
-    xb.index(1).store(x1.to(gl.bfloat16))
-    xb.index(2).store(x2.to(gl.bfloat16))
-    xb.index(3).store(x3.to(gl.bfloat16))
+    xb.index(0).store(x0)
+    xb.index(1).store(x1)
+    xb.index(2).store(x2)
+    xb.index(3).store(x3)
     fence_async_shared()
     _cta_barrier()
-
-
-@gluon.jit
-def _stage(xb, src_ptr, norm_ptr, eps, N: gl.constexpr, NORM: gl.constexpr, num_warps: gl.constexpr):
-    # A stage input from bf16 src (N chunks of 256) into xb (_stage_store). One round trip: the input
-    # and the norm's weights are loaded together, the input once.
-    offs = _stage_layout(N, num_warps)
-    x0 = gl.load(src_ptr + offs, cache_modifier=".cg")
-    x1 = gl.load(src_ptr + 64 + offs, cache_modifier=".cg")
-    x2 = gl.load(src_ptr + 128 + offs, cache_modifier=".cg")
-    x3 = gl.load(src_ptr + 192 + offs, cache_modifier=".cg")
-    _stage_store(xb, x0, x1, x2, x3, norm_ptr, offs, eps, N, NORM)
-
-
-# Tagged residual words (LL): a bf16 value in the low half of an int32, the tag of the layer that wrote
-# it in the high half. A 32-bit store lands whole, so a reader that sees every word of a vector carry
-# the tag it expects has the whole vector: no grid barrier, no release fence before the data.
-@gluon.jit
-def _ll_word(value, tag):
-    # value (bf16) and tag as one word: bf16's bits are the top half of the same number's fp32 bits.
-    return (tag << 16) | ((value.to(gl.float32).to(gl.int32, bitcast=True) >> 16) & 0xFFFF)
-
-
-@gluon.jit
-def _ll_value(word):
-    # The word's value, as fp32 (exact).
-    return ((word & 0xFFFF) << 16).to(gl.float32, bitcast=True)
-
-
-@gluon.jit
-def _ll_stale(word, tag):
-    # Words not carrying tag (counted in fp32: Triton 3.6's integer sum over a sliced layout did not lower).
-    return gl.sum(gl.sum((((word >> 16) & 0xFFFF) != tag).to(gl.float32), axis=1), axis=0)
-
-
-@gluon.jit
-def _stage_ll(xb, ll_ptr, norm_ptr, eps, tag, N: gl.constexpr, num_warps: gl.constexpr):
-    # _stage (with the RMSNorm) from tagged words: loads the whole vector again until every word
-    # carries tag. The loop carries scalars only (the stale words' count, the sum of squares): each
-    # pass stores the values into xb, which every thread then reads back and normalizes in place.
-    offs = _stage_layout(N, num_warps)
-    n0 = gl.load(norm_ptr + offs).to(gl.float32)
-    n1 = gl.load(norm_ptr + 64 + offs).to(gl.float32)
-    n2 = gl.load(norm_ptr + 128 + offs).to(gl.float32)
-    n3 = gl.load(norm_ptr + 192 + offs).to(gl.float32)
-    stale = 1.0
-    ss = 0.0
-    while stale > 0:
-        w0 = gl.load(ll_ptr + offs, cache_modifier=".cg")
-        w1 = gl.load(ll_ptr + 64 + offs, cache_modifier=".cg")
-        w2 = gl.load(ll_ptr + 128 + offs, cache_modifier=".cg")
-        w3 = gl.load(ll_ptr + 192 + offs, cache_modifier=".cg")
-        stale = _ll_stale(w0, tag) + _ll_stale(w1, tag) + _ll_stale(w2, tag) + _ll_stale(w3, tag)
-        f0 = _ll_value(w0)
-        f1 = _ll_value(w1)
-        f2 = _ll_value(w2)
-        f3 = _ll_value(w3)
-        ss = gl.sum(gl.sum(f0 * f0 + f1 * f1 + f2 * f2 + f3 * f3, axis=1), axis=0)
-        xb.index(0).store(f0.to(gl.bfloat16))
-        xb.index(1).store(f1.to(gl.bfloat16))
-        xb.index(2).store(f2.to(gl.bfloat16))
-        xb.index(3).store(f3.to(gl.bfloat16))
-    _cta_barrier()
-    BL: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [num_warps, 1], [1, 0])
-    rstd = gl.rsqrt(ss / (N * 256) + eps)
-    x0 = ((xb.index(0).load(BL).to(gl.float32) * rstd).to(gl.bfloat16).to(gl.float32) * n0).to(gl.bfloat16)
-    x1 = ((xb.index(1).load(BL).to(gl.float32) * rstd).to(gl.bfloat16).to(gl.float32) * n1).to(gl.bfloat16)
-    x2 = ((xb.index(2).load(BL).to(gl.float32) * rstd).to(gl.bfloat16).to(gl.float32) * n2).to(gl.bfloat16)
-    x3 = ((xb.index(3).load(BL).to(gl.float32) * rstd).to(gl.bfloat16).to(gl.float32) * n3).to(gl.bfloat16)
-    _cta_barrier()
-    _stage_store(xb, x0, x1, x2, x3, norm_ptr, offs, eps, N, False)
 
 
 @gluon.jit
@@ -375,28 +303,18 @@ def _qkv_stage(bufs, ready, empty, xb, i, q_ptr, k_cache_ptr, v_cache_ptr, cos_s
 
 
 @gluon.jit
-def _residual_stage(bufs, ready, empty, xb, i, src_ptr, res_ptr, res_ll_ptr, dst_ptr, dst_ll_ptr, res_ll, dst_ll,
-                    tag, eps, first, P: gl.constexpr, H: gl.constexpr, N: gl.constexpr, NBUF: gl.constexpr,
-                    num_warps: gl.constexpr):
+def _residual_stage(bufs, ready, empty, xb, i, src_ptr, res_ptr, dst_ptr, eps, first, P: gl.constexpr,
+                    H: gl.constexpr, N: gl.constexpr, NBUF: gl.constexpr, num_warps: gl.constexpr):
     # o over the attention output (N = NH * D / 256), down over SiLU(gate) * up (N = I / 256): rows of
     # dst = res + the projection's rows, each tile 64 / N rows that no other program writes in the stage.
-    # res_ll / dst_ll: the residual from / the result to tagged words (res_ll_ptr, dst_ll_ptr; written
-    # with tag) instead of bf16 (res_ptr, dst_ptr).
     B2: gl.constexpr = gl.BlockedLayout([1, 2], [1, 32], [num_warps, 1], [1, 0])
     R: gl.constexpr = 64 // N
     _stage(xb, src_ptr, src_ptr, eps, N, False, num_warps)
     for t in range(first, H // R, P):
         y, i = _tile(bufs, ready, empty, xb, i, N, NBUF, num_warps)
         rows = t * R + gl.arange(0, R, layout=gl.SliceLayout(1, B2))
-        if res_ll:
-            r = _ll_value(gl.load(res_ll_ptr + rows, cache_modifier=".cg"))
-        else:
-            r = gl.load(res_ptr + rows, cache_modifier=".cg").to(gl.float32)
-        out = (y + r).to(gl.bfloat16)
-        if dst_ll:
-            gl.store(dst_ll_ptr + rows, _ll_word(out, tag))
-        else:
-            gl.store(dst_ptr + rows, out)
+        r = gl.load(res_ptr + rows, cache_modifier=".cg").to(gl.float32)
+        gl.store(dst_ptr + rows, (y + r).to(gl.bfloat16))
     return i
 
 
@@ -541,13 +459,13 @@ def _attention_stage(k_first, v_first, q_ptr, k_cache_ptr, v_cache_ptr, block_ta
 
 
 @gluon.jit
-def _consumer(bufs, ready, empty, xh, xo, xi, h_ptr, h2_ptr, ll_ptr, addrs_ptr, cos_sin_ptr, positions_ptr, slot_mapping_ptr,
+def _consumer(bufs, ready, empty, xh, xo, xi, h_ptr, h2_ptr, addrs_ptr, cos_sin_ptr, positions_ptr, slot_mapping_ptr,
               block_table_ptr, seq_lens_ptr, q_ptr, attn_ptr, part_m_ptr, part_l_ptr, part_acc_ptr, act_ptr,
               counters_ptr, final_norm_w_ptr, normed_ptr, timing_ptr, num_layers, eps, final_eps, qk_scale, pid,
               P: gl.constexpr, H: gl.constexpr, NH: gl.constexpr, NKV: gl.constexpr, D: gl.constexpr,
               I: gl.constexpr, BLOCK_SIZE: gl.constexpr, TILE_N: gl.constexpr, NUM_SPLITS: gl.constexpr,
               NBUF: gl.constexpr, FINAL_NORM: gl.constexpr, TIMING: gl.constexpr, PREFETCH_KV: gl.constexpr,
-              FINE: gl.constexpr, ROTATE: gl.constexpr, LL: gl.constexpr, num_warps: gl.constexpr):
+              FINE: gl.constexpr, ROTATE: gl.constexpr, num_warps: gl.constexpr):
     U_QKV: gl.constexpr = (NH + 2 * NKV) * D // 16  # tasks per stage (as the producer counts them)
     T_O: gl.constexpr = H // (64 // (NH * D // 256))
     U_GU: gl.constexpr = I // 8
@@ -562,15 +480,6 @@ def _consumer(bufs, ready, empty, xh, xo, xi, h_ptr, h2_ptr, ll_ptr, addrs_ptr, 
     mid_ptr = h_ptr
     if FINE:
         mid_ptr = h2_ptr
-    # LL (with FINE): the o stage's h + o and the down stage's h2 + down (but the last layer's, to h) as
-    # tagged words (ll_ptr: [2 H + 1] int32), which the next stage's inputs wait on instead of grid
-    # barriers C and E; the tag counts layers over the launches on these buffers (ll_ptr[2 H] counts
-    # the launches), so a word left by an earlier layer or launch never carries the tag awaited.
-    epoch = 0
-    if LL:
-        epoch = gl.load(ll_ptr + 2 * H)
-    ll_h = ll_ptr  # the down stage's output (the next layer's input)
-    ll_mid = ll_ptr + H  # the o stage's output
     i = 0
     nb = 0
     off = 0  # the program that takes the stage's task 0 (_next_off)
@@ -580,11 +489,7 @@ def _consumer(bufs, ready, empty, xh, xo, xi, h_ptr, h2_ptr, ll_ptr, addrs_ptr, 
         ln2 = gl.load(addrs_ptr + layer * ADDR_FIELDS + 1).to(gl.pointer_type(gl.bfloat16))
         k_cache = gl.load(addrs_ptr + layer * ADDR_FIELDS + 2).to(gl.pointer_type(gl.bfloat16))
         v_cache = gl.load(addrs_ptr + layer * ADDR_FIELDS + 3).to(gl.pointer_type(gl.bfloat16))
-        tag = (epoch * num_layers + layer + 1) & 0xFFFF  # of this layer's outputs
-        if LL and layer > 0:
-            _stage_ll(xh, ll_h, ln1, eps, (tag + 0xFFFF) & 0xFFFF, H // 256, num_warps)
-        else:
-            _stage(xh, h_ptr, ln1, eps, H // 256, True, num_warps)
+        _stage(xh, h_ptr, ln1, eps, H // 256, True, num_warps)
         _mark(timing_ptr, layer, pid, P, 1, TIMING)
         i = _qkv_stage(bufs, ready, empty, xh, i, q_ptr, k_cache, v_cache, cos_sin_ptr, pos, slot, group_ptr,
                        _first(pid, off, P), P, H, NH, NKV, D, NBUF, FINE, num_warps)
@@ -612,30 +517,24 @@ def _consumer(bufs, ready, empty, xh, xo, xi, h_ptr, h2_ptr, ll_ptr, addrs_ptr, 
         else:
             nb = _grid_barrier(counters_ptr, nb, P)
         _mark(timing_ptr, layer, pid, P, 5, TIMING)
-        i = _residual_stage(bufs, ready, empty, xo, i, attn_ptr, h_ptr, ll_h, mid_ptr, ll_mid, LL and layer > 0, LL,
-                            tag, eps, _first(pid, off, P), P, H, NH * D // 256, NBUF, num_warps)
+        i = _residual_stage(bufs, ready, empty, xo, i, attn_ptr, h_ptr, mid_ptr, eps, _first(pid, off, P), P, H,
+                            NH * D // 256, NBUF, num_warps)
         off = _next_off(off, T_O, P, ROTATE)
         _mark(timing_ptr, layer, pid, P, 6, TIMING)
-        if LL:
-            _mark(timing_ptr, layer, pid, P, 7, TIMING)
-            _stage_ll(xh, ll_mid, ln2, eps, tag, H // 256, num_warps)
-        else:
-            nb = _grid_barrier(counters_ptr, nb, P)
-            _mark(timing_ptr, layer, pid, P, 7, TIMING)
-            _stage(xh, mid_ptr, ln2, eps, H // 256, True, num_warps)
+        nb = _grid_barrier(counters_ptr, nb, P)
+        _mark(timing_ptr, layer, pid, P, 7, TIMING)
+        _stage(xh, mid_ptr, ln2, eps, H // 256, True, num_warps)
         _mark(timing_ptr, layer, pid, P, 8, TIMING)
         i = _gate_up_stage(bufs, ready, empty, xh, i, act_ptr, _first(pid, off, P), P, H, I, NBUF, num_warps)
         off = _next_off(off, U_GU, P, ROTATE)
         _mark(timing_ptr, layer, pid, P, 9, TIMING)
         nb = _grid_barrier(counters_ptr, nb, P)
         _mark(timing_ptr, layer, pid, P, 10, TIMING)
-        i = _residual_stage(bufs, ready, empty, xi, i, act_ptr, mid_ptr, ll_mid, h_ptr, ll_h, LL,
-                            LL and layer < num_layers - 1, tag, eps, _first(pid, off, P), P, H, I // 256, NBUF,
-                            num_warps)
+        i = _residual_stage(bufs, ready, empty, xi, i, act_ptr, mid_ptr, h_ptr, eps, _first(pid, off, P), P, H,
+                            I // 256, NBUF, num_warps)
         off = _next_off(off, T_DOWN, P, ROTATE)
         _mark(timing_ptr, layer, pid, P, 11, TIMING)
-        if not LL:
-            nb = _grid_barrier(counters_ptr, nb, P)
+        nb = _grid_barrier(counters_ptr, nb, P)
         _mark(timing_ptr, layer, pid, P, 12, TIMING)
     # Every program has passed every barrier once it counts here: the last one resets the counters
     # (and sees all of h: the model's final norm).
@@ -650,21 +549,18 @@ def _consumer(bufs, ready, empty, xh, xo, xi, h_ptr, h2_ptr, ll_ptr, addrs_ptr, 
         for kv in gl.static_range(2 * NKV):  # the splits' and (FINE) the units' counters
             gl.store(counters_ptr + HEAD_SLOTS + kv, 0)
         gl.store(combined_ptr, 0)
-        if LL:
-            gl.store(ll_ptr + 2 * H, epoch + 1)
         gl.atomic_xchg(counters_ptr, 0)
         gl.atomic_xchg(counters_ptr + EXIT_SLOT, 0)
 
 
 @gluon.jit
-def ws_decode_kernel(wv, views_ptr, addrs_ptr, h_ptr, h2_ptr, ll_ptr, cos_sin_ptr, positions_ptr, slot_mapping_ptr, block_table_ptr,
+def ws_decode_kernel(wv, views_ptr, addrs_ptr, h_ptr, h2_ptr, cos_sin_ptr, positions_ptr, slot_mapping_ptr, block_table_ptr,
                      seq_lens_ptr, q_ptr, attn_ptr, part_m_ptr, part_l_ptr, part_acc_ptr, act_ptr, counters_ptr,
                      final_norm_w_ptr, normed_ptr, timing_ptr, num_layers, eps, final_eps, qk_scale,
                      P: gl.constexpr, H: gl.constexpr, NH: gl.constexpr, NKV: gl.constexpr, D: gl.constexpr,
                      I: gl.constexpr, BLOCK_SIZE: gl.constexpr, TILE_N: gl.constexpr, NUM_SPLITS: gl.constexpr,
                      NBUF: gl.constexpr, IN_FLIGHT: gl.constexpr, FINAL_NORM: gl.constexpr, TIMING: gl.constexpr,
-                     PREFETCH_KV: gl.constexpr, FINE: gl.constexpr, ROTATE: gl.constexpr, LL: gl.constexpr,
-                     num_warps: gl.constexpr):
+                     PREFETCH_KV: gl.constexpr, FINE: gl.constexpr, ROTATE: gl.constexpr, num_warps: gl.constexpr):
     pid = gl.program_id(0)
     bufs = gl.allocate_shared_memory(gl.bfloat16, [NBUF * 4, 64, 64], wv.layout)
     xh = gl.allocate_shared_memory(gl.bfloat16, [4, H // 256, 64], wv.layout)
@@ -672,11 +568,11 @@ def ws_decode_kernel(wv, views_ptr, addrs_ptr, h_ptr, h2_ptr, ll_ptr, cos_sin_pt
     xi = gl.allocate_shared_memory(gl.bfloat16, [4, I // 256, 64], wv.layout)
     ready, empty = ring_barriers(NBUF)
     gl.warp_specialize([
-        (_consumer, (bufs, ready, empty, xh, xo, xi, h_ptr, h2_ptr, ll_ptr, addrs_ptr, cos_sin_ptr, positions_ptr, slot_mapping_ptr,
+        (_consumer, (bufs, ready, empty, xh, xo, xi, h_ptr, h2_ptr, addrs_ptr, cos_sin_ptr, positions_ptr, slot_mapping_ptr,
                      block_table_ptr, seq_lens_ptr, q_ptr, attn_ptr, part_m_ptr, part_l_ptr, part_acc_ptr, act_ptr,
                      counters_ptr, final_norm_w_ptr, normed_ptr, timing_ptr, num_layers, eps, final_eps, qk_scale,
                      pid, P, H, NH, NKV, D, I, BLOCK_SIZE, TILE_N, NUM_SPLITS, NBUF, FINAL_NORM, TIMING, PREFETCH_KV,
-                     FINE, ROTATE, LL, num_warps)),
+                     FINE, ROTATE, num_warps)),
         (_producer, (wv, bufs, ready, empty, views_ptr, num_layers, pid, P, H, NH, NKV, D, I, NBUF, IN_FLIGHT,
                      ROTATE)),
     ], [1], [48])
@@ -746,17 +642,13 @@ def ws_decode(
     workspace: DecodeWorkspace | None = None, num_programs: int | None = None,
     final_norm: tuple[torch.Tensor, float] | None = None, normed: torch.Tensor | None = None,
     timing: torch.Tensor | None = None, tile_n: int = ATTENTION_TILE, num_slots: int | None = None,
-    prefetch_kv: bool = False, fine: bool = FINE, rotate: bool = ROTATE, in_flight: int = IN_FLIGHT, ll: bool = LL,
+    prefetch_kv: bool = False, fine: bool = FINE, rotate: bool = ROTATE, in_flight: int = IN_FLIGHT,
 ) -> None:
     """persistent_decode's contract (see there), on the warp-specialized kernel; no sliding window.
     fine: attention waits for its kv head's q/k/v units and the o projection for the kv heads'
     outputs (counters) instead of two grid barriers; the workspace then holds a second residual
     buffer (`h2`, made on first use: before CUDA graph capture). rotate: each stage's round robin of
-    tasks goes on where the last one's ended (_next_off). in_flight: ring slots in flight at most. ll
-    (with fine): the residual stream between stages as tagged words (`h_ll` in the workspace: [2 H + 1]
-    int32, made on first use) instead of grid barriers C and E."""
-    if ll and not fine:
-        raise ValueError("ws decode: ll needs fine")
+    tasks goes on where the last one's ended (_next_off). in_flight: ring slots in flight at most."""
     if num_programs is None:
         num_programs = default_num_programs(h.device)
     nh, nkv, d = layers.num_heads, layers.num_kv_heads, layers.head_dim
@@ -780,19 +672,15 @@ def ws_decode(
     h2 = getattr(workspace, "h2", None)
     if fine and (h2 is None or h2.numel() != h.numel()):
         h2 = workspace.h2 = torch.empty_like(h)
-    h_ll = getattr(workspace, "h_ll", None)
-    if ll and (h_ll is None or h_ll.numel() != 2 * h.numel() + 1):
-        h_ll = workspace.h_ll = torch.zeros(2 * h.numel() + 1, dtype=torch.int32, device=h.device)
     ws_decode_kernel[(num_programs,)](
-        weights.descriptor, weights.views, weights.addrs, h, h if h2 is None else h2, counters if h_ll is None else h_ll,
-        cos_sin, positions, slot_mapping, block_table,
+        weights.descriptor, weights.views, weights.addrs, h, h if h2 is None else h2, cos_sin, positions, slot_mapping, block_table,
         seq_lens, workspace.q, workspace.attn, workspace.part_m, workspace.part_l, workspace.part_acc, workspace.act,
         counters, h if final_norm is None else final_norm[0], h if normed is None else normed,
         counters if timing is None else timing, layers.num_layers,
         eps, 1e-6 if final_norm is None else final_norm[1], scale * LOG2E,
         P=num_programs, H=layers.hidden, NH=nh, NKV=nkv, D=d, I=layers.intermediate, BLOCK_SIZE=layers.block_size,
         TILE_N=tile_n, NUM_SPLITS=workspace.num_splits, NBUF=num_slots, IN_FLIGHT=in_flight,
-        FINAL_NORM=final_norm is not None, TIMING=timing is not None, PREFETCH_KV=prefetch_kv, FINE=fine, ROTATE=rotate, LL=ll,
+        FINAL_NORM=final_norm is not None, TIMING=timing is not None, PREFETCH_KV=prefetch_kv, FINE=fine, ROTATE=rotate,
         num_warps=4,
         maxnreg=168,
     )

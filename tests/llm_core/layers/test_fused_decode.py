@@ -302,9 +302,10 @@ def test_ws_decode_bf16_logits_close(tmp_path, monkeypatch):
     ref_logits, logits = model.compute_logits(ref), model.compute_logits(out)
     err = ((logits - ref_logits).norm() / ref_logits.norm()).item()
     assert err < 2e-2, err
-    for (k, v), (k_ref, v_ref) in zip(out_caches, ref_caches):  # the step's key and value stored alike
-        torch.testing.assert_close(k.float(), k_ref.float(), atol=2e-2, rtol=2e-2)
-        torch.testing.assert_close(v.float(), v_ref.float(), atol=2e-2, rtol=2e-2)
+    slot = (1, len(prompts[0]) - 16)  # the step's row (position 24: block 1 of the table [0, 1], offset 8)
+    for (k, v), (k_ref, v_ref) in zip(out_caches, ref_caches):  # stored alike, up to bf16 rounding
+        for new, ref in ((k[slot], k_ref[slot]), (v[slot], v_ref[slot])):
+            assert ((new.float() - ref.float()).norm() / ref.float().norm()).item() < 2e-2
 
 
 def test_ws_decode_flag_and_fallback(tmp_path, monkeypatch):

@@ -43,12 +43,6 @@ def test_ring_slots_leave_room_for_the_staged_inputs():
         assert ring_slots(*sizes) * 32 * 1024 + 2 * sum(sizes) + 8 * 1024 <= 227 * 1024
 
 
-def test_tagged_words_need_the_counters():
-    with pytest.raises(ValueError, match="ll needs fine"):
-        ws_decode(torch.zeros(2048, dtype=torch.bfloat16), None, positions=None, slot_mapping=None, block_table=None,
-                  seq_lens=None, cos_sin=None, scale=1.0, eps=1e-6, fine=False, ll=True)
-
-
 @pytest.fixture
 def gen() -> torch.Generator:
     seed = random.randrange(2**31)
@@ -57,9 +51,9 @@ def gen() -> torch.Generator:
 
 
 @needs_hopper
-@pytest.mark.parametrize("prefetch_kv,fine,rotate,ll", [(False, False, False, False), (True, False, True, False),
-                                                        (False, True, False, False), (False, True, True, True)])
-def test_layers_match_reference(gen, prefetch_kv, fine, rotate, ll):
+@pytest.mark.parametrize("prefetch_kv,fine,rotate", [(False, False, False), (True, False, True), (False, True, False),
+                                                     (False, True, True)])
+def test_layers_match_reference(gen, prefetch_kv, fine, rotate):
     case = make_case(gen, **SMALL, seq_len=int(torch.randint(20, 300, (1,), generator=gen)), dtype=torch.bfloat16,
                      num_layers=3)
     h = case["h"].clone()
@@ -67,16 +61,14 @@ def test_layers_match_reference(gen, prefetch_kv, fine, rotate, ll):
     v_caches = [v.clone() for v in case["v_caches"]]
     step = step_inputs(case, h.device)
     step.pop("sliding_window")
-    ws_decode(h, decode_layers(case, k_caches, v_caches), **step, prefetch_kv=prefetch_kv, fine=fine, rotate=rotate,
-              ll=ll)
+    ws_decode(h, decode_layers(case, k_caches, v_caches), **step, prefetch_kv=prefetch_kv, fine=fine, rotate=rotate)
     check(case, (h, k_caches, v_caches), torch.bfloat16)
 
 
 @needs_hopper
-@pytest.mark.parametrize("fine,ll", [(False, False), (True, False), (True, True)])
-def test_final_norm_and_repeated_launches(gen, fine, ll):
-    # The last program out writes RMSNorm(h) too, and leaves the counters at 0 for the next launch
-    # (ll: the next launch's tags differ from every word this one left).
+@pytest.mark.parametrize("fine", [False, True])
+def test_final_norm_and_repeated_launches(gen, fine):
+    # The last program out writes RMSNorm(h) too, and leaves the counters at 0 for the next launch.
     case = make_case(gen, **SMALL, seq_len=77, dtype=torch.bfloat16, num_layers=2)
     layers = decode_layers(case, [k.clone() for k in case["k_caches"]], [v.clone() for v in case["v_caches"]])
     step = step_inputs(case, case["h"].device)
@@ -88,7 +80,7 @@ def test_final_norm_and_repeated_launches(gen, fine, ll):
     for _ in range(3):
         h = case["h"].clone()
         normed = torch.empty_like(h)
-        ws_decode(h, layers, **step, workspace=workspace, final_norm=(weight, 1e-6), normed=normed, fine=fine, ll=ll)
+        ws_decode(h, layers, **step, workspace=workspace, final_norm=(weight, 1e-6), normed=normed, fine=fine)
         results.append((h, normed))
         assert int(layer_counters(h.device).abs().sum()) == 0
     hf = results[0][0].float()
@@ -96,5 +88,3 @@ def test_final_norm_and_repeated_launches(gen, fine, ll):
     torch.testing.assert_close(results[0][1].float(), expected, atol=2e-2, rtol=1e-2)
     torch.testing.assert_close(results[1][0], results[0][0], atol=0, rtol=0)  # the same step again: the same h
     torch.testing.assert_close(results[2][0], results[0][0], atol=0, rtol=0)
-    if ll:
-        assert int(workspace.h_ll[-1]) == 3  # launches on these buffers
