@@ -9,8 +9,7 @@ step's k and v must be equal, h within 2e-3 relative, with the persistent kernel
 tiles so that the splits and the rounding of p agree) and reports the difference over every layer,
 then times both (median of 5 x 20 CUDA-graph replays; the persistent kernel before and after the
 others) for each configuration (ring slots, attention tile, first attention tile loaded during
-barrier A's wait, counters instead of barriers A and B, round robins continued across stages,
-ring slots in flight) and takes one configuration's timeline (TIMING_POINTS, us since the layer began:
+barrier A's wait) and takes one configuration's timeline (TIMING_POINTS, us since the layer began:
 first / median / last program, medians over the middle layers). Prints tables and writes JSON.
 """
 
@@ -53,10 +52,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--shape", default="llama-3.2-1b")
     parser.add_argument("--seq-len", type=int, default=300)
-    parser.add_argument("--configs", nargs="+",
-                        default=["6,32,0,1,1,1", "6,32,0,1,0,1", "6,32,1,0,1,1", "6,32,0,1,1,2"],
-                        help="ring slots,attention tile,prefetch the first attention tile (0/1),counters instead "
-                             "of barriers A and B (0/1),round robins continued across stages (0/1),slots in flight")
+    parser.add_argument("--configs", nargs="+", default=["6,32,0", "5,32,0", "6,32,1", "6,64,0"],
+                        help="ring slots,attention tile,prefetch the first attention tile (0/1)")
     parser.add_argument("--out", default="ws_decode.json")
     args = parser.parse_args()
     layers, step, h0, layer_bytes = build(args.shape, args.seq_len)
@@ -64,9 +61,8 @@ def main() -> None:
     floor_us = layer_bytes * layers.num_layers / bandwidth * 1e6
     configs = []
     for spec in args.configs:
-        slots, tile, prefetch, fine, rotate, in_flight = map(int, spec.split(","))
-        configs.append((spec, dict(num_slots=slots, tile_n=tile, prefetch_kv=bool(prefetch), fine=bool(fine),
-                                   rotate=bool(rotate), in_flight=in_flight)))
+        slots, tile, prefetch = map(int, spec.split(","))
+        configs.append((spec, dict(num_slots=slots, tile_n=tile, prefetch_kv=bool(prefetch))))
     # The persistent kernel's attention tiles (64 keys) split the keys alike, so p rounds alike.
     same_splits = dict(configs[0][1], tile_n=pd.ATTENTION_TILE_N)
     one = agreement(layers, step, h0, 1, **same_splits)

@@ -21,6 +21,9 @@ of the row against chunk c of x). The weights are addressed through one TMA desc
 address span of every layer's weights (each weight's offset from the lowest one a multiple of 512
 bytes) and a per-layer table of view rows, so the model's tensors are used where they are.
 
+The Llama family's one-token decode steps take this kernel on Hopper where a model's sizes fit it
+(llm_core/models/llama.py: `ws_decode`, on by default), else persistent_decode.
+
 Stages per layer (grid barriers between them, as persistent_decode):
   A. RMSNorm(h) staged; q/k/v: a unit is 8 rows of a head and their rotary partners D / 2 on (two
      tiles); rotary on q and k; q to a buffer, k and v to cache slot `slot`.
@@ -45,9 +48,8 @@ from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from llm_core.attention.kernels.prefill_attention import LOG2E, M_INIT
-from llm_core.layers.kernels.persistent_decode import (COUNTER_SLOTS, EXIT_SLOT, HEAD_SLOTS, DecodeLayers,
-                                                       DecodeWorkspace, attention_splits, default_num_programs,
-                                                       layer_counters)
+from llm_core.layers.kernels.persistent_decode import (EXIT_SLOT, HEAD_SLOTS, DecodeLayers, DecodeWorkspace,
+                                                       attention_splits, default_num_programs, layer_counters)
 
 # Triton 3.6 names the CTA-wide barrier thread_barrier; later versions, barrier.
 _cta_barrier = getattr(gl, "thread_barrier", None) or gl.barrier
@@ -56,12 +58,9 @@ SHARED_MEMORY = 227 * 1024  # per block on Hopper
 SCRATCH = 8 * 1024  # layout conversions and reductions (the compiler's)
 IN_FLIGHT = 1  # slots in flight at most (bench_ws_stream: 1 was the fastest)
 ATTENTION_TILE = 32
-FINE = True  # counters instead of grid barriers A and B (ws_decode's `fine`)
-ROTATE = True  # stages' round robins continued across stages and layers (ws_decode's `rotate`)
 TIMING_POINTS = ("layer begins", "q/k/v staged", "q/k/v done", "barrier A passed", "attention done",
                  "barrier B passed", "o done", "barrier C passed", "gate/up staged", "gate/up done",
                  "barrier D passed", "down done", "barrier E passed")
-COMBINED_SLOT = gl.constexpr(2)  # counter slot (persistent_decode's layout; unused there): see _consumer
 VIEW_FIELDS = gl.constexpr(4)  # per layer: view rows of qkv, o, gate_up, down
 ADDR_FIELDS = gl.constexpr(4)  # per layer: addresses of ln1, ln2, k_cache, v_cache
 
@@ -96,55 +95,29 @@ def _fetch(desc, bufs, ready, empty, i, vrow, NBUF: gl.constexpr, IN_FLIGHT: gl.
 
 
 @gluon.jit
-def _first(pid, off, P: gl.constexpr):
-    # The program's first task of a stage whose task 0 goes to program `off` (round robin from there).
-    return (pid + P - off) % P
-
-
-@gluon.jit
-def _next_off(off, tasks: gl.constexpr, P: gl.constexpr, ROTATE: gl.constexpr):
-    # ROTATE: the next stage's round robin goes on where this one's ended (across stages and layers),
-    # so that the programs with a stage's extra task are not the same in every stage: a layer's tiles
-    # then differ by at most about one between programs (the ring carries a program's lead across the
-    # grid barriers). Else every stage starts at program 0.
-    if ROTATE:
-        off = (off + tasks) % P
-    return off
-
-
-@gluon.jit
 def _producer(wv, bufs, ready, empty, views_ptr, num_layers, pid, P: gl.constexpr, H: gl.constexpr,
               NH: gl.constexpr, NKV: gl.constexpr, D: gl.constexpr, I: gl.constexpr, NBUF: gl.constexpr,
-              IN_FLIGHT: gl.constexpr, ROTATE: gl.constexpr):
+              IN_FLIGHT: gl.constexpr):
     NQ: gl.constexpr = H // 256  # chunks of the q/k/v and gate/up inputs
     NO: gl.constexpr = NH * D // 256
     NI: gl.constexpr = I // 256
-    U_QKV: gl.constexpr = (NH + 2 * NKV) * D // 16  # tasks per stage (as the consumers count them)
-    T_O: gl.constexpr = H // (64 // NO)
-    U_GU: gl.constexpr = I // 8
-    T_DOWN: gl.constexpr = H // (64 // NI)
     i = 0
-    off = 0
     for layer in range(num_layers):
         qkv = gl.load(views_ptr + layer * VIEW_FIELDS)
         o = gl.load(views_ptr + layer * VIEW_FIELDS + 1)
         gu = gl.load(views_ptr + layer * VIEW_FIELDS + 2)
         down = gl.load(views_ptr + layer * VIEW_FIELDS + 3)
-        for u in range(_first(pid, off, P), U_QKV, P):
+        for u in range(pid, (NH + 2 * NKV) * D // 16, P):
             row = (u // (D // 16)) * D + (u % (D // 16)) * 8
             i = _fetch(wv, bufs, ready, empty, i, qkv + row * NQ, NBUF, IN_FLIGHT)
             i = _fetch(wv, bufs, ready, empty, i, qkv + (row + D // 2) * NQ, NBUF, IN_FLIGHT)
-        off = _next_off(off, U_QKV, P, ROTATE)
-        for t in range(_first(pid, off, P), T_O, P):
+        for t in range(pid, H // (64 // NO), P):
             i = _fetch(wv, bufs, ready, empty, i, o + t * 64, NBUF, IN_FLIGHT)
-        off = _next_off(off, T_O, P, ROTATE)
-        for u in range(_first(pid, off, P), U_GU, P):
+        for u in range(pid, I // 8, P):
             i = _fetch(wv, bufs, ready, empty, i, gu + u * 8 * NQ, NBUF, IN_FLIGHT)
             i = _fetch(wv, bufs, ready, empty, i, gu + (I + u * 8) * NQ, NBUF, IN_FLIGHT)
-        off = _next_off(off, U_GU, P, ROTATE)
-        for t in range(_first(pid, off, P), T_DOWN, P):
+        for t in range(pid, H // (64 // NI), P):
             i = _fetch(wv, bufs, ready, empty, i, down + t * 64, NBUF, IN_FLIGHT)
-        off = _next_off(off, T_DOWN, P, ROTATE)
 
 
 # ----------------------------------------------------------------------------- consumers
@@ -167,18 +140,12 @@ def _grid_arrive(counter_ptr):
 
 
 @gluon.jit
-def _wait_count(counter_ptr, target):
-    # One thread polls the counter (gpu-scope acquire) until it reaches target; then the whole program goes on.
-    seen = gl.atomic_add(counter_ptr, 0, sem="acquire", scope="gpu")
-    while seen < target:
-        seen = gl.atomic_add(counter_ptr, 0, sem="acquire", scope="gpu")
-    _cta_barrier()
-
-
-@gluon.jit
 def _grid_wait(counter_ptr, nb, P: gl.constexpr):
     # Wait for grid barrier number nb + 1 (every program arrived: (nb + 1) * P); returns nb + 1.
-    _wait_count(counter_ptr, (nb + 1) * P)
+    seen = gl.atomic_add(counter_ptr, 0, sem="acquire", scope="gpu")
+    while seen < (nb + 1) * P:
+        seen = gl.atomic_add(counter_ptr, 0, sem="acquire", scope="gpu")
+    _cta_barrier()
     return nb + 1
 
 
@@ -192,7 +159,8 @@ def _grid_barrier(counter_ptr, nb, P: gl.constexpr):
 def _stage(xb, src_ptr, norm_ptr, eps, N: gl.constexpr, NORM: gl.constexpr, num_warps: gl.constexpr):
     # The stage input (N chunks of 256; RMSNorm of it where NORM, rounded as persistent_decode) into xb
     # as wgmma's B: box j holds [N, 64] = x[256 c + 64 j + k], bf16. One round trip: the input and the
-    # norm's weights are loaded together, the input once.
+    # norm's weights are loaded together, the input once (loading it again after the sum of squares
+    # cost a second round trip on the chain: 945 -> 861 us per 1B launch, docs/performance.md).
     BL: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [num_warps, 1], [1, 0])
     offs = (gl.arange(0, N, layout=gl.SliceLayout(1, BL))[:, None] * 256
             + gl.arange(0, 64, layout=gl.SliceLayout(0, BL))[None, :])
@@ -261,12 +229,12 @@ def _tile(bufs, ready, empty, xb, i, N: gl.constexpr, NBUF: gl.constexpr, num_wa
 
 
 @gluon.jit
-def _qkv_stage(bufs, ready, empty, xb, i, q_ptr, k_cache_ptr, v_cache_ptr, cos_sin_ptr, pos, slot, group_ptr, first,
+def _qkv_stage(bufs, ready, empty, xb, i, q_ptr, k_cache_ptr, v_cache_ptr, cos_sin_ptr, pos, slot, pid,
                P: gl.constexpr, H: gl.constexpr, NH: gl.constexpr, NKV: gl.constexpr, D: gl.constexpr,
-               NBUF: gl.constexpr, FINE: gl.constexpr, num_warps: gl.constexpr):
+               NBUF: gl.constexpr, num_warps: gl.constexpr):
     B2: gl.constexpr = gl.BlockedLayout([1, 2], [1, 32], [num_warps, 1], [1, 0])
     e = gl.arange(0, 8, layout=gl.SliceLayout(1, B2))
-    for u in range(first, (NH + 2 * NKV) * D // 16, P):
+    for u in range(pid, (NH + 2 * NKV) * D // 16, P):
         head = u // (D // 16)
         pair = (u % (D // 16)) * 8 + e  # rotary pair index within the head
         x1, i = _tile(bufs, ready, empty, xb, i, H // 256, NBUF, num_warps)
@@ -290,40 +258,31 @@ def _qkv_stage(bufs, ready, empty, xb, i, q_ptr, k_cache_ptr, v_cache_ptr, cos_s
             ok = (pair >= 0) & (slot >= 0)
             gl.store(dst, y1.to(gl.bfloat16), mask=ok)
             gl.store(dst + D // 2, y2.to(gl.bfloat16), mask=ok)
-    if FINE:  # each unit counts for its kv head's group (its q heads, k and v): GROUP_UNITS a layer
-        _cta_barrier()
-        for u in range(first, (NH + 2 * NKV) * D // 16, P):
-            head = u // (D // 16)
-            if head < NH:
-                group = head // (NH // NKV)
-            else:
-                group = (head - NH) % NKV
-            gl.atomic_add(group_ptr + group, 1, sem="release", scope="gpu")
     return i
 
 
 @gluon.jit
-def _residual_stage(bufs, ready, empty, xb, i, src_ptr, res_ptr, dst_ptr, eps, first, P: gl.constexpr,
-                    H: gl.constexpr, N: gl.constexpr, NBUF: gl.constexpr, num_warps: gl.constexpr):
+def _residual_stage(bufs, ready, empty, xb, i, src_ptr, h_ptr, eps, pid, P: gl.constexpr, H: gl.constexpr,
+                    N: gl.constexpr, NBUF: gl.constexpr, num_warps: gl.constexpr):
     # o over the attention output (N = NH * D / 256), down over SiLU(gate) * up (N = I / 256): rows of
-    # dst = res + the projection's rows, each tile 64 / N rows that no other program writes in the stage.
+    # h += the projection's rows, each tile 64 / N rows that no other program writes in the stage.
     B2: gl.constexpr = gl.BlockedLayout([1, 2], [1, 32], [num_warps, 1], [1, 0])
     R: gl.constexpr = 64 // N
     _stage(xb, src_ptr, src_ptr, eps, N, False, num_warps)
-    for t in range(first, H // R, P):
+    for t in range(pid, H // R, P):
         y, i = _tile(bufs, ready, empty, xb, i, N, NBUF, num_warps)
         rows = t * R + gl.arange(0, R, layout=gl.SliceLayout(1, B2))
-        r = gl.load(res_ptr + rows, cache_modifier=".cg").to(gl.float32)
-        gl.store(dst_ptr + rows, (y + r).to(gl.bfloat16))
+        r = gl.load(h_ptr + rows, cache_modifier=".cg").to(gl.float32)
+        gl.store(h_ptr + rows, (y + r).to(gl.bfloat16))
     return i
 
 
 @gluon.jit
-def _gate_up_stage(bufs, ready, empty, xb, i, act_ptr, first, P: gl.constexpr, H: gl.constexpr, I: gl.constexpr,
+def _gate_up_stage(bufs, ready, empty, xb, i, act_ptr, pid, P: gl.constexpr, H: gl.constexpr, I: gl.constexpr,
                    NBUF: gl.constexpr, num_warps: gl.constexpr):
     B2: gl.constexpr = gl.BlockedLayout([1, 2], [1, 32], [num_warps, 1], [1, 0])
     e = gl.arange(0, 8, layout=gl.SliceLayout(1, B2))
-    for u in range(first, I // 8, P):
+    for u in range(pid, I // 8, P):
         g, i = _tile(bufs, ready, empty, xb, i, H // 256, NBUF, num_warps)
         up, i = _tile(bufs, ready, empty, xb, i, H // 256, NBUF, num_warps)
         act = (g / (1.0 + gl.exp(-g))).to(gl.bfloat16).to(gl.float32) * up
@@ -385,10 +344,9 @@ def _attend(acc, m_i, l_i, q, k, v, start, end, qk_scale, TILE_N: gl.constexpr, 
 
 @gluon.jit
 def _attention_stage(k_first, v_first, q_ptr, k_cache_ptr, v_cache_ptr, block_table_ptr, seq_len, slot, part_m_ptr,
-                     part_l_ptr, part_acc_ptr, attn_ptr, head_counters_ptr, group_ptr, combined_ptr, qk_scale, layer,
-                     pid, P: gl.constexpr, NH: gl.constexpr, NKV: gl.constexpr, D: gl.constexpr,
-                     BLOCK_SIZE: gl.constexpr, TILE_N: gl.constexpr, NUM_SPLITS: gl.constexpr, FINE: gl.constexpr,
-                     num_warps: gl.constexpr):
+                     part_l_ptr, part_acc_ptr, attn_ptr, head_counters_ptr, qk_scale, layer, pid, P: gl.constexpr,
+                     NH: gl.constexpr, NKV: gl.constexpr, D: gl.constexpr, BLOCK_SIZE: gl.constexpr,
+                     TILE_N: gl.constexpr, NUM_SPLITS: gl.constexpr, num_warps: gl.constexpr):
     # (kv head, split) tasks: the GROUP query heads of the kv head against the split's keys, online
     # softmax in registers; the split that finishes last combines the splits (as persistent_decode's
     # _attention_task). (k_first, v_first): _first_kv_tile's, the step's own key patched in here.
@@ -406,8 +364,6 @@ def _attention_stage(k_first, v_first, q_ptr, k_cache_ptr, v_cache_ptr, block_ta
         split = t % NUM_SPLITS
         begin, end = _split_range(split, seq_len, NUM_SPLITS, TILE_N)
         heads = kv_head * GROUP + offs_gq
-        if FINE:  # the kv head's q, k and v units of this layer done (every program's: no grid barrier)
-            _wait_count(group_ptr + kv_head, (GROUP + 2) * (D // 16) * (layer + 1))
         q = gl.load(q_ptr + heads[:, None] * D + offs_dq[None, :], cache_modifier=".cg").to(gl.float32)
         own_row = slot * (NKV * D) + kv_head * D + offs_dk
         k_own = gl.load(k_cache_ptr + own_row, mask=(offs_dk >= 0) & (slot >= 0), other=0.0, cache_modifier=".cg")
@@ -453,36 +409,21 @@ def _attention_stage(k_first, v_first, q_ptr, k_cache_ptr, v_cache_ptr, block_ta
             result = result / gl.convert_layout(gl.where(total > 0, total, 1.0), gl.SliceLayout(1, AD))[:, None]
             ha = kv_head * GROUP + gl.arange(0, GROUP, layout=gl.SliceLayout(1, AD))
             gl.store(attn_ptr + ha[:, None] * D + da[None, :], result.to(gl.bfloat16))
-            if FINE:  # one more kv head's output complete (the o stage waits for NKV a layer)
-                _cta_barrier()
-                gl.atomic_add(combined_ptr, 1, sem="release", scope="gpu")
 
 
 @gluon.jit
-def _consumer(bufs, ready, empty, xh, xo, xi, h_ptr, h2_ptr, addrs_ptr, cos_sin_ptr, positions_ptr, slot_mapping_ptr,
+def _consumer(bufs, ready, empty, xh, xo, xi, h_ptr, addrs_ptr, cos_sin_ptr, positions_ptr, slot_mapping_ptr,
               block_table_ptr, seq_lens_ptr, q_ptr, attn_ptr, part_m_ptr, part_l_ptr, part_acc_ptr, act_ptr,
               counters_ptr, final_norm_w_ptr, normed_ptr, timing_ptr, num_layers, eps, final_eps, qk_scale, pid,
               P: gl.constexpr, H: gl.constexpr, NH: gl.constexpr, NKV: gl.constexpr, D: gl.constexpr,
               I: gl.constexpr, BLOCK_SIZE: gl.constexpr, TILE_N: gl.constexpr, NUM_SPLITS: gl.constexpr,
               NBUF: gl.constexpr, FINAL_NORM: gl.constexpr, TIMING: gl.constexpr, PREFETCH_KV: gl.constexpr,
-              FINE: gl.constexpr, ROTATE: gl.constexpr, num_warps: gl.constexpr):
-    U_QKV: gl.constexpr = (NH + 2 * NKV) * D // 16  # tasks per stage (as the producer counts them)
-    T_O: gl.constexpr = H // (64 // (NH * D // 256))
-    U_GU: gl.constexpr = I // 8
-    T_DOWN: gl.constexpr = H // (64 // (I // 256))
+              num_warps: gl.constexpr):
     pos = gl.load(positions_ptr).to(gl.int64)
     slot = gl.load(slot_mapping_ptr).to(gl.int64)
     seq_len = gl.load(seq_lens_ptr)
-    group_ptr = counters_ptr + HEAD_SLOTS + NKV  # FINE: per kv head, its q/k/v units done (over the layers)
-    combined_ptr = counters_ptr + COMBINED_SLOT  # FINE: kv heads' attention outputs complete (over the layers)
-    # FINE: the o stage writes h + o to h2 (a program may still be staging this layer's input from h)
-    # and the down stage h2 + down back to h; else both update h in place.
-    mid_ptr = h_ptr
-    if FINE:
-        mid_ptr = h2_ptr
     i = 0
     nb = 0
-    off = 0  # the program that takes the stage's task 0 (_next_off)
     for layer in range(num_layers):
         _mark(timing_ptr, layer, pid, P, 0, TIMING)
         ln1 = gl.load(addrs_ptr + layer * ADDR_FIELDS).to(gl.pointer_type(gl.bfloat16))
@@ -491,14 +432,10 @@ def _consumer(bufs, ready, empty, xh, xo, xi, h_ptr, h2_ptr, addrs_ptr, cos_sin_
         v_cache = gl.load(addrs_ptr + layer * ADDR_FIELDS + 3).to(gl.pointer_type(gl.bfloat16))
         _stage(xh, h_ptr, ln1, eps, H // 256, True, num_warps)
         _mark(timing_ptr, layer, pid, P, 1, TIMING)
-        i = _qkv_stage(bufs, ready, empty, xh, i, q_ptr, k_cache, v_cache, cos_sin_ptr, pos, slot, group_ptr,
-                       _first(pid, off, P), P, H, NH, NKV, D, NBUF, FINE, num_warps)
-        off = _next_off(off, U_QKV, P, ROTATE)
+        i = _qkv_stage(bufs, ready, empty, xh, i, q_ptr, k_cache, v_cache, cos_sin_ptr, pos, slot, pid, P, H, NH,
+                       NKV, D, NBUF, num_warps)
         _mark(timing_ptr, layer, pid, P, 2, TIMING)
-        if FINE:  # no barrier: each attention task waits for its kv head's units
-            k_first, v_first = _first_kv_tile(pid, k_cache, v_cache, block_table_ptr, seq_len, NKV, D, BLOCK_SIZE,
-                                              TILE_N, NUM_SPLITS, num_warps)
-        elif PREFETCH_KV:  # the first tile loads during the barrier's wait (the polls then wait behind it)
+        if PREFETCH_KV:  # the first tile loads during the barrier's wait (the polls then wait behind it)
             _grid_arrive(counters_ptr)
             k_first, v_first = _first_kv_tile(pid, k_cache, v_cache, block_table_ptr, seq_len, NKV, D, BLOCK_SIZE,
                                               TILE_N, NUM_SPLITS, num_warps)
@@ -509,30 +446,23 @@ def _consumer(bufs, ready, empty, xh, xo, xi, h_ptr, h2_ptr, addrs_ptr, cos_sin_
                                               TILE_N, NUM_SPLITS, num_warps)
         _mark(timing_ptr, layer, pid, P, 3, TIMING)
         _attention_stage(k_first, v_first, q_ptr, k_cache, v_cache, block_table_ptr, seq_len, slot, part_m_ptr,
-                         part_l_ptr, part_acc_ptr, attn_ptr, counters_ptr + HEAD_SLOTS, group_ptr, combined_ptr,
-                         qk_scale, layer, pid, P, NH, NKV, D, BLOCK_SIZE, TILE_N, NUM_SPLITS, FINE, num_warps)
+                         part_l_ptr, part_acc_ptr, attn_ptr, counters_ptr + HEAD_SLOTS, qk_scale, layer, pid, P, NH,
+                         NKV, D, BLOCK_SIZE, TILE_N, NUM_SPLITS, num_warps)
         _mark(timing_ptr, layer, pid, P, 4, TIMING)
-        if FINE:  # every kv head's output combined (NKV combines a layer)
-            _wait_count(combined_ptr, NKV * (layer + 1))
-        else:
-            nb = _grid_barrier(counters_ptr, nb, P)
+        nb = _grid_barrier(counters_ptr, nb, P)
         _mark(timing_ptr, layer, pid, P, 5, TIMING)
-        i = _residual_stage(bufs, ready, empty, xo, i, attn_ptr, h_ptr, mid_ptr, eps, _first(pid, off, P), P, H,
-                            NH * D // 256, NBUF, num_warps)
-        off = _next_off(off, T_O, P, ROTATE)
+        i = _residual_stage(bufs, ready, empty, xo, i, attn_ptr, h_ptr, eps, pid, P, H, NH * D // 256, NBUF,
+                            num_warps)
         _mark(timing_ptr, layer, pid, P, 6, TIMING)
         nb = _grid_barrier(counters_ptr, nb, P)
         _mark(timing_ptr, layer, pid, P, 7, TIMING)
-        _stage(xh, mid_ptr, ln2, eps, H // 256, True, num_warps)
+        _stage(xh, h_ptr, ln2, eps, H // 256, True, num_warps)
         _mark(timing_ptr, layer, pid, P, 8, TIMING)
-        i = _gate_up_stage(bufs, ready, empty, xh, i, act_ptr, _first(pid, off, P), P, H, I, NBUF, num_warps)
-        off = _next_off(off, U_GU, P, ROTATE)
+        i = _gate_up_stage(bufs, ready, empty, xh, i, act_ptr, pid, P, H, I, NBUF, num_warps)
         _mark(timing_ptr, layer, pid, P, 9, TIMING)
         nb = _grid_barrier(counters_ptr, nb, P)
         _mark(timing_ptr, layer, pid, P, 10, TIMING)
-        i = _residual_stage(bufs, ready, empty, xi, i, act_ptr, mid_ptr, h_ptr, eps, _first(pid, off, P), P, H,
-                            I // 256, NBUF, num_warps)
-        off = _next_off(off, T_DOWN, P, ROTATE)
+        i = _residual_stage(bufs, ready, empty, xi, i, act_ptr, h_ptr, eps, pid, P, H, I // 256, NBUF, num_warps)
         _mark(timing_ptr, layer, pid, P, 11, TIMING)
         nb = _grid_barrier(counters_ptr, nb, P)
         _mark(timing_ptr, layer, pid, P, 12, TIMING)
@@ -546,21 +476,20 @@ def _consumer(bufs, ready, empty, xh, xo, xi, h_ptr, h2_ptr, addrs_ptr, cos_sin_
             rstd = gl.rsqrt(gl.sum(hv * hv, axis=0) / H + final_eps)
             normed = (hv * rstd).to(gl.bfloat16).to(gl.float32) * gl.load(final_norm_w_ptr + offs).to(gl.float32)
             gl.store(normed_ptr + offs, normed.to(gl.bfloat16))
-        for kv in gl.static_range(2 * NKV):  # the splits' and (FINE) the units' counters
+        for kv in gl.static_range(NKV):
             gl.store(counters_ptr + HEAD_SLOTS + kv, 0)
-        gl.store(combined_ptr, 0)
         gl.atomic_xchg(counters_ptr, 0)
         gl.atomic_xchg(counters_ptr + EXIT_SLOT, 0)
 
 
 @gluon.jit
-def ws_decode_kernel(wv, views_ptr, addrs_ptr, h_ptr, h2_ptr, cos_sin_ptr, positions_ptr, slot_mapping_ptr, block_table_ptr,
+def ws_decode_kernel(wv, views_ptr, addrs_ptr, h_ptr, cos_sin_ptr, positions_ptr, slot_mapping_ptr, block_table_ptr,
                      seq_lens_ptr, q_ptr, attn_ptr, part_m_ptr, part_l_ptr, part_acc_ptr, act_ptr, counters_ptr,
                      final_norm_w_ptr, normed_ptr, timing_ptr, num_layers, eps, final_eps, qk_scale,
                      P: gl.constexpr, H: gl.constexpr, NH: gl.constexpr, NKV: gl.constexpr, D: gl.constexpr,
                      I: gl.constexpr, BLOCK_SIZE: gl.constexpr, TILE_N: gl.constexpr, NUM_SPLITS: gl.constexpr,
                      NBUF: gl.constexpr, IN_FLIGHT: gl.constexpr, FINAL_NORM: gl.constexpr, TIMING: gl.constexpr,
-                     PREFETCH_KV: gl.constexpr, FINE: gl.constexpr, ROTATE: gl.constexpr, num_warps: gl.constexpr):
+                     PREFETCH_KV: gl.constexpr, num_warps: gl.constexpr):
     pid = gl.program_id(0)
     bufs = gl.allocate_shared_memory(gl.bfloat16, [NBUF * 4, 64, 64], wv.layout)
     xh = gl.allocate_shared_memory(gl.bfloat16, [4, H // 256, 64], wv.layout)
@@ -568,13 +497,12 @@ def ws_decode_kernel(wv, views_ptr, addrs_ptr, h_ptr, h2_ptr, cos_sin_ptr, posit
     xi = gl.allocate_shared_memory(gl.bfloat16, [4, I // 256, 64], wv.layout)
     ready, empty = ring_barriers(NBUF)
     gl.warp_specialize([
-        (_consumer, (bufs, ready, empty, xh, xo, xi, h_ptr, h2_ptr, addrs_ptr, cos_sin_ptr, positions_ptr, slot_mapping_ptr,
+        (_consumer, (bufs, ready, empty, xh, xo, xi, h_ptr, addrs_ptr, cos_sin_ptr, positions_ptr, slot_mapping_ptr,
                      block_table_ptr, seq_lens_ptr, q_ptr, attn_ptr, part_m_ptr, part_l_ptr, part_acc_ptr, act_ptr,
                      counters_ptr, final_norm_w_ptr, normed_ptr, timing_ptr, num_layers, eps, final_eps, qk_scale,
                      pid, P, H, NH, NKV, D, I, BLOCK_SIZE, TILE_N, NUM_SPLITS, NBUF, FINAL_NORM, TIMING, PREFETCH_KV,
-                     FINE, ROTATE, num_warps)),
-        (_producer, (wv, bufs, ready, empty, views_ptr, num_layers, pid, P, H, NH, NKV, D, I, NBUF, IN_FLIGHT,
-                     ROTATE)),
+                     num_warps)),
+        (_producer, (wv, bufs, ready, empty, views_ptr, num_layers, pid, P, H, NH, NKV, D, I, NBUF, IN_FLIGHT)),
     ], [1], [48])
 
 
@@ -598,7 +526,7 @@ def ws_decode_supported(hidden: int, num_heads: int, num_kv_heads: int, head_dim
     group = num_heads // num_kv_heads if num_kv_heads else 0
     return (fits(hidden) and fits(num_heads * head_dim) and fits(intermediate) and head_dim % 16 == 0
             and power_of_2(head_dim) and 16 <= head_dim <= 128 and num_heads % max(num_kv_heads, 1) == 0
-            and power_of_2(group) and power_of_2(num_splits) and 2 * num_kv_heads <= COUNTER_SLOTS - HEAD_SLOTS.value)
+            and power_of_2(group) and power_of_2(num_splits) and num_kv_heads <= 248)
 
 
 def ring_slots(hidden: int, attention_width: int, intermediate: int) -> int:
@@ -642,13 +570,9 @@ def ws_decode(
     workspace: DecodeWorkspace | None = None, num_programs: int | None = None,
     final_norm: tuple[torch.Tensor, float] | None = None, normed: torch.Tensor | None = None,
     timing: torch.Tensor | None = None, tile_n: int = ATTENTION_TILE, num_slots: int | None = None,
-    prefetch_kv: bool = False, fine: bool = FINE, rotate: bool = ROTATE, in_flight: int = IN_FLIGHT,
+    prefetch_kv: bool = False,
 ) -> None:
-    """persistent_decode's contract (see there), on the warp-specialized kernel; no sliding window.
-    fine: attention waits for its kv head's q/k/v units and the o projection for the kv heads'
-    outputs (counters) instead of two grid barriers; the workspace then holds a second residual
-    buffer (`h2`, made on first use: before CUDA graph capture). rotate: each stage's round robin of
-    tasks goes on where the last one's ended (_next_off). in_flight: ring slots in flight at most."""
+    """persistent_decode's contract (see there), on the warp-specialized kernel; no sliding window."""
     if num_programs is None:
         num_programs = default_num_programs(h.device)
     nh, nkv, d = layers.num_heads, layers.num_kv_heads, layers.head_dim
@@ -669,18 +593,14 @@ def ws_decode(
     if num_slots is None:
         num_slots = ring_slots(layers.hidden, nh * d, layers.intermediate)
     counters = layer_counters(h.device)
-    h2 = getattr(workspace, "h2", None)
-    if fine and (h2 is None or h2.numel() != h.numel()):
-        h2 = workspace.h2 = torch.empty_like(h)
     ws_decode_kernel[(num_programs,)](
-        weights.descriptor, weights.views, weights.addrs, h, h if h2 is None else h2, cos_sin, positions, slot_mapping, block_table,
+        weights.descriptor, weights.views, weights.addrs, h, cos_sin, positions, slot_mapping, block_table,
         seq_lens, workspace.q, workspace.attn, workspace.part_m, workspace.part_l, workspace.part_acc, workspace.act,
         counters, h if final_norm is None else final_norm[0], h if normed is None else normed,
         counters if timing is None else timing, layers.num_layers,
         eps, 1e-6 if final_norm is None else final_norm[1], scale * LOG2E,
         P=num_programs, H=layers.hidden, NH=nh, NKV=nkv, D=d, I=layers.intermediate, BLOCK_SIZE=layers.block_size,
-        TILE_N=tile_n, NUM_SPLITS=workspace.num_splits, NBUF=num_slots, IN_FLIGHT=in_flight,
-        FINAL_NORM=final_norm is not None, TIMING=timing is not None, PREFETCH_KV=prefetch_kv, FINE=fine, ROTATE=rotate,
-        num_warps=4,
+        TILE_N=tile_n, NUM_SPLITS=workspace.num_splits, NBUF=num_slots, IN_FLIGHT=IN_FLIGHT,
+        FINAL_NORM=final_norm is not None, TIMING=timing is not None, PREFETCH_KV=prefetch_kv, num_warps=4,
         maxnreg=168,
     )
