@@ -235,7 +235,7 @@ class LlamaForCausalLM(nn.Module):
 
     def _ws_decode_workspace(self, device: torch.device):
         """The warp-specialized kernel's workspace where this model and device fit it (made on the first
-        one-token step, before CUDA graph capture), else None (once, with a log line when asked for)."""
+        one-token step, before CUDA graph capture), else None; decided once, with a log line saying why not."""
         if getattr(self, "_ws_checked", False):
             return self._ws_workspace
         self._ws_checked, self._ws_workspace = True, None

@@ -14,6 +14,7 @@ import torch
 from llm_core import LLM, SamplingParams
 from llm_core.cuda_graphs import capture_sizes
 from tests.helpers.checkpoints import make_text_checkpoint
+from tests.helpers.hopper import ws_decode_runs_here
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 
@@ -212,17 +213,7 @@ def test_skinny_gemv_engine_equals_cublas(checkpoints):
     assert outputs[None, None] == outputs[False, False]
 
 
-def _ws_decode_hopper() -> bool:
-    if not torch.cuda.is_available():
-        return False
-    try:
-        from llm_core.layers.kernels.ws_decode import ws_decode_available
-    except ImportError:
-        return False
-    return ws_decode_available(torch.device("cuda"))
-
-
-@pytest.mark.skipif(not _ws_decode_hopper(), reason="the warp-specialized decode kernel needs a Hopper GPU")
+@pytest.mark.skipif(not ws_decode_runs_here(), reason="the warp-specialized decode kernel needs a Hopper GPU")
 def test_ws_decode_graphs_equal_eager(tmp_path, monkeypatch):
     """Batch-1 decode on the warp-specialized kernel (a bf16 checkpoint of sizes its tiles take): the
     graphs (multi-step, async scheduling, greedy-step graphs) give the tokens eager steps give, both

@@ -25,6 +25,7 @@ from llm_core.models import llama  # noqa: E402
 from llm_core.models.arch_config import ArchConfig  # noqa: E402
 from llm_core.models.registry import build_model  # noqa: E402
 from tests.helpers.checkpoints import make_text_checkpoint  # noqa: E402
+from tests.helpers.hopper import ws_decode_runs_here  # noqa: E402
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 BLOCK_SIZE = 16
@@ -269,21 +270,11 @@ def test_persistent_decode_leaves_given_embeddings(tmp_path):
     torch.testing.assert_close(from_embeds, from_ids, atol=0, rtol=0)
 
 
-def ws_decode_hopper() -> bool:
-    if not torch.cuda.is_available():
-        return False
-    try:
-        from llm_core.layers.kernels.ws_decode import ws_decode_available
-    except ImportError:
-        return False
-    return ws_decode_available(DEVICE)
-
-
 # The smallest Llama sizes the warp-specialized kernel's tiles take (ws_decode_supported).
 WS_SIZES = {"hidden_size": 2048, "num_attention_heads": 32, "num_key_value_heads": 8, "intermediate_size": 2048}
 
 
-@pytest.mark.skipif(not ws_decode_hopper(), reason="the warp-specialized decode kernel needs a Hopper GPU")
+@pytest.mark.skipif(not ws_decode_runs_here(), reason="the warp-specialized decode kernel needs a Hopper GPU")
 def test_ws_decode_bf16_logits_close(tmp_path, monkeypatch):
     # One token on the warp-specialized kernel (the engine's ws_decode option) against the unfused layers.
     from llm_core.layers.kernels import ws_decode as wd
