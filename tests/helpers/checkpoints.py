@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -73,15 +74,26 @@ def load_hf_model(path: str | Path):
     return model.eval()
 
 
+def hf_cache(out) -> Any:
+    """The KV cache a transformers forward returned: `cache` from transformers 5.24, `past_key_values` before."""
+    return out["cache"] if "cache" in out else out["past_key_values"]
+
+
+def hf_cache_kwargs(model, cache: Any) -> dict[str, Any]:
+    """The keyword that hands a forward its KV cache back: `cache` from transformers 5.24 (which
+    deprecates `past_key_values`), `past_key_values` before."""
+    name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    return {name: cache}
+
+
 @torch.inference_mode()
 def hf_greedy(model, prompt_ids: list[int], max_new_tokens: int) -> list[int]:
     """Greedy continuation with transformers' own KV cache, never stopping at EOS."""
     ids = torch.tensor([prompt_ids])
     out = model(ids, use_cache=True)
-    past, tokens = out.past_key_values, []
+    tokens = []
     for _ in range(max_new_tokens):
         token = int(out.logits[0, -1].argmax())
         tokens.append(token)
-        out = model(torch.tensor([[token]]), past_key_values=past, use_cache=True)
-        past = out.past_key_values
+        out = model(torch.tensor([[token]]), use_cache=True, **hf_cache_kwargs(model, hf_cache(out)))
     return tokens

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from llm_core import LLM
+from tests.helpers.checkpoints import hf_cache, hf_cache_kwargs
 
 NUM_LOGPROBS = 20
 
@@ -44,7 +45,8 @@ def hf_greedy(model, input_ids: list[int], num_new: int, **media: torch.Tensor) 
             logits = out.logits[0, -1].float()
             rows.append(torch.log_softmax(logits, -1))
             tokens.append(int(logits.argmax()))
-            out = model(input_ids=torch.tensor([[tokens[-1]]]), past_key_values=out.past_key_values, use_cache=True)
+            out = model(input_ids=torch.tensor([[tokens[-1]]]), use_cache=True,
+                        **hf_cache_kwargs(model, hf_cache(out)))
     return tokens, torch.stack(rows)
 
 
