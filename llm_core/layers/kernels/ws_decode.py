@@ -159,8 +159,9 @@ def _grid_barrier(counter_ptr, nb, P: gl.constexpr):
 def _stage(xb, src_ptr, norm_ptr, eps, N: gl.constexpr, NORM: gl.constexpr, num_warps: gl.constexpr):
     # The stage input (N chunks of 256; RMSNorm of it where NORM, rounded as persistent_decode) into xb
     # as wgmma's B: box j holds [N, 64] = x[256 c + 64 j + k], bf16. One round trip: the input and the
-    # norm's weights are loaded together, the input once (loading it again after the sum of squares
-    # cost a second round trip on the chain: 945 -> 861 us per 1B launch, docs/performance.md).
+    # norm's weights are loaded together, the input once (loading it again after the sum of squares,
+    # a second round trip on the chain, took the 1B launch 945 us against 855-880 without it,
+    # docs/performance.md).
     BL: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [num_warps, 1], [1, 0])
     offs = (gl.arange(0, N, layout=gl.SliceLayout(1, BL))[:, None] * 256
             + gl.arange(0, 64, layout=gl.SliceLayout(0, BL))[None, :])

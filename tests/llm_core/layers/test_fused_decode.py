@@ -299,10 +299,10 @@ def test_ws_decode_bf16_logits_close(tmp_path, monkeypatch):
             assert ((new.float() - ref.float()).norm() / ref.float().norm()).item() < 2e-2
 
 
-def test_ws_decode_flag_and_fallback(tmp_path, monkeypatch):
+def test_ws_decode_flag_and_fallback(tmp_path):
     # The option reaches the model only with the persistent kernel; where the kernel cannot run (here:
     # fp32 weights, or no Hopper GPU) a one-token step takes the persistent kernel.
-    model, cfg = make_model(tmp_path, "llama", torch.float32, 0)
+    model, _ = make_model(tmp_path, "llama", torch.float32, 0)
     enable_skinny_kernels(model, fused_decode=True, persistent_decode=True, ws_decode=True)
     assert model.ws_decode is True
     enable_skinny_kernels(model, fused_decode=True, persistent_decode=False, ws_decode=True)
