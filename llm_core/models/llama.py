@@ -154,6 +154,7 @@ class LlamaForCausalLM(nn.Module):
         self._fused_capable = fused and tp.size == 1 and not cfg.qk_norm
         self.persistent_decode = False  # set by enable_skinny_kernels too, as are:
         self.ws_decode: bool | None = False  # the persistent kernel's warp-specialized form (None: default)
+        self._ws_checked, self._ws_workspace = False, None  # whether this model fits it (_ws_decode_workspace)
         self.skinny_lm_head = False  # logits of one row on the Triton GEMV
         self._persistent_capable = False
         if self._fused_capable:  # the kernels package imports Triton: only with the Triton backend
@@ -225,10 +226,11 @@ class LlamaForCausalLM(nn.Module):
                     eps=self.layers[0].input_layernorm.eps, final_norm=(self.norm.weight, self.norm.eps),
                     normed=normed)
         use_ws = WS_DECODE_DEFAULT if self.ws_decode is None else self.ws_decode
-        if use_ws and self._ws_decode_workspace(h.device) is not None:
+        workspace = self._ws_decode_workspace(h.device) if use_ws else None
+        if workspace is not None:
             from llm_core.layers.kernels.ws_decode import ws_decode
 
-            ws_decode(h, self._decode_layers(kv_caches), workspace=self._ws_workspace, **step)
+            ws_decode(h, self._decode_layers(kv_caches), workspace=workspace, **step)
         else:
             persistent_decode(h, self._decode_layers(kv_caches), sliding_window=attn.sliding_window, **step)
         return normed.view(1, -1)
@@ -236,9 +238,9 @@ class LlamaForCausalLM(nn.Module):
     def _ws_decode_workspace(self, device: torch.device):
         """The warp-specialized kernel's workspace where this model and device fit it (made on the first
         one-token step, before CUDA graph capture), else None; decided once, with a log line saying why not."""
-        if getattr(self, "_ws_checked", False):
+        if self._ws_checked:
             return self._ws_workspace
-        self._ws_checked, self._ws_workspace = True, None
+        self._ws_checked = True
         attn, mlp = self.layers[0].self_attn, self.layers[0].mlp
         reason = None
         if device.type != "cuda" or attn.qkv_proj.weight.dtype != torch.bfloat16:
