@@ -8,8 +8,8 @@ Builds the layers as bench.profile_persistent_decode does (random bf16 weights, 
 step's k and v must be equal, h within 2e-3 relative, with the persistent kernel's 64-key attention
 tiles so that the splits and the rounding of p agree) and reports the difference over every layer,
 then times both (median of 5 x 20 CUDA-graph replays; the persistent kernel before and after the
-others) for each configuration (ring slots, attention tile, first attention tile loaded during
-barrier A's wait) and takes one configuration's timeline (TIMING_POINTS, us since the layer began:
+others) for each configuration (ring slots, attention tile, when the first attention tile loads, registers;
+--rounds alternates them) and takes each configuration's timeline (TIMING_POINTS, us since the layer began:
 first / median / last program, medians over the middle layers). Prints tables and writes JSON.
 """
 
@@ -52,8 +52,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--shape", default="llama-3.2-1b")
     parser.add_argument("--seq-len", type=int, default=300)
-    parser.add_argument("--configs", nargs="+", default=["6,32,0", "5,32,0", "6,32,1", "6,64,0"],
-                        help="ring slots,attention tile,prefetch the first attention tile (0/1)")
+    parser.add_argument("--configs", nargs="+", default=["6,32,2,232", "6,32,0,232", "6,32,2,168", "5,32,2,232"],
+                        help="ring slots,attention tile,first attention tile (0: loaded after barrier A, 1: during "
+                             "its wait, 2: at the layer's beginning)[,consumer registers (maxnreg)]")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="time every configuration this many times, alternating (each row: the median)")
     parser.add_argument("--out", default="ws_decode.json")
     args = parser.parse_args()
     layers, step, h0, layer_bytes = build(args.shape, args.seq_len)
@@ -61,8 +64,10 @@ def main() -> None:
     floor_us = layer_bytes * layers.num_layers / bandwidth * 1e6
     configs = []
     for spec in args.configs:
-        slots, tile, prefetch = map(int, spec.split(","))
-        configs.append((spec, dict(num_slots=slots, tile_n=tile, prefetch_kv=bool(prefetch))))
+        given = list(map(int, spec.split(",")))
+        slots, tile, prefetch, maxnreg = given + [wd.MAX_SLOTS, wd.ATTENTION_TILE, wd.PREFETCH_KV,
+                                                  wd.MAXNREG][len(given):]
+        configs.append((spec, dict(num_slots=slots, tile_n=tile, prefetch_kv=prefetch, maxnreg=maxnreg)))
     # The persistent kernel's attention tiles (64 keys) split the keys alike, so p rounds alike.
     same_splits = dict(configs[0][1], tile_n=pd.ATTENTION_TILE_N)
     one = agreement(layers, step, h0, 1, **same_splits)
@@ -73,33 +78,63 @@ def main() -> None:
                                    pd.attention_splits(layers.num_kv_heads,
                                                        torch.cuda.get_device_properties(0).multi_processor_count),
                                    h0.dtype, h0.device)
+    # Every configuration against the first over every layer (the same arithmetic where the tiles agree).
+    results = {}
+    for spec, options in configs:
+        out_h = h0.clone()
+        wd.ws_decode(out_h, layers, **step, workspace=workspace, **options)
+        results[spec] = out_h
+    first = results[configs[0][0]].float()
+    vs_first = {spec: ((r.float() - first).norm() / first.norm()).item() for spec, r in results.items()}
+    for spec, options in configs:
+        if options["tile_n"] == configs[0][1]["tile_n"] and vs_first[spec] > 1e-3:
+            raise SystemExit(f"{spec}: h differs from {configs[0][0]}'s by {vs_first[spec]:.2e} (relative)")
     h = h0.clone()
     rows = [{"kernel": "persistent_decode", "us": graph_us(lambda: pd.persistent_decode(h, layers, **step,
                                                                                          workspace=workspace))[0]}]
+    rounds = {spec: [] for spec, _ in configs}
+    for _ in range(args.rounds):
+        for spec, options in configs:
+            rounds[spec].append(graph_us(lambda: wd.ws_decode(h, layers, **step, workspace=workspace, **options))[0])
     for spec, options in configs:
-        us, _ = graph_us(lambda: wd.ws_decode(h, layers, **step, workspace=workspace, **options))
-        rows.append({"kernel": f"ws_decode {spec}", **options, "us": us})
+        us = sorted(rounds[spec])[len(rounds[spec]) // 2]
+        rows.append({"kernel": f"ws_decode {spec}", **options, "us": us, "rounds_us": rounds[spec],
+                     "h_vs_first": vs_first[spec]})
     rows.append({"kernel": "persistent_decode (again)",
                  "us": graph_us(lambda: pd.persistent_decode(h, layers, **step, workspace=workspace))[0]})
-    timing = torch.zeros(layers.num_layers, pd.default_num_programs(h.device), 16, dtype=torch.int64, device="cuda")
-    wd.ws_decode(h, layers, **step, workspace=workspace, timing=timing, **configs[0][1])
-    torch.cuda.synchronize()
-    timeline = timeline_points(timing, wd.TIMING_POINTS)
+    timelines = {}
+    for spec, options in configs:
+        timing = torch.zeros(layers.num_layers, pd.default_num_programs(h.device), 16, dtype=torch.int64,
+                             device="cuda")
+        wd.ws_decode(h, layers, **step, workspace=workspace, timing=timing, **options)
+        torch.cuda.synchronize()
+        timelines[spec] = timeline_points(timing, wd.TIMING_POINTS)
+    timeline = timelines[configs[0][0]]
     out = {"shape": args.shape, "seq_len": args.seq_len, "device": torch.cuda.get_device_name(),
            "copy_bandwidth_gbs": bandwidth / 1e9, "floor_us": floor_us, "agreement_1_layer": one,
-           "agreement_every_layer": every, "rows": rows, "timeline_config": configs[0][0], "timeline": timeline}
+           "agreement_every_layer": every, "rows": rows, "timeline_config": configs[0][0], "timeline": timeline,
+           "timelines": timelines}
     with open(args.out, "w") as f:
         json.dump(out, f, indent=2)
     print(f"{args.shape} on {out['device']}, {args.seq_len} keys: {layers.num_layers} layers' weights stream in "
           f"{floor_us:.1f} us at the copy bandwidth ({bandwidth / 1e9:.0f} GB/s)")
     print(f"ws vs persistent: 1 layer h {one['h']:.1e}, k/v {one['kv']:.1e}; {layers.num_layers} layers h "
           f"{every['h']:.1e}, k/v {every['kv']:.1e} (relative)")
-    print(f"{'kernel':<34}{'us':>9}{'floor/t':>9}")
+    print(f"{'kernel':<34}{'us':>9}{'floor/t':>9}  rounds (us)")
     for r in rows:
-        print(f"{r['kernel']:<34}{r['us']:>9.1f}{floor_us / r['us']:>9.1%}")
+        each = " ".join(f"{u:.1f}" for u in r.get("rounds_us", []))
+        print(f"{r['kernel']:<34}{r['us']:>9.1f}{floor_us / r['us']:>9.1%}  {each}")
     print(f"\nws_decode {configs[0][0]}: us since the layer began (first / median / last program)")
     for p in timeline:
         print(f"  {p['point']:<20}{p['first_us']:8.2f}{p['median_us']:8.2f}{p['last_us']:8.2f}")
+    print("\nevery configuration: us since the layer began (median / last program)")
+    print(f"  {'point':<20}" + "".join(f"{spec:>16}" for spec in timelines))
+    for k, name in enumerate(wd.TIMING_POINTS):
+        cells = []
+        for points in timelines.values():
+            p = next((p for p in points if p["point"] == name), None)
+            cells.append(f"{p['median_us']:7.2f} /{p['last_us']:6.2f}" if p else f"{'-':>16}")
+        print(f"  {name:<20}" + "".join(f"{c:>16}" for c in cells))
 
 
 if __name__ == "__main__":

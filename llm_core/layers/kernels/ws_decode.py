@@ -57,10 +57,16 @@ MAX_SLOTS = 6  # ring slots of 32 KiB: as many as shared memory holds beside the
 SHARED_MEMORY = 227 * 1024  # per block on Hopper
 SCRATCH = 8 * 1024  # layout conversions and reductions (the compiler's)
 IN_FLIGHT = 1  # slots in flight at most (bench_ws_stream: 1 was the fastest)
+# The first attention tile loads at the layer's beginning, beside the staging (0: after barrier A,
+# 1: during its wait); consumer registers at most 232 (168 spilled more). With the cos / sin and h
+# rows loaded ahead: 812-813 us per 1B launch against 850 (docs/performance.md).
+PREFETCH_KV = 2
+MAXNREG = 232
 ATTENTION_TILE = 32
 TIMING_POINTS = ("layer begins", "q/k/v staged", "q/k/v done", "barrier A passed", "attention done",
                  "barrier B passed", "o done", "barrier C passed", "gate/up staged", "gate/up done",
-                 "barrier D passed", "down done", "barrier E passed")
+                 "barrier D passed", "down done", "barrier E passed", "attention: first tile's result",
+                 "attention: split counted")
 VIEW_FIELDS = gl.constexpr(4)  # per layer: view rows of qkv, o, gate_up, down
 ADDR_FIELDS = gl.constexpr(4)  # per layer: addresses of ln1, ln2, k_cache, v_cache
 
@@ -128,6 +134,15 @@ def _mark(timing_ptr, layer, pid, P: gl.constexpr, point: gl.constexpr, TIMING: 
     # TIMING builds: the global timer at TIMING_POINTS[point] into timing [num_layers, P, 16].
     if TIMING:
         t = gl.inline_asm_elementwise("mov.u64 $0, %globaltimer;", "=l", [], dtype=gl.int64, is_pure=False, pack=1)
+        gl.store(timing_ptr + (layer * P + pid) * 16 + point, t)
+
+
+@gluon.jit
+def _mark_after(timing_ptr, layer, pid, P: gl.constexpr, point: gl.constexpr, dep, TIMING: gl.constexpr):
+    # _mark once the int32 scalar dep is known (the timer read takes it as an operand).
+    if TIMING:
+        t = gl.inline_asm_elementwise("mov.u64 $0, %globaltimer;", "=l,r", [dep], dtype=gl.int64, is_pure=False,
+                                      pack=1)
         gl.store(timing_ptr + (layer * P + pid) * 16 + point, t)
 
 
@@ -235,14 +250,22 @@ def _qkv_stage(bufs, ready, empty, xb, i, q_ptr, k_cache_ptr, v_cache_ptr, cos_s
                NBUF: gl.constexpr, num_warps: gl.constexpr):
     B2: gl.constexpr = gl.BlockedLayout([1, 2], [1, 32], [num_warps, 1], [1, 0])
     e = gl.arange(0, 8, layout=gl.SliceLayout(1, B2))
+    # Each unit's cos / sin load one unit ahead: loaded after the unit's tiles, they were a round trip
+    # per unit on the stage's chain (loads do not move above the ring's waits).
+    cs = cos_sin_ptr + pos * D + (pid % (D // 16)) * 8 + e
+    cos_n = gl.load(cs)
+    sin_n = gl.load(cs + D // 2)
     for u in range(pid, (NH + 2 * NKV) * D // 16, P):
         head = u // (D // 16)
         pair = (u % (D // 16)) * 8 + e  # rotary pair index within the head
+        cos = cos_n
+        sin = sin_n
+        cs = cos_sin_ptr + pos * D + ((u + P) % (D // 16)) * 8 + e
+        cos_n = gl.load(cs)
+        sin_n = gl.load(cs + D // 2)
         x1, i = _tile(bufs, ready, empty, xb, i, H // 256, NBUF, num_warps)
         x2, i = _tile(bufs, ready, empty, xb, i, H // 256, NBUF, num_warps)
         if head < NH + NKV:
-            cos = gl.load(cos_sin_ptr + pos * D + pair)
-            sin = gl.load(cos_sin_ptr + pos * D + D // 2 + pair)
             y1 = x1 * cos - x2 * sin
             y2 = x2 * cos + x1 * sin
         else:
@@ -267,13 +290,18 @@ def _residual_stage(bufs, ready, empty, xb, i, src_ptr, h_ptr, eps, pid, P: gl.c
                     N: gl.constexpr, NBUF: gl.constexpr, num_warps: gl.constexpr):
     # o over the attention output (N = NH * D / 256), down over SiLU(gate) * up (N = I / 256): rows of
     # h += the projection's rows, each tile 64 / N rows that no other program writes in the stage.
+    # Each tile's rows of h load one tile ahead (the first beside the staging): loaded after the
+    # tile's product, they were a round trip per tile.
     B2: gl.constexpr = gl.BlockedLayout([1, 2], [1, 32], [num_warps, 1], [1, 0])
     R: gl.constexpr = 64 // N
+    w = gl.arange(0, R, layout=gl.SliceLayout(1, B2))
+    r_n = gl.load(h_ptr + pid * R + w, mask=pid * R + w < H, other=0.0, cache_modifier=".cg")
     _stage(xb, src_ptr, src_ptr, eps, N, False, num_warps)
     for t in range(pid, H // R, P):
+        rows = t * R + w
+        r = r_n.to(gl.float32)
+        r_n = gl.load(h_ptr + rows + P * R, mask=rows + P * R < H, other=0.0, cache_modifier=".cg")
         y, i = _tile(bufs, ready, empty, xb, i, N, NBUF, num_warps)
-        rows = t * R + gl.arange(0, R, layout=gl.SliceLayout(1, B2))
-        r = gl.load(h_ptr + rows, cache_modifier=".cg").to(gl.float32)
         gl.store(h_ptr + rows, (y + r).to(gl.bfloat16))
     return i
 
@@ -300,13 +328,18 @@ def _split_range(split, seq_len, NUM_SPLITS: gl.constexpr, TILE_N: gl.constexpr)
 
 
 @gluon.jit
-def _kv_tile(k_cache_ptr, v_cache_ptr, block_table_ptr, kv_head, start, end, NKV: gl.constexpr, D: gl.constexpr,
-             BLOCK_SIZE: gl.constexpr, TILE_N: gl.constexpr, KL: gl.constexpr):
-    # K and V [TILE_N, D] (bf16) of keys start.. (keys at or past end read as zeros).
+def _tile_rows(block_table_ptr, start, end, BLOCK_SIZE: gl.constexpr, TILE_N: gl.constexpr, KL: gl.constexpr):
+    # Cache rows of keys start..start+TILE_N-1 (through the block table) and which of them are < end.
     n = start + gl.arange(0, TILE_N, layout=gl.SliceLayout(1, KL))
     n_ok = n < end
     blocks = gl.load(block_table_ptr + n // BLOCK_SIZE, mask=n_ok, other=0)
-    rows = blocks.to(gl.int64) * BLOCK_SIZE + n % BLOCK_SIZE
+    return blocks.to(gl.int64) * BLOCK_SIZE + n % BLOCK_SIZE, n_ok
+
+
+@gluon.jit
+def _load_rows(k_cache_ptr, v_cache_ptr, rows, n_ok, kv_head, NKV: gl.constexpr, D: gl.constexpr,
+               KL: gl.constexpr):
+    # K and V [TILE_N, D] (bf16) of a kv head at cache rows `rows` (rows not n_ok read as zeros).
     kv = rows[:, None] * (NKV * D) + kv_head * D + gl.arange(0, D, layout=gl.SliceLayout(0, KL))[None, :]
     k = gl.load(k_cache_ptr + kv, mask=n_ok[:, None], other=0.0, cache_modifier=".cg")
     v = gl.load(v_cache_ptr + kv, mask=n_ok[:, None], other=0.0, cache_modifier=".cg")
@@ -314,17 +347,21 @@ def _kv_tile(k_cache_ptr, v_cache_ptr, block_table_ptr, kv_head, start, end, NKV
 
 
 @gluon.jit
-def _first_kv_tile(pid, k_cache_ptr, v_cache_ptr, block_table_ptr, seq_len, NKV: gl.constexpr, D: gl.constexpr,
-                   BLOCK_SIZE: gl.constexpr, TILE_N: gl.constexpr, NUM_SPLITS: gl.constexpr,
-                   num_warps: gl.constexpr):
-    # The first tile of the program's first attention task without the step's own key (stage A
-    # writes it; _attention_stage patches it in): needs nothing from stage A, so with PREFETCH_KV it
-    # loads during barrier A's wait (which then passes later: its polls wait behind the loads).
-    KL: gl.constexpr = gl.SliceLayout(0, gl.BlockedLayout([1, 1, 8], [1, 4, 8], [1, num_warps, 1], [2, 1, 0]))
+def _kv_tile(k_cache_ptr, v_cache_ptr, block_table_ptr, kv_head, start, end, NKV: gl.constexpr, D: gl.constexpr,
+             BLOCK_SIZE: gl.constexpr, TILE_N: gl.constexpr, KL: gl.constexpr):
+    # K and V [TILE_N, D] (bf16) of keys start.. (keys at or past end read as zeros).
+    rows, n_ok = _tile_rows(block_table_ptr, start, end, BLOCK_SIZE, TILE_N, KL)
+    return _load_rows(k_cache_ptr, v_cache_ptr, rows, n_ok, kv_head, NKV, D, KL)
+
+
+@gluon.jit
+def _first_tile_rows(pid, block_table_ptr, seq_len, NKV: gl.constexpr, BLOCK_SIZE: gl.constexpr,
+                     TILE_N: gl.constexpr, NUM_SPLITS: gl.constexpr, KL: gl.constexpr):
+    # Cache rows of the first tile of the program's first attention task without the step's own key
+    # (stage A writes it; _attention_stage patches it in): the same in every layer, so looked up once.
     begin, end = _split_range(pid % NUM_SPLITS, seq_len, NUM_SPLITS, TILE_N)
     end = gl.where(pid < NKV * NUM_SPLITS, gl.minimum(end, seq_len - 1), begin)
-    return _kv_tile(k_cache_ptr, v_cache_ptr, block_table_ptr, pid // NUM_SPLITS, begin, end, NKV, D, BLOCK_SIZE,
-                    TILE_N, KL)
+    return _tile_rows(block_table_ptr, begin, end, BLOCK_SIZE, TILE_N, KL)
 
 
 @gluon.jit
@@ -347,10 +384,11 @@ def _attend(acc, m_i, l_i, q, k, v, start, end, qk_scale, TILE_N: gl.constexpr, 
 def _attention_stage(k_first, v_first, q_ptr, k_cache_ptr, v_cache_ptr, block_table_ptr, seq_len, slot, part_m_ptr,
                      part_l_ptr, part_acc_ptr, attn_ptr, head_counters_ptr, qk_scale, layer, pid, P: gl.constexpr,
                      NH: gl.constexpr, NKV: gl.constexpr, D: gl.constexpr, BLOCK_SIZE: gl.constexpr,
-                     TILE_N: gl.constexpr, NUM_SPLITS: gl.constexpr, num_warps: gl.constexpr):
+                     TILE_N: gl.constexpr, NUM_SPLITS: gl.constexpr, timing_ptr, TIMING: gl.constexpr,
+                     num_warps: gl.constexpr):
     # (kv head, split) tasks: the GROUP query heads of the kv head against the split's keys, online
     # softmax in registers; the split that finishes last combines the splits (as persistent_decode's
-    # _attention_task). (k_first, v_first): _first_kv_tile's, the step's own key patched in here.
+    # _attention_task). (k_first, v_first): the first tile (_first_tile_rows), the step's own key patched in here.
     GROUP: gl.constexpr = NH // NKV
     L3: gl.constexpr = gl.BlockedLayout([1, 1, 8], [1, 4, 8], [1, num_warps, 1], [2, 1, 0])  # [GROUP, TILE_N, D]
     QL: gl.constexpr = gl.SliceLayout(1, L3)  # [GROUP, D]
@@ -381,6 +419,8 @@ def _attention_stage(k_first, v_first, q_ptr, k_cache_ptr, v_cache_ptr, block_ta
         m_i = gl.full([GROUP], M_INIT, gl.float32, gl.SliceLayout(1, SL))
         l_i = gl.zeros([GROUP], gl.float32, gl.SliceLayout(1, SL))
         acc, m_i, l_i = _attend(acc, m_i, l_i, q, k, v, begin, end, qk_scale, TILE_N, L3)
+        if TIMING:  # the mark waits for the tile's result
+            _mark_after(timing_ptr, layer, pid, P, 13, gl.max(l_i, axis=0).to(gl.int32), TIMING)
         for start in range(begin + TILE_N, end, TILE_N):  # the split's other tiles (long contexts)
             k, v = _kv_tile(k_cache_ptr, v_cache_ptr, block_table_ptr, kv_head, start, end, NKV, D, BLOCK_SIZE,
                             TILE_N, KL)
@@ -392,6 +432,7 @@ def _attention_stage(k_first, v_first, q_ptr, k_cache_ptr, v_cache_ptr, block_ta
         gl.store(part_acc_ptr + part[:, None] * D + offs_dq[None, :], acc)
         _cta_barrier()
         done = gl.atomic_add(head_counters_ptr + kv_head, 1, sem="acq_rel", scope="gpu")
+        _mark_after(timing_ptr, layer, pid, P, 14, done, TIMING)
         if done == NUM_SPLITS * (layer + 1) - 1:
             CL: gl.constexpr = gl.BlockedLayout([1, 1, 8], [1, 4, 8], [num_warps, 1, 1], [2, 1, 0])
             MS: gl.constexpr = gl.SliceLayout(2, CL)  # [GROUP, NUM_SPLITS]
@@ -423,6 +464,9 @@ def _consumer(bufs, ready, empty, xh, xo, xi, h_ptr, addrs_ptr, cos_sin_ptr, pos
     pos = gl.load(positions_ptr).to(gl.int64)
     slot = gl.load(slot_mapping_ptr).to(gl.int64)
     seq_len = gl.load(seq_lens_ptr)
+    KL: gl.constexpr = gl.SliceLayout(0, gl.BlockedLayout([1, 1, 8], [1, 4, 8], [1, num_warps, 1], [2, 1, 0]))
+    rows0, n_ok0 = _first_tile_rows(pid, block_table_ptr, seq_len, NKV, BLOCK_SIZE, TILE_N, NUM_SPLITS, KL)
+    kv_head0 = pid // NUM_SPLITS
     i = 0
     nb = 0
     for layer in range(num_layers):
@@ -431,24 +475,26 @@ def _consumer(bufs, ready, empty, xh, xo, xi, h_ptr, addrs_ptr, cos_sin_ptr, pos
         ln2 = gl.load(addrs_ptr + layer * ADDR_FIELDS + 1).to(gl.pointer_type(gl.bfloat16))
         k_cache = gl.load(addrs_ptr + layer * ADDR_FIELDS + 2).to(gl.pointer_type(gl.bfloat16))
         v_cache = gl.load(addrs_ptr + layer * ADDR_FIELDS + 3).to(gl.pointer_type(gl.bfloat16))
+        if PREFETCH_KV == 2:  # the first attention tile loads beside the staging, lands during stage A
+            k_first, v_first = _load_rows(k_cache, v_cache, rows0, n_ok0, kv_head0, NKV, D, KL)
         _stage(xh, h_ptr, ln1, eps, H // 256, True, num_warps)
         _mark(timing_ptr, layer, pid, P, 1, TIMING)
         i = _qkv_stage(bufs, ready, empty, xh, i, q_ptr, k_cache, v_cache, cos_sin_ptr, pos, slot, pid, P, H, NH,
                        NKV, D, NBUF, num_warps)
         _mark(timing_ptr, layer, pid, P, 2, TIMING)
-        if PREFETCH_KV:  # the first tile loads during the barrier's wait (the polls then wait behind it)
+        if PREFETCH_KV == 1:  # the first tile loads during the barrier's wait (the polls then wait behind it)
             _grid_arrive(counters_ptr)
-            k_first, v_first = _first_kv_tile(pid, k_cache, v_cache, block_table_ptr, seq_len, NKV, D, BLOCK_SIZE,
-                                              TILE_N, NUM_SPLITS, num_warps)
+            k_first, v_first = _load_rows(k_cache, v_cache, rows0, n_ok0, kv_head0, NKV, D, KL)
             nb = _grid_wait(counters_ptr, nb, P)
+        elif PREFETCH_KV == 2:
+            nb = _grid_barrier(counters_ptr, nb, P)
         else:
             nb = _grid_barrier(counters_ptr, nb, P)
-            k_first, v_first = _first_kv_tile(pid, k_cache, v_cache, block_table_ptr, seq_len, NKV, D, BLOCK_SIZE,
-                                              TILE_N, NUM_SPLITS, num_warps)
+            k_first, v_first = _load_rows(k_cache, v_cache, rows0, n_ok0, kv_head0, NKV, D, KL)
         _mark(timing_ptr, layer, pid, P, 3, TIMING)
         _attention_stage(k_first, v_first, q_ptr, k_cache, v_cache, block_table_ptr, seq_len, slot, part_m_ptr,
                          part_l_ptr, part_acc_ptr, attn_ptr, counters_ptr + HEAD_SLOTS, qk_scale, layer, pid, P, NH,
-                         NKV, D, BLOCK_SIZE, TILE_N, NUM_SPLITS, num_warps)
+                         NKV, D, BLOCK_SIZE, TILE_N, NUM_SPLITS, timing_ptr, TIMING, num_warps)
         _mark(timing_ptr, layer, pid, P, 4, TIMING)
         nb = _grid_barrier(counters_ptr, nb, P)
         _mark(timing_ptr, layer, pid, P, 5, TIMING)
@@ -571,7 +617,7 @@ def ws_decode(
     workspace: DecodeWorkspace | None = None, num_programs: int | None = None,
     final_norm: tuple[torch.Tensor, float] | None = None, normed: torch.Tensor | None = None,
     timing: torch.Tensor | None = None, tile_n: int = ATTENTION_TILE, num_slots: int | None = None,
-    prefetch_kv: bool = False,
+    prefetch_kv: int = PREFETCH_KV, maxnreg: int = MAXNREG,
 ) -> None:
     """persistent_decode's contract (see there), on the warp-specialized kernel; no sliding window."""
     if num_programs is None:
@@ -602,6 +648,6 @@ def ws_decode(
         eps, 1e-6 if final_norm is None else final_norm[1], scale * LOG2E,
         P=num_programs, H=layers.hidden, NH=nh, NKV=nkv, D=d, I=layers.intermediate, BLOCK_SIZE=layers.block_size,
         TILE_N=tile_n, NUM_SPLITS=workspace.num_splits, NBUF=num_slots, IN_FLIGHT=IN_FLIGHT,
-        FINAL_NORM=final_norm is not None, TIMING=timing is not None, PREFETCH_KV=prefetch_kv, num_warps=4,
-        maxnreg=168,
+        FINAL_NORM=final_norm is not None, TIMING=timing is not None, PREFETCH_KV=int(prefetch_kv), num_warps=4,
+        maxnreg=maxnreg,
     )
