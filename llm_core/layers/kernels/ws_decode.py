@@ -43,6 +43,7 @@ from __future__ import annotations
 import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.ampere import mma_v2
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
                                                               warpgroup_mma_wait)
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
@@ -58,10 +59,13 @@ SHARED_MEMORY = 227 * 1024  # per block on Hopper
 SCRATCH = 8 * 1024  # layout conversions and reductions (the compiler's)
 IN_FLIGHT = 1  # slots in flight at most (bench_ws_stream: 1 was the fastest)
 # The first attention tile loads at the layer's beginning, beside the staging (0: after barrier A,
-# 1: during its wait); consumer registers at most 232 (168 spilled more). With the cos / sin and h
-# rows loaded ahead: 812-813 us per 1B launch against 850 (docs/performance.md).
+# 1: during its wait; after the staging was slower too); attention's products on the tensor cores
+# (mma_v2; else in registers); the consumers' registers at most MAXNREG (the register version: 232).
+# With cos / sin and h's rows loaded a unit / tile ahead: 793 us per 1B launch against 850 at the
+# start of the twelfth session (docs/performance.md).
 PREFETCH_KV = 2
-MAXNREG = 232
+ATTN_MMA = True
+MAXNREG = {True: 192, False: 232}
 ATTENTION_TILE = 32
 TIMING_POINTS = ("layer begins", "q/k/v staged", "q/k/v done", "barrier A passed", "attention done",
                  "barrier B passed", "o done", "barrier C passed", "gate/up staged", "gate/up done",
@@ -328,40 +332,87 @@ def _split_range(split, seq_len, NUM_SPLITS: gl.constexpr, TILE_N: gl.constexpr)
 
 
 @gluon.jit
-def _tile_rows(block_table_ptr, start, end, BLOCK_SIZE: gl.constexpr, TILE_N: gl.constexpr, KL: gl.constexpr):
-    # Cache rows of keys start..start+TILE_N-1 (through the block table) and which of them are < end.
-    n = start + gl.arange(0, TILE_N, layout=gl.SliceLayout(1, KL))
+def _tile_rows(block_table_ptr, start, end, BLOCK_SIZE: gl.constexpr, TILE_N: gl.constexpr, NL: gl.constexpr):
+    # Cache rows of keys start..start+TILE_N-1 (through the block table) and which of them are < end,
+    # in the 1-D layout NL.
+    n = start + gl.arange(0, TILE_N, layout=NL)
     n_ok = n < end
     blocks = gl.load(block_table_ptr + n // BLOCK_SIZE, mask=n_ok, other=0)
     return blocks.to(gl.int64) * BLOCK_SIZE + n % BLOCK_SIZE, n_ok
 
 
+@gluon.constexpr_function
+def _kv_layouts(attn_mma, num_warps):
+    # (layout of K, layout of V) as the attention takes them: K^T [D, TILE_N] and V [TILE_N, D] as
+    # mma_v2's B operands (attn_mma), else K and V [TILE_N, D] in the FMA version's layout.
+    if attn_mma:
+        mma = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[1, num_warps], instr_shape=[16, 8])
+        kb = gl.DotOperandLayout(operand_index=1, parent=mma, k_width=2)
+        return kb, kb
+    kl = gl.SliceLayout(0, gl.BlockedLayout([1, 1, 8], [1, 4, 8], [1, num_warps, 1], [2, 1, 0]))
+    return kl, kl
+
+
+@gluon.constexpr_function
+def _key_axes(attn_mma, num_warps):
+    # The 1-D layouts of the key index in K's and V's tiles (see _kv_layouts).
+    klk, klv = _kv_layouts(attn_mma, num_warps)
+    return gl.SliceLayout(0 if attn_mma else 1, klk), gl.SliceLayout(1, klv)
+
+
 @gluon.jit
-def _load_rows(k_cache_ptr, v_cache_ptr, rows, n_ok, kv_head, NKV: gl.constexpr, D: gl.constexpr,
-               KL: gl.constexpr):
-    # K and V [TILE_N, D] (bf16) of a kv head at cache rows `rows` (rows not n_ok read as zeros).
-    kv = rows[:, None] * (NKV * D) + kv_head * D + gl.arange(0, D, layout=gl.SliceLayout(0, KL))[None, :]
-    k = gl.load(k_cache_ptr + kv, mask=n_ok[:, None], other=0.0, cache_modifier=".cg")
-    v = gl.load(v_cache_ptr + kv, mask=n_ok[:, None], other=0.0, cache_modifier=".cg")
+def _load_kv(k_cache_ptr, v_cache_ptr, rows_k, ok_k, rows_v, ok_v, kv_head, NKV: gl.constexpr, D: gl.constexpr,
+             ATTN_MMA: gl.constexpr, num_warps: gl.constexpr):
+    # K and V of a kv head at cache rows rows_k / rows_v (laid out by _key_axes; rows not ok read as
+    # zeros), bf16, laid out by _kv_layouts.
+    KLK: gl.constexpr = _kv_layouts(ATTN_MMA, num_warps)[0]
+    KLV: gl.constexpr = _kv_layouts(ATTN_MMA, num_warps)[1]
+    if ATTN_MMA:
+        kk = rows_k[None, :] * (NKV * D) + kv_head * D + gl.arange(0, D, layout=gl.SliceLayout(1, KLK))[:, None]
+        k = gl.load(k_cache_ptr + kk, mask=ok_k[None, :], other=0.0, cache_modifier=".cg")
+    else:
+        kk = rows_k[:, None] * (NKV * D) + kv_head * D + gl.arange(0, D, layout=gl.SliceLayout(0, KLK))[None, :]
+        k = gl.load(k_cache_ptr + kk, mask=ok_k[:, None], other=0.0, cache_modifier=".cg")
+    vv = rows_v[:, None] * (NKV * D) + kv_head * D + gl.arange(0, D, layout=gl.SliceLayout(0, KLV))[None, :]
+    v = gl.load(v_cache_ptr + vv, mask=ok_v[:, None], other=0.0, cache_modifier=".cg")
     return k, v
 
 
 @gluon.jit
 def _kv_tile(k_cache_ptr, v_cache_ptr, block_table_ptr, kv_head, start, end, NKV: gl.constexpr, D: gl.constexpr,
-             BLOCK_SIZE: gl.constexpr, TILE_N: gl.constexpr, KL: gl.constexpr):
-    # K and V [TILE_N, D] (bf16) of keys start.. (keys at or past end read as zeros).
-    rows, n_ok = _tile_rows(block_table_ptr, start, end, BLOCK_SIZE, TILE_N, KL)
-    return _load_rows(k_cache_ptr, v_cache_ptr, rows, n_ok, kv_head, NKV, D, KL)
+             BLOCK_SIZE: gl.constexpr, TILE_N: gl.constexpr, ATTN_MMA: gl.constexpr, num_warps: gl.constexpr):
+    # K and V of keys start.. (keys at or past end read as zeros).
+    NK: gl.constexpr = _key_axes(ATTN_MMA, num_warps)[0]
+    NV: gl.constexpr = _key_axes(ATTN_MMA, num_warps)[1]
+    rows_k, ok_k = _tile_rows(block_table_ptr, start, end, BLOCK_SIZE, TILE_N, NK)
+    rows_v, ok_v = _tile_rows(block_table_ptr, start, end, BLOCK_SIZE, TILE_N, NV)
+    return _load_kv(k_cache_ptr, v_cache_ptr, rows_k, ok_k, rows_v, ok_v, kv_head, NKV, D, ATTN_MMA, num_warps)
 
 
 @gluon.jit
 def _first_tile_rows(pid, block_table_ptr, seq_len, NKV: gl.constexpr, BLOCK_SIZE: gl.constexpr,
-                     TILE_N: gl.constexpr, NUM_SPLITS: gl.constexpr, KL: gl.constexpr):
+                     TILE_N: gl.constexpr, NUM_SPLITS: gl.constexpr, NL: gl.constexpr):
     # Cache rows of the first tile of the program's first attention task without the step's own key
     # (stage A writes it; _attention_stage patches it in): the same in every layer, so looked up once.
     begin, end = _split_range(pid % NUM_SPLITS, seq_len, NUM_SPLITS, TILE_N)
     end = gl.where(pid < NKV * NUM_SPLITS, gl.minimum(end, seq_len - 1), begin)
-    return _tile_rows(block_table_ptr, begin, end, BLOCK_SIZE, TILE_N, KL)
+    return _tile_rows(block_table_ptr, begin, end, BLOCK_SIZE, TILE_N, NL)
+
+
+@gluon.jit
+def _attend_mma(acc, m_i, l_i, qa, kt, v, start, end, qk_scale, TILE_N: gl.constexpr, num_warps: gl.constexpr):
+    # _attend on the tensor cores: the GROUP query rows padded to 16 (qa: mma_v2's A operand, the
+    # padding rows zeros), S = qa . K^T [16, TILE_N], O += P . V [16, D]; p rounded to bf16 for the
+    # product as in _attend.
+    MMA: gl.constexpr = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[1, num_warps], instr_shape=[16, 8])
+    PA: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
+    s = mma_v2(qa, kt, gl.zeros([16, TILE_N], gl.float32, MMA)) * qk_scale
+    s = gl.where(((start + gl.arange(0, TILE_N, layout=gl.SliceLayout(0, MMA))) < end)[None, :], s, float("-inf"))
+    m_new = gl.maximum(m_i, gl.max(s, axis=1))
+    alpha = gl.exp2(m_i - m_new)
+    p = gl.exp2(s - m_new[:, None])
+    acc = mma_v2(gl.convert_layout(p.to(gl.bfloat16), PA), v, acc * alpha[:, None])
+    return acc, m_new, l_i * alpha + gl.sum(p, axis=1)
 
 
 @gluon.jit
@@ -381,14 +432,11 @@ def _attend(acc, m_i, l_i, q, k, v, start, end, qk_scale, TILE_N: gl.constexpr, 
 
 
 @gluon.jit
-def _attention_stage(k_first, v_first, q_ptr, k_cache_ptr, v_cache_ptr, block_table_ptr, seq_len, slot, part_m_ptr,
-                     part_l_ptr, part_acc_ptr, attn_ptr, head_counters_ptr, qk_scale, layer, pid, P: gl.constexpr,
-                     NH: gl.constexpr, NKV: gl.constexpr, D: gl.constexpr, BLOCK_SIZE: gl.constexpr,
-                     TILE_N: gl.constexpr, NUM_SPLITS: gl.constexpr, timing_ptr, TIMING: gl.constexpr,
-                     num_warps: gl.constexpr):
-    # (kv head, split) tasks: the GROUP query heads of the kv head against the split's keys, online
-    # softmax in registers; the split that finishes last combines the splits (as persistent_decode's
-    # _attention_task). (k_first, v_first): the first tile (_first_tile_rows), the step's own key patched in here.
+def _split_fma(k_first, v_first, t, pid, q_ptr, k_cache_ptr, v_cache_ptr, block_table_ptr, seq_len, slot, part_m_ptr,
+               part_l_ptr, part_acc_ptr, qk_scale, timing_ptr, layer, P: gl.constexpr, NH: gl.constexpr,
+               NKV: gl.constexpr, D: gl.constexpr, BLOCK_SIZE: gl.constexpr, TILE_N: gl.constexpr,
+               NUM_SPLITS: gl.constexpr, TIMING: gl.constexpr, num_warps: gl.constexpr):
+    # Task t's partials (m, l, acc per query head of the kv head) with the products in registers.
     GROUP: gl.constexpr = NH // NKV
     L3: gl.constexpr = gl.BlockedLayout([1, 1, 8], [1, 4, 8], [1, num_warps, 1], [2, 1, 0])  # [GROUP, TILE_N, D]
     QL: gl.constexpr = gl.SliceLayout(1, L3)  # [GROUP, D]
@@ -398,38 +446,109 @@ def _attention_stage(k_first, v_first, q_ptr, k_cache_ptr, v_cache_ptr, block_ta
     offs_dq = gl.arange(0, D, layout=gl.SliceLayout(0, QL))
     offs_nk = gl.arange(0, TILE_N, layout=gl.SliceLayout(1, KL))
     offs_dk = gl.arange(0, D, layout=gl.SliceLayout(0, KL))
+    kv_head = t // NUM_SPLITS
+    split = t % NUM_SPLITS
+    begin, end = _split_range(split, seq_len, NUM_SPLITS, TILE_N)
+    heads = kv_head * GROUP + offs_gq
+    q = gl.load(q_ptr + heads[:, None] * D + offs_dq[None, :], cache_modifier=".cg").to(gl.float32)
+    own_row = slot * (NKV * D) + kv_head * D + offs_dk
+    k_own = gl.load(k_cache_ptr + own_row, mask=(offs_dk >= 0) & (slot >= 0), other=0.0, cache_modifier=".cg")
+    v_own = gl.load(v_cache_ptr + own_row, mask=(offs_dk >= 0) & (slot >= 0), other=0.0, cache_modifier=".cg")
+    k = k_first
+    v = v_first
+    if t != pid:  # more tasks than programs
+        k, v = _kv_tile(k_cache_ptr, v_cache_ptr, block_table_ptr, kv_head, begin, gl.minimum(end, seq_len - 1),
+                        NKV, D, BLOCK_SIZE, TILE_N, False, num_warps)
+    own = ((begin + offs_nk) == seq_len - 1)[:, None]
+    k = gl.where(own, k_own[None, :], k)
+    v = gl.where(own, v_own[None, :], v)
+    acc = gl.zeros([GROUP, D], gl.float32, QL)
+    m_i = gl.full([GROUP], M_INIT, gl.float32, gl.SliceLayout(1, SL))
+    l_i = gl.zeros([GROUP], gl.float32, gl.SliceLayout(1, SL))
+    acc, m_i, l_i = _attend(acc, m_i, l_i, q, k, v, begin, end, qk_scale, TILE_N, L3)
+    if TIMING:  # the mark waits for the tile's result
+        _mark_after(timing_ptr, layer, pid, P, 13, gl.max(l_i, axis=0).to(gl.int32), TIMING)
+    for start in range(begin + TILE_N, end, TILE_N):  # the split's other tiles (long contexts)
+        k, v = _kv_tile(k_cache_ptr, v_cache_ptr, block_table_ptr, kv_head, start, end, NKV, D, BLOCK_SIZE,
+                        TILE_N, False, num_warps)
+        acc, m_i, l_i = _attend(acc, m_i, l_i, q, k, v, start, end, qk_scale, TILE_N, L3)
+    part = heads.to(gl.int64) * NUM_SPLITS + split
+    hs = kv_head * GROUP + gl.arange(0, GROUP, layout=gl.SliceLayout(1, SL))
+    gl.store(part_m_ptr + hs * NUM_SPLITS + split, m_i)
+    gl.store(part_l_ptr + hs * NUM_SPLITS + split, l_i)
+    gl.store(part_acc_ptr + part[:, None] * D + offs_dq[None, :], acc)
+
+
+@gluon.jit
+def _split_mma(k_first, v_first, t, pid, q_ptr, k_cache_ptr, v_cache_ptr, block_table_ptr, seq_len, slot, part_m_ptr,
+               part_l_ptr, part_acc_ptr, qk_scale, timing_ptr, layer, P: gl.constexpr, NH: gl.constexpr,
+               NKV: gl.constexpr, D: gl.constexpr, BLOCK_SIZE: gl.constexpr, TILE_N: gl.constexpr,
+               NUM_SPLITS: gl.constexpr, TIMING: gl.constexpr, num_warps: gl.constexpr):
+    # _split_fma on the tensor cores (_attend_mma): the GROUP query heads as rows 0..GROUP-1 of 16.
+    GROUP: gl.constexpr = NH // NKV
+    MMA: gl.constexpr = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[1, num_warps], instr_shape=[16, 8])
+    QA: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
+    KB: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=MMA, k_width=2)
+    kv_head = t // NUM_SPLITS
+    split = t % NUM_SPLITS
+    begin, end = _split_range(split, seq_len, NUM_SPLITS, TILE_N)
+    rq = gl.arange(0, 16, layout=gl.SliceLayout(1, QA))
+    dq = gl.arange(0, D, layout=gl.SliceLayout(0, QA))
+    qa = gl.load(q_ptr + (kv_head * GROUP + rq)[:, None] * D + dq[None, :], mask=(rq < GROUP)[:, None], other=0.0,
+                 cache_modifier=".cg")
+    dk = gl.arange(0, D, layout=gl.SliceLayout(1, KB))  # K^T's rows
+    dv = gl.arange(0, D, layout=gl.SliceLayout(0, KB))  # V's columns
+    own_row = slot * (NKV * D) + kv_head * D
+    k_own = gl.load(k_cache_ptr + own_row + dk, mask=(dk >= 0) & (slot >= 0), other=0.0, cache_modifier=".cg")
+    v_own = gl.load(v_cache_ptr + own_row + dv, mask=(dv >= 0) & (slot >= 0), other=0.0, cache_modifier=".cg")
+    kt = k_first
+    v = v_first
+    if t != pid:  # more tasks than programs
+        kt, v = _kv_tile(k_cache_ptr, v_cache_ptr, block_table_ptr, kv_head, begin, gl.minimum(end, seq_len - 1),
+                         NKV, D, BLOCK_SIZE, TILE_N, True, num_warps)
+    own_k = (begin + gl.arange(0, TILE_N, layout=gl.SliceLayout(0, KB))) == seq_len - 1
+    own_v = (begin + gl.arange(0, TILE_N, layout=gl.SliceLayout(1, KB))) == seq_len - 1
+    kt = gl.where(own_k[None, :], k_own[:, None], kt)
+    v = gl.where(own_v[:, None], v_own[None, :], v)
+    acc = gl.zeros([16, D], gl.float32, MMA)
+    m_i = gl.full([16], M_INIT, gl.float32, gl.SliceLayout(1, MMA))
+    l_i = gl.zeros([16], gl.float32, gl.SliceLayout(1, MMA))
+    acc, m_i, l_i = _attend_mma(acc, m_i, l_i, qa, kt, v, begin, end, qk_scale, TILE_N, num_warps)
+    if TIMING:  # the mark waits for the tile's result
+        _mark_after(timing_ptr, layer, pid, P, 13, gl.max(l_i, axis=0).to(gl.int32), TIMING)
+    for start in range(begin + TILE_N, end, TILE_N):  # the split's other tiles (long contexts)
+        kt, v = _kv_tile(k_cache_ptr, v_cache_ptr, block_table_ptr, kv_head, start, end, NKV, D, BLOCK_SIZE,
+                         TILE_N, True, num_warps)
+        acc, m_i, l_i = _attend_mma(acc, m_i, l_i, qa, kt, v, start, end, qk_scale, TILE_N, num_warps)
+    r = gl.arange(0, 16, layout=gl.SliceLayout(1, MMA))
+    part = (kv_head * GROUP + r).to(gl.int64) * NUM_SPLITS + split
+    gl.store(part_m_ptr + part, m_i, mask=r < GROUP)
+    gl.store(part_l_ptr + part, l_i, mask=r < GROUP)
+    da = gl.arange(0, D, layout=gl.SliceLayout(0, MMA))
+    gl.store(part_acc_ptr + part[:, None] * D + da[None, :], acc, mask=(r < GROUP)[:, None])
+
+
+@gluon.jit
+def _attention_stage(k_first, v_first, q_ptr, k_cache_ptr, v_cache_ptr, block_table_ptr, seq_len, slot, part_m_ptr,
+                     part_l_ptr, part_acc_ptr, attn_ptr, head_counters_ptr, qk_scale, layer, pid, P: gl.constexpr,
+                     NH: gl.constexpr, NKV: gl.constexpr, D: gl.constexpr, BLOCK_SIZE: gl.constexpr,
+                     TILE_N: gl.constexpr, NUM_SPLITS: gl.constexpr, timing_ptr, TIMING: gl.constexpr,
+                     ATTN_MMA: gl.constexpr, num_warps: gl.constexpr):
+    # (kv head, split) tasks: the GROUP query heads of the kv head against the split's keys, online
+    # softmax (_split_mma / _split_fma); the split that finishes last combines the splits (as
+    # persistent_decode's _attention_task). (k_first, v_first): the first tile (_first_tile_rows),
+    # the step's own key patched in there.
+    GROUP: gl.constexpr = NH // NKV
     for t in range(pid, NKV * NUM_SPLITS, P):
         kv_head = t // NUM_SPLITS
-        split = t % NUM_SPLITS
-        begin, end = _split_range(split, seq_len, NUM_SPLITS, TILE_N)
-        heads = kv_head * GROUP + offs_gq
-        q = gl.load(q_ptr + heads[:, None] * D + offs_dq[None, :], cache_modifier=".cg").to(gl.float32)
-        own_row = slot * (NKV * D) + kv_head * D + offs_dk
-        k_own = gl.load(k_cache_ptr + own_row, mask=(offs_dk >= 0) & (slot >= 0), other=0.0, cache_modifier=".cg")
-        v_own = gl.load(v_cache_ptr + own_row, mask=(offs_dk >= 0) & (slot >= 0), other=0.0, cache_modifier=".cg")
-        k = k_first
-        v = v_first
-        if t != pid:  # more tasks than programs
-            k, v = _kv_tile(k_cache_ptr, v_cache_ptr, block_table_ptr, kv_head, begin, gl.minimum(end, seq_len - 1),
-                            NKV, D, BLOCK_SIZE, TILE_N, KL)
-        own = ((begin + offs_nk) == seq_len - 1)[:, None]
-        k = gl.where(own, k_own[None, :], k)
-        v = gl.where(own, v_own[None, :], v)
-        acc = gl.zeros([GROUP, D], gl.float32, QL)
-        m_i = gl.full([GROUP], M_INIT, gl.float32, gl.SliceLayout(1, SL))
-        l_i = gl.zeros([GROUP], gl.float32, gl.SliceLayout(1, SL))
-        acc, m_i, l_i = _attend(acc, m_i, l_i, q, k, v, begin, end, qk_scale, TILE_N, L3)
-        if TIMING:  # the mark waits for the tile's result
-            _mark_after(timing_ptr, layer, pid, P, 13, gl.max(l_i, axis=0).to(gl.int32), TIMING)
-        for start in range(begin + TILE_N, end, TILE_N):  # the split's other tiles (long contexts)
-            k, v = _kv_tile(k_cache_ptr, v_cache_ptr, block_table_ptr, kv_head, start, end, NKV, D, BLOCK_SIZE,
-                            TILE_N, KL)
-            acc, m_i, l_i = _attend(acc, m_i, l_i, q, k, v, start, end, qk_scale, TILE_N, L3)
-        part = heads.to(gl.int64) * NUM_SPLITS + split
-        hs = kv_head * GROUP + gl.arange(0, GROUP, layout=gl.SliceLayout(1, SL))
-        gl.store(part_m_ptr + hs * NUM_SPLITS + split, m_i)
-        gl.store(part_l_ptr + hs * NUM_SPLITS + split, l_i)
-        gl.store(part_acc_ptr + part[:, None] * D + offs_dq[None, :], acc)
+        if ATTN_MMA:
+            _split_mma(k_first, v_first, t, pid, q_ptr, k_cache_ptr, v_cache_ptr, block_table_ptr, seq_len, slot,
+                       part_m_ptr, part_l_ptr, part_acc_ptr, qk_scale, timing_ptr, layer, P, NH, NKV, D, BLOCK_SIZE,
+                       TILE_N, NUM_SPLITS, TIMING, num_warps)
+        else:
+            _split_fma(k_first, v_first, t, pid, q_ptr, k_cache_ptr, v_cache_ptr, block_table_ptr, seq_len, slot,
+                       part_m_ptr, part_l_ptr, part_acc_ptr, qk_scale, timing_ptr, layer, P, NH, NKV, D, BLOCK_SIZE,
+                       TILE_N, NUM_SPLITS, TIMING, num_warps)
         _cta_barrier()
         done = gl.atomic_add(head_counters_ptr + kv_head, 1, sem="acq_rel", scope="gpu")
         _mark_after(timing_ptr, layer, pid, P, 14, done, TIMING)
@@ -460,12 +579,14 @@ def _consumer(bufs, ready, empty, xh, xo, xi, h_ptr, addrs_ptr, cos_sin_ptr, pos
               P: gl.constexpr, H: gl.constexpr, NH: gl.constexpr, NKV: gl.constexpr, D: gl.constexpr,
               I: gl.constexpr, BLOCK_SIZE: gl.constexpr, TILE_N: gl.constexpr, NUM_SPLITS: gl.constexpr,
               NBUF: gl.constexpr, FINAL_NORM: gl.constexpr, TIMING: gl.constexpr, PREFETCH_KV: gl.constexpr,
-              num_warps: gl.constexpr):
+              ATTN_MMA: gl.constexpr, num_warps: gl.constexpr):
     pos = gl.load(positions_ptr).to(gl.int64)
     slot = gl.load(slot_mapping_ptr).to(gl.int64)
     seq_len = gl.load(seq_lens_ptr)
-    KL: gl.constexpr = gl.SliceLayout(0, gl.BlockedLayout([1, 1, 8], [1, 4, 8], [1, num_warps, 1], [2, 1, 0]))
-    rows0, n_ok0 = _first_tile_rows(pid, block_table_ptr, seq_len, NKV, BLOCK_SIZE, TILE_N, NUM_SPLITS, KL)
+    NK: gl.constexpr = _key_axes(ATTN_MMA, num_warps)[0]
+    NV: gl.constexpr = _key_axes(ATTN_MMA, num_warps)[1]
+    rows_k, ok_k = _first_tile_rows(pid, block_table_ptr, seq_len, NKV, BLOCK_SIZE, TILE_N, NUM_SPLITS, NK)
+    rows_v, ok_v = _first_tile_rows(pid, block_table_ptr, seq_len, NKV, BLOCK_SIZE, TILE_N, NUM_SPLITS, NV)
     kv_head0 = pid // NUM_SPLITS
     i = 0
     nb = 0
@@ -476,7 +597,8 @@ def _consumer(bufs, ready, empty, xh, xo, xi, h_ptr, addrs_ptr, cos_sin_ptr, pos
         k_cache = gl.load(addrs_ptr + layer * ADDR_FIELDS + 2).to(gl.pointer_type(gl.bfloat16))
         v_cache = gl.load(addrs_ptr + layer * ADDR_FIELDS + 3).to(gl.pointer_type(gl.bfloat16))
         if PREFETCH_KV == 2:  # the first attention tile loads beside the staging, lands during stage A
-            k_first, v_first = _load_rows(k_cache, v_cache, rows0, n_ok0, kv_head0, NKV, D, KL)
+            k_first, v_first = _load_kv(k_cache, v_cache, rows_k, ok_k, rows_v, ok_v, kv_head0, NKV, D, ATTN_MMA,
+                                        num_warps)
         _stage(xh, h_ptr, ln1, eps, H // 256, True, num_warps)
         _mark(timing_ptr, layer, pid, P, 1, TIMING)
         i = _qkv_stage(bufs, ready, empty, xh, i, q_ptr, k_cache, v_cache, cos_sin_ptr, pos, slot, pid, P, H, NH,
@@ -484,17 +606,19 @@ def _consumer(bufs, ready, empty, xh, xo, xi, h_ptr, addrs_ptr, cos_sin_ptr, pos
         _mark(timing_ptr, layer, pid, P, 2, TIMING)
         if PREFETCH_KV == 1:  # the first tile loads during the barrier's wait (the polls then wait behind it)
             _grid_arrive(counters_ptr)
-            k_first, v_first = _load_rows(k_cache, v_cache, rows0, n_ok0, kv_head0, NKV, D, KL)
+            k_first, v_first = _load_kv(k_cache, v_cache, rows_k, ok_k, rows_v, ok_v, kv_head0, NKV, D, ATTN_MMA,
+                                        num_warps)
             nb = _grid_wait(counters_ptr, nb, P)
         elif PREFETCH_KV == 2:
             nb = _grid_barrier(counters_ptr, nb, P)
         else:
             nb = _grid_barrier(counters_ptr, nb, P)
-            k_first, v_first = _load_rows(k_cache, v_cache, rows0, n_ok0, kv_head0, NKV, D, KL)
+            k_first, v_first = _load_kv(k_cache, v_cache, rows_k, ok_k, rows_v, ok_v, kv_head0, NKV, D, ATTN_MMA,
+                                        num_warps)
         _mark(timing_ptr, layer, pid, P, 3, TIMING)
         _attention_stage(k_first, v_first, q_ptr, k_cache, v_cache, block_table_ptr, seq_len, slot, part_m_ptr,
                          part_l_ptr, part_acc_ptr, attn_ptr, counters_ptr + HEAD_SLOTS, qk_scale, layer, pid, P, NH,
-                         NKV, D, BLOCK_SIZE, TILE_N, NUM_SPLITS, timing_ptr, TIMING, num_warps)
+                         NKV, D, BLOCK_SIZE, TILE_N, NUM_SPLITS, timing_ptr, TIMING, ATTN_MMA, num_warps)
         _mark(timing_ptr, layer, pid, P, 4, TIMING)
         nb = _grid_barrier(counters_ptr, nb, P)
         _mark(timing_ptr, layer, pid, P, 5, TIMING)
@@ -536,7 +660,7 @@ def ws_decode_kernel(wv, views_ptr, addrs_ptr, h_ptr, cos_sin_ptr, positions_ptr
                      P: gl.constexpr, H: gl.constexpr, NH: gl.constexpr, NKV: gl.constexpr, D: gl.constexpr,
                      I: gl.constexpr, BLOCK_SIZE: gl.constexpr, TILE_N: gl.constexpr, NUM_SPLITS: gl.constexpr,
                      NBUF: gl.constexpr, IN_FLIGHT: gl.constexpr, FINAL_NORM: gl.constexpr, TIMING: gl.constexpr,
-                     PREFETCH_KV: gl.constexpr, num_warps: gl.constexpr):
+                     PREFETCH_KV: gl.constexpr, ATTN_MMA: gl.constexpr, num_warps: gl.constexpr):
     pid = gl.program_id(0)
     bufs = gl.allocate_shared_memory(gl.bfloat16, [NBUF * 4, 64, 64], wv.layout)
     xh = gl.allocate_shared_memory(gl.bfloat16, [4, H // 256, 64], wv.layout)
@@ -548,7 +672,7 @@ def ws_decode_kernel(wv, views_ptr, addrs_ptr, h_ptr, cos_sin_ptr, positions_ptr
                      block_table_ptr, seq_lens_ptr, q_ptr, attn_ptr, part_m_ptr, part_l_ptr, part_acc_ptr, act_ptr,
                      counters_ptr, final_norm_w_ptr, normed_ptr, timing_ptr, num_layers, eps, final_eps, qk_scale,
                      pid, P, H, NH, NKV, D, I, BLOCK_SIZE, TILE_N, NUM_SPLITS, NBUF, FINAL_NORM, TIMING, PREFETCH_KV,
-                     num_warps)),
+                     ATTN_MMA, num_warps)),
         (_producer, (wv, bufs, ready, empty, views_ptr, num_layers, pid, P, H, NH, NKV, D, I, NBUF, IN_FLIGHT)),
     ], [1], [48])
 
@@ -617,7 +741,7 @@ def ws_decode(
     workspace: DecodeWorkspace | None = None, num_programs: int | None = None,
     final_norm: tuple[torch.Tensor, float] | None = None, normed: torch.Tensor | None = None,
     timing: torch.Tensor | None = None, tile_n: int = ATTENTION_TILE, num_slots: int | None = None,
-    prefetch_kv: int = PREFETCH_KV, maxnreg: int = MAXNREG,
+    prefetch_kv: int = PREFETCH_KV, attn_mma: bool = ATTN_MMA, maxnreg: int | None = None,
 ) -> None:
     """persistent_decode's contract (see there), on the warp-specialized kernel; no sliding window."""
     if num_programs is None:
@@ -648,6 +772,7 @@ def ws_decode(
         eps, 1e-6 if final_norm is None else final_norm[1], scale * LOG2E,
         P=num_programs, H=layers.hidden, NH=nh, NKV=nkv, D=d, I=layers.intermediate, BLOCK_SIZE=layers.block_size,
         TILE_N=tile_n, NUM_SPLITS=workspace.num_splits, NBUF=num_slots, IN_FLIGHT=IN_FLIGHT,
-        FINAL_NORM=final_norm is not None, TIMING=timing is not None, PREFETCH_KV=int(prefetch_kv), num_warps=4,
-        maxnreg=maxnreg,
+        FINAL_NORM=final_norm is not None, TIMING=timing is not None, PREFETCH_KV=int(prefetch_kv), ATTN_MMA=attn_mma,
+        num_warps=4,
+        maxnreg=MAXNREG[bool(attn_mma)] if maxnreg is None else maxnreg,
     )

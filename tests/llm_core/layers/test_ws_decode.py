@@ -51,16 +51,20 @@ def gen() -> torch.Generator:
 
 
 @needs_hopper
-@pytest.mark.parametrize("prefetch_kv", [0, 1, 2])
-def test_layers_match_reference(gen, prefetch_kv):
-    case = make_case(gen, **SMALL, seq_len=int(torch.randint(20, 300, (1,), generator=gen)), dtype=torch.bfloat16,
+@pytest.mark.parametrize("prefetch_kv,attn_mma,keys", [
+    (0, False, (20, 300)), (1, False, (20, 300)), (2, False, (20, 300)), (2, True, (20, 300)),
+    # Long contexts: splits of several tiles (the attention's loop over the split's other tiles).
+    (2, False, (900, 1500)), (2, True, (900, 1500)),
+])
+def test_layers_match_reference(gen, prefetch_kv, attn_mma, keys):
+    case = make_case(gen, **SMALL, seq_len=int(torch.randint(*keys, (1,), generator=gen)), dtype=torch.bfloat16,
                      num_layers=3)
     h = case["h"].clone()
     k_caches = [k.clone() for k in case["k_caches"]]
     v_caches = [v.clone() for v in case["v_caches"]]
     step = step_inputs(case, h.device)
     step.pop("sliding_window")
-    ws_decode(h, decode_layers(case, k_caches, v_caches), **step, prefetch_kv=prefetch_kv)
+    ws_decode(h, decode_layers(case, k_caches, v_caches), **step, prefetch_kv=prefetch_kv, attn_mma=attn_mma)
     check(case, (h, k_caches, v_caches), torch.bfloat16)
 
 
