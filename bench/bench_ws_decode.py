@@ -52,10 +52,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--shape", default="llama-3.2-1b")
     parser.add_argument("--seq-len", type=int, default=300)
-    parser.add_argument("--configs", nargs="+", default=["6,32,2,1", "6,32,2,0", "6,32,0,1", "6,32,2,1,232"],
+    parser.add_argument("--configs", nargs="+", default=["6,32,3,1", "6,32,2,1", "6,32,3,0", "6,32,0,1"],
                         help="ring slots,attention tile,first attention tile (0: loaded after barrier A, 1: during "
-                             "its wait, 2: at the layer's beginning)[,attention on mma_v2 (0/1)[,consumer registers (maxnreg; "
-                             "0: the kernel's choice)]]")
+                             "its wait, 2: at the layer's beginning, 3: then as vectors, converted during barrier A's "
+                             "wait)[,attention on mma_v2 (0/1)[,consumer registers (maxnreg; 0: the kernel's choice)]]")
     parser.add_argument("--rounds", type=int, default=1,
                         help="time every configuration this many times, alternating (each row: the median)")
     parser.add_argument("--out", default="ws_decode.json")

@@ -58,12 +58,13 @@ MAX_SLOTS = 6  # ring slots of 32 KiB: as many as shared memory holds beside the
 SHARED_MEMORY = 227 * 1024  # per block on Hopper
 SCRATCH = 8 * 1024  # layout conversions and reductions (the compiler's)
 IN_FLIGHT = 1  # slots in flight at most (bench_ws_stream: 1 was the fastest)
-# The first attention tile loads at the layer's beginning, beside the staging (0: after barrier A,
-# 1: during its wait; after the staging was slower too); attention's products on the tensor cores
-# (mma_v2; else in registers); the consumers' registers at most MAXNREG (the register version: 232).
-# With cos / sin and h's rows loaded a unit / tile ahead: 793 us per 1B launch against 850 at the
-# start of the twelfth session (docs/performance.md).
-PREFETCH_KV = 2
+# The first attention tile loads at the layer's beginning, beside the staging, as vectors, and takes
+# the attention's layout during barrier A's wait (3; 2: loaded in that layout, 1: loaded during
+# barrier A's wait, 0: after it); attention's products on the tensor cores (mma_v2; else in
+# registers); the consumers' registers at most MAXNREG. With cos / sin and h's rows loaded a unit /
+# tile ahead: 754 us per 1B launch against 850 at the start of the twelfth session
+# (docs/performance.md).
+PREFETCH_KV = 3
 ATTN_MMA = True
 MAXNREG = {True: 192, False: 232}
 ATTENTION_TILE = 32
@@ -72,7 +73,7 @@ TIMING_POINTS = ("layer begins", "q/k/v staged", "q/k/v done", "barrier A passed
                  "barrier D passed", "down done", "barrier E passed", "attention: first tile's result",
                  "attention: split counted")
 VIEW_FIELDS = gl.constexpr(4)  # per layer: view rows of qkv, o, gate_up, down
-ADDR_FIELDS = gl.constexpr(4)  # per layer: addresses of ln1, ln2, k_cache, v_cache
+ADDR_FIELDS = gl.constexpr(4)  # per layer: ln1, ln2, k_cache, v_cache (element offsets from base_ptr)
 
 
 # ----------------------------------------------------------------------------- producer
@@ -573,7 +574,7 @@ def _attention_stage(k_first, v_first, q_ptr, k_cache_ptr, v_cache_ptr, block_ta
 
 
 @gluon.jit
-def _consumer(bufs, ready, empty, xh, xo, xi, h_ptr, addrs_ptr, cos_sin_ptr, positions_ptr, slot_mapping_ptr,
+def _consumer(bufs, ready, empty, xh, xo, xi, h_ptr, addrs_ptr, base_ptr, cos_sin_ptr, positions_ptr, slot_mapping_ptr,
               block_table_ptr, seq_lens_ptr, q_ptr, attn_ptr, part_m_ptr, part_l_ptr, part_acc_ptr, act_ptr,
               counters_ptr, final_norm_w_ptr, normed_ptr, timing_ptr, num_layers, eps, final_eps, qk_scale, pid,
               P: gl.constexpr, H: gl.constexpr, NH: gl.constexpr, NKV: gl.constexpr, D: gl.constexpr,
@@ -587,15 +588,21 @@ def _consumer(bufs, ready, empty, xh, xo, xi, h_ptr, addrs_ptr, cos_sin_ptr, pos
     NV: gl.constexpr = _key_axes(ATTN_MMA, num_warps)[1]
     rows_k, ok_k = _first_tile_rows(pid, block_table_ptr, seq_len, NKV, BLOCK_SIZE, TILE_N, NUM_SPLITS, NK)
     rows_v, ok_v = _first_tile_rows(pid, block_table_ptr, seq_len, NKV, BLOCK_SIZE, TILE_N, NUM_SPLITS, NV)
+    NB: gl.constexpr = _key_axes(False, num_warps)[0]
+    if PREFETCH_KV == 3:
+        rows_b, ok_b = _first_tile_rows(pid, block_table_ptr, seq_len, NKV, BLOCK_SIZE, TILE_N, NUM_SPLITS, NB)
     kv_head0 = pid // NUM_SPLITS
     i = 0
     nb = 0
     for layer in range(num_layers):
         _mark(timing_ptr, layer, pid, P, 0, TIMING)
-        ln1 = gl.load(addrs_ptr + layer * ADDR_FIELDS).to(gl.pointer_type(gl.bfloat16))
-        ln2 = gl.load(addrs_ptr + layer * ADDR_FIELDS + 1).to(gl.pointer_type(gl.bfloat16))
-        k_cache = gl.load(addrs_ptr + layer * ADDR_FIELDS + 2).to(gl.pointer_type(gl.bfloat16))
-        v_cache = gl.load(addrs_ptr + layer * ADDR_FIELDS + 3).to(gl.pointer_type(gl.bfloat16))
+        # Offsets from base_ptr, multiples of 8 elements (WsDecodeWeights): vector loads.
+        ln1 = base_ptr + gl.multiple_of(gl.load(addrs_ptr + layer * ADDR_FIELDS), 8)
+        ln2 = base_ptr + gl.multiple_of(gl.load(addrs_ptr + layer * ADDR_FIELDS + 1), 8)
+        k_cache = base_ptr + gl.multiple_of(gl.load(addrs_ptr + layer * ADDR_FIELDS + 2), 8)
+        v_cache = base_ptr + gl.multiple_of(gl.load(addrs_ptr + layer * ADDR_FIELDS + 3), 8)
+        if PREFETCH_KV == 3:  # as 2, as [TILE_N, D] vectors; the layout conversion during barrier A's wait
+            k_blk, v_blk = _load_kv(k_cache, v_cache, rows_b, ok_b, rows_b, ok_b, kv_head0, NKV, D, False, num_warps)
         if PREFETCH_KV == 2:  # the first attention tile loads beside the staging, lands during stage A
             k_first, v_first = _load_kv(k_cache, v_cache, rows_k, ok_k, rows_v, ok_v, kv_head0, NKV, D, ATTN_MMA,
                                         num_warps)
@@ -611,6 +618,16 @@ def _consumer(bufs, ready, empty, xh, xo, xi, h_ptr, addrs_ptr, cos_sin_ptr, pos
             nb = _grid_wait(counters_ptr, nb, P)
         elif PREFETCH_KV == 2:
             nb = _grid_barrier(counters_ptr, nb, P)
+        elif PREFETCH_KV == 3:
+            _grid_arrive(counters_ptr)
+            KB: gl.constexpr = _kv_layouts(ATTN_MMA, num_warps)[0]
+            if ATTN_MMA:
+                k_first = gl.convert_layout(gl.permute(k_blk, (1, 0)), KB)
+                v_first = gl.convert_layout(v_blk, KB)
+            else:
+                k_first = k_blk
+                v_first = v_blk
+            nb = _grid_wait(counters_ptr, nb, P)
         else:
             nb = _grid_barrier(counters_ptr, nb, P)
             k_first, v_first = _load_kv(k_cache, v_cache, rows_k, ok_k, rows_v, ok_v, kv_head0, NKV, D, ATTN_MMA,
@@ -654,9 +671,9 @@ def _consumer(bufs, ready, empty, xh, xo, xi, h_ptr, addrs_ptr, cos_sin_ptr, pos
 
 
 @gluon.jit
-def ws_decode_kernel(wv, views_ptr, addrs_ptr, h_ptr, cos_sin_ptr, positions_ptr, slot_mapping_ptr, block_table_ptr,
-                     seq_lens_ptr, q_ptr, attn_ptr, part_m_ptr, part_l_ptr, part_acc_ptr, act_ptr, counters_ptr,
-                     final_norm_w_ptr, normed_ptr, timing_ptr, num_layers, eps, final_eps, qk_scale,
+def ws_decode_kernel(wv, views_ptr, addrs_ptr, base_ptr, h_ptr, cos_sin_ptr, positions_ptr, slot_mapping_ptr,
+                     block_table_ptr, seq_lens_ptr, q_ptr, attn_ptr, part_m_ptr, part_l_ptr, part_acc_ptr, act_ptr,
+                     counters_ptr, final_norm_w_ptr, normed_ptr, timing_ptr, num_layers, eps, final_eps, qk_scale,
                      P: gl.constexpr, H: gl.constexpr, NH: gl.constexpr, NKV: gl.constexpr, D: gl.constexpr,
                      I: gl.constexpr, BLOCK_SIZE: gl.constexpr, TILE_N: gl.constexpr, NUM_SPLITS: gl.constexpr,
                      NBUF: gl.constexpr, IN_FLIGHT: gl.constexpr, FINAL_NORM: gl.constexpr, TIMING: gl.constexpr,
@@ -668,11 +685,11 @@ def ws_decode_kernel(wv, views_ptr, addrs_ptr, h_ptr, cos_sin_ptr, positions_ptr
     xi = gl.allocate_shared_memory(gl.bfloat16, [4, I // 256, 64], wv.layout)
     ready, empty = ring_barriers(NBUF)
     gl.warp_specialize([
-        (_consumer, (bufs, ready, empty, xh, xo, xi, h_ptr, addrs_ptr, cos_sin_ptr, positions_ptr, slot_mapping_ptr,
-                     block_table_ptr, seq_lens_ptr, q_ptr, attn_ptr, part_m_ptr, part_l_ptr, part_acc_ptr, act_ptr,
-                     counters_ptr, final_norm_w_ptr, normed_ptr, timing_ptr, num_layers, eps, final_eps, qk_scale,
-                     pid, P, H, NH, NKV, D, I, BLOCK_SIZE, TILE_N, NUM_SPLITS, NBUF, FINAL_NORM, TIMING, PREFETCH_KV,
-                     ATTN_MMA, num_warps)),
+        (_consumer, (bufs, ready, empty, xh, xo, xi, h_ptr, addrs_ptr, base_ptr, cos_sin_ptr, positions_ptr,
+                     slot_mapping_ptr, block_table_ptr, seq_lens_ptr, q_ptr, attn_ptr, part_m_ptr, part_l_ptr,
+                     part_acc_ptr, act_ptr, counters_ptr, final_norm_w_ptr, normed_ptr, timing_ptr, num_layers, eps,
+                     final_eps, qk_scale, pid, P, H, NH, NKV, D, I, BLOCK_SIZE, TILE_N, NUM_SPLITS, NBUF, FINAL_NORM,
+                     TIMING, PREFETCH_KV, ATTN_MMA, num_warps)),
         (_producer, (wv, bufs, ready, empty, views_ptr, num_layers, pid, P, H, NH, NKV, D, I, NBUF, IN_FLIGHT)),
     ], [1], [48])
 
@@ -730,8 +747,14 @@ class WsDecodeWeights:
         layout = gl.NVMMASharedLayout.get_default_for([64, 64], gl.bfloat16)
         self.descriptor = TensorDescriptor(lowest, [rows, 256], [256, 1], [64, 64], layout)
         self.views = torch.tensor(views, dtype=torch.int32, device=layers.device)
-        self.addrs = torch.tensor([[layer[name].data_ptr() for name in ("ln1", "ln2", "k_cache", "v_cache")]
-                                   for layer in layers.tensors], dtype=torch.int64, device=layers.device)
+        # The norms and caches as element offsets from the lowest of them, each a multiple of 16 bytes
+        # (the kernel's vector loads).
+        tensors = [[layer[name] for name in ("ln1", "ln2", "k_cache", "v_cache")] for layer in layers.tensors]
+        self.addr_base = min((t for row in tensors for t in row), key=lambda t: t.data_ptr())
+        offsets = [[t.data_ptr() - self.addr_base.data_ptr() for t in row] for row in tensors]
+        if any(off % 16 for row in offsets for off in row):
+            raise ValueError("ws decode: every norm and cache must start a multiple of 16 bytes after the lowest")
+        self.addrs = torch.tensor(offsets, dtype=torch.int64, device=layers.device) // 2
         self.layers = layers  # the tensors stay referenced
 
 
@@ -765,8 +788,9 @@ def ws_decode(
         num_slots = ring_slots(layers.hidden, nh * d, layers.intermediate)
     counters = layer_counters(h.device)
     ws_decode_kernel[(num_programs,)](
-        weights.descriptor, weights.views, weights.addrs, h, cos_sin, positions, slot_mapping, block_table,
-        seq_lens, workspace.q, workspace.attn, workspace.part_m, workspace.part_l, workspace.part_acc, workspace.act,
+        weights.descriptor, weights.views, weights.addrs, weights.addr_base, h, cos_sin, positions, slot_mapping,
+        block_table, seq_lens, workspace.q, workspace.attn, workspace.part_m, workspace.part_l, workspace.part_acc,
+        workspace.act,
         counters, h if final_norm is None else final_norm[0], h if normed is None else normed,
         counters if timing is None else timing, layers.num_layers,
         eps, 1e-6 if final_norm is None else final_norm[1], scale * LOG2E,

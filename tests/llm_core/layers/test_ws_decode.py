@@ -52,9 +52,9 @@ def gen() -> torch.Generator:
 
 @needs_hopper
 @pytest.mark.parametrize("prefetch_kv,attn_mma,keys", [
-    (0, False, (20, 300)), (1, False, (20, 300)), (2, False, (20, 300)), (2, True, (20, 300)),
+    (0, False, (20, 300)), (1, False, (20, 300)), (2, True, (20, 300)), (3, True, (20, 300)), (3, False, (20, 300)),
     # Long contexts: splits of several tiles (the attention's loop over the split's other tiles).
-    (2, False, (900, 1500)), (2, True, (900, 1500)),
+    (2, False, (900, 1500)), (3, True, (900, 1500)),
 ])
 def test_layers_match_reference(gen, prefetch_kv, attn_mma, keys):
     case = make_case(gen, **SMALL, seq_len=int(torch.randint(*keys, (1,), generator=gen)), dtype=torch.bfloat16,
