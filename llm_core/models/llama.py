@@ -227,12 +227,19 @@ class LlamaForCausalLM(nn.Module):
                     normed=normed)
         use_ws = WS_DECODE_DEFAULT if self.ws_decode is None else self.ws_decode
         workspace = self._ws_decode_workspace(h.device) if use_ws else None
+        layers = self._decode_layers(kv_caches)
         if workspace is not None:
-            from llm_core.layers.kernels.ws_decode import ws_decode
+            from llm_core.layers.kernels.ws_decode import attach_ws_weights, ws_decode
 
-            ws_decode(h, self._decode_layers(kv_caches), workspace=workspace, **step)
+            try:  # the kernel's addressing (once per table of layers)
+                attach_ws_weights(layers)
+            except ValueError as e:  # tensors placed where it cannot address them: for good
+                logger.warning("warp-specialized decode off: %s; one-token steps take the persistent kernel", e)
+                workspace = self._ws_workspace = None
+        if workspace is not None:
+            ws_decode(h, layers, workspace=workspace, **step)
         else:
-            persistent_decode(h, self._decode_layers(kv_caches), sliding_window=attn.sliding_window, **step)
+            persistent_decode(h, layers, sliding_window=attn.sliding_window, **step)
         return normed.view(1, -1)
 
     def _ws_decode_workspace(self, device: torch.device):

@@ -723,6 +723,16 @@ def ring_slots(hidden: int, attention_width: int, intermediate: int) -> int:
     return max(1, min(MAX_SLOTS, (SHARED_MEMORY - staged - SCRATCH) // (32 * 1024)))
 
 
+def aligned_offsets(rows: list[list[torch.Tensor]], alignment: int, what: str):
+    """(the tensor at the lowest address, each tensor's byte offset from it), every offset a multiple
+    of `alignment` bytes (else ValueError)."""
+    lowest = min((t for row in rows for t in row), key=lambda t: t.data_ptr())
+    offsets = [[t.data_ptr() - lowest.data_ptr() for t in row] for row in rows]
+    if any(off % alignment for row in offsets for off in row):
+        raise ValueError(f"ws decode: every {what} must start a multiple of {alignment} bytes after the lowest")
+    return lowest, offsets
+
+
 class WsDecodeWeights:
     """What the kernel needs of DecodeLayers: one TMA descriptor over the address span of every layer's
     q/k/v, o, gate/up and down weights (viewed as rows of 256 bf16, boxes of [64, 64]), the view
@@ -732,14 +742,9 @@ class WsDecodeWeights:
         if layers.dtype != torch.bfloat16 or layers.qkv_bias or layers.o_bias or layers.mlp_bias:
             raise ValueError("ws decode: bf16 layers without biases only")
         weights = [[layer[name] for name in ("qkv", "o", "gate_up", "down")] for layer in layers.tensors]
-        lowest = min((w for row in weights for w in row), key=lambda w: w.data_ptr())
+        lowest, offsets = aligned_offsets(weights, 512, "weight")
         base = lowest.data_ptr()
-        views = []
-        for row in weights:
-            offsets = [w.data_ptr() - base for w in row]
-            if any(off % 512 for off in offsets):
-                raise ValueError("ws decode: every weight must start a multiple of 512 bytes after the lowest")
-            views.append([off // 512 for off in offsets])
+        views = [[off // 512 for off in row] for row in offsets]
         end = max(w.data_ptr() + w.numel() * w.element_size() for row in weights for w in row)
         rows = (end - base) // 512
         if rows >= 2 ** 31:
@@ -750,12 +755,18 @@ class WsDecodeWeights:
         # The norms and caches as element offsets from the lowest of them, each a multiple of 16 bytes
         # (the kernel's vector loads).
         tensors = [[layer[name] for name in ("ln1", "ln2", "k_cache", "v_cache")] for layer in layers.tensors]
-        self.addr_base = min((t for row in tensors for t in row), key=lambda t: t.data_ptr())
-        offsets = [[t.data_ptr() - self.addr_base.data_ptr() for t in row] for row in tensors]
-        if any(off % 16 for row in offsets for off in row):
-            raise ValueError("ws decode: every norm and cache must start a multiple of 16 bytes after the lowest")
+        self.addr_base, offsets = aligned_offsets(tensors, 16, "norm and cache")
         self.addrs = torch.tensor(offsets, dtype=torch.int64, device=layers.device) // 2
         self.layers = layers  # the tensors stay referenced
+
+
+def attach_ws_weights(layers: DecodeLayers) -> WsDecodeWeights:
+    """The kernel's addressing of these layers (WsDecodeWeights), built on first use and kept on them;
+    ValueError where their tensors are placed so that it cannot address them."""
+    weights = getattr(layers, "ws_weights", None)
+    if weights is None:
+        weights = layers.ws_weights = WsDecodeWeights(layers)
+    return weights
 
 
 def ws_decode(
@@ -781,9 +792,7 @@ def ws_decode(
         raise ValueError(f"ws decode: cos_sin {tuple(cos_sin.shape)} {cos_sin.dtype} must be fp32 [max_position, {d}]")
     if (final_norm is None) != (normed is None):
         raise ValueError("ws decode: final_norm and normed come together")
-    weights = getattr(layers, "ws_weights", None)
-    if weights is None:
-        weights = layers.ws_weights = WsDecodeWeights(layers)
+    weights = attach_ws_weights(layers)
     if num_slots is None:
         num_slots = ring_slots(layers.hidden, nh * d, layers.intermediate)
     counters = layer_counters(h.device)

@@ -299,6 +299,42 @@ def test_ws_decode_bf16_logits_close(tmp_path, monkeypatch):
             assert ((new.float() - ref.float()).norm() / ref.float().norm()).item() < 2e-2
 
 
+@pytest.mark.skipif(not ws_decode_runs_here(), reason="the warp-specialized decode kernel needs a Hopper GPU")
+def test_ws_decode_unaddressable_layers_fall_back(tmp_path, monkeypatch):
+    # Tensors the kernel cannot address (WsDecodeWeights' ValueError) turn it off for good, with the
+    # step on the persistent kernel instead of a failure.
+    from llm_core.layers.kernels import ws_decode as wd
+
+    def refuse(layers):
+        raise ValueError("ws decode: every norm and cache must start a multiple of 16 bytes after the lowest")
+
+    seed = random.randrange(2**31)
+    print(f"seed {seed}")
+    model, cfg = make_model(tmp_path, "llama", torch.bfloat16, seed, **WS_SIZES)
+    calls = []
+    monkeypatch.setattr(wd, "WsDecodeWeights", refuse)
+    monkeypatch.setattr(wd, "ws_decode", lambda *a, **k: calls.append(1))
+    rng = random.Random(seed)
+    prompts = [[rng.randrange(512) for _ in range(24)]]
+    (ref, _), (out, _) = decode_both_ways(model, cfg, torch.bfloat16, prompts, persistent=True, ws=True)
+    assert calls == [] and model._ws_checked and model._ws_decode_workspace(out.device) is None
+    ref_logits, logits = model.compute_logits(ref), model.compute_logits(out)
+    assert ((logits - ref_logits).norm() / ref_logits.norm()).item() < 2e-2
+
+
+def test_ws_decode_alignment_rule():
+    # The kernel addresses weights (512 bytes) and norms / caches (16 bytes) as offsets from the lowest.
+    from llm_core.layers.kernels.ws_decode import aligned_offsets
+
+    buf = torch.empty(4096, dtype=torch.bfloat16)
+    lowest, offsets = aligned_offsets([[buf[256:512], buf[8:16]], [buf[0:8]]], 16, "norm and cache")
+    assert lowest.data_ptr() == buf.data_ptr() and offsets == [[512, 16], [0]]
+    with pytest.raises(ValueError, match="multiple of 16 bytes"):
+        aligned_offsets([[buf[0:8], buf[1:9]]], 16, "norm and cache")
+    with pytest.raises(ValueError, match="multiple of 512 bytes"):
+        aligned_offsets([[buf[0:8], buf[8:16]]], 512, "weight")
+
+
 def test_ws_decode_flag_and_fallback(tmp_path):
     # The option reaches the model only with the persistent kernel; where the kernel cannot run (here:
     # fp32 weights, or no Hopper GPU) a one-token step takes the persistent kernel.
