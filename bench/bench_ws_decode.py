@@ -52,10 +52,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--shape", default="llama-3.2-1b")
     parser.add_argument("--seq-len", type=int, default=300)
-    parser.add_argument("--configs", nargs="+", default=["6,32,3,1", "6,32,2,1", "6,32,3,0", "6,32,0,1"],
+    parser.add_argument("--configs", nargs="+", default=["6,32,3", "6,32,2", "6,32,0", "5,32,3"],
                         help="ring slots,attention tile,first attention tile (0: loaded after barrier A, 1: during "
                              "its wait, 2: at the layer's beginning, 3: then as vectors, converted during barrier A's "
-                             "wait)[,attention on mma_v2 (0/1)[,consumer registers (maxnreg; 0: the kernel's choice)]]")
+                             "wait)[,consumer registers (maxnreg)]")
     parser.add_argument("--rounds", type=int, default=1,
                         help="time every configuration this many times, alternating (each row: the median)")
     parser.add_argument("--out", default="ws_decode.json")
@@ -66,10 +66,9 @@ def main() -> None:
     configs = []
     for spec in args.configs:
         given = list(map(int, spec.split(",")))
-        slots, tile, prefetch, mma, maxnreg = given + [wd.MAX_SLOTS, wd.ATTENTION_TILE, wd.PREFETCH_KV,
-                                                       int(wd.ATTN_MMA), 0][len(given):]
-        configs.append((spec, dict(num_slots=slots, tile_n=tile, prefetch_kv=prefetch, attn_mma=bool(mma),
-                                   maxnreg=maxnreg or None)))
+        slots, tile, prefetch, maxnreg = given + [wd.MAX_SLOTS, wd.ATTENTION_TILE, wd.PREFETCH_KV,
+                                                  wd.MAXNREG][len(given):]
+        configs.append((spec, dict(num_slots=slots, tile_n=tile, prefetch_kv=prefetch, maxnreg=maxnreg)))
     # The persistent kernel's attention tiles (64 keys) split the keys alike, so p rounds alike.
     same_splits = dict(configs[0][1], tile_n=pd.ATTENTION_TILE_N)
     one = agreement(layers, step, h0, 1, **same_splits)
@@ -81,7 +80,7 @@ def main() -> None:
                                                        torch.cuda.get_device_properties(0).multi_processor_count),
                                    h0.dtype, h0.device)
     # Every configuration against the first over every layer (the same arithmetic where the attention's
-    # tiles and products agree; else the rounding differences grow layer by layer, as against persistent).
+    # tiles agree; else the rounding differences grow layer by layer, as against the persistent kernel).
     results = {}
     for spec, options in configs:
         out_h = h0.clone()
@@ -90,8 +89,7 @@ def main() -> None:
     first = results[configs[0][0]].float()
     vs_first = {spec: ((r.float() - first).norm() / first.norm()).item() for spec, r in results.items()}
     for spec, options in configs:
-        same = all(options[key] == configs[0][1][key] for key in ("tile_n", "attn_mma"))
-        if same and vs_first[spec] > 1e-3:
+        if options["tile_n"] == configs[0][1]["tile_n"] and vs_first[spec] > 1e-3:
             raise SystemExit(f"{spec}: h differs from {configs[0][0]}'s by {vs_first[spec]:.2e} (relative)")
     h = h0.clone()
     rows = [{"kernel": "persistent_decode", "us": graph_us(lambda: pd.persistent_decode(h, layers, **step,

@@ -27,15 +27,20 @@ The Llama family's one-token decode steps take this kernel on Hopper where a mod
 Stages per layer (grid barriers between them, as persistent_decode):
   A. RMSNorm(h) staged; q/k/v: a unit is 8 rows of a head and their rotary partners D / 2 on (two
      tiles); rotary on q and k; q to a buffer, k and v to cache slot `slot`.
-  B. attention: (kv head, split) tasks over the paged cache (FMA in registers); the split of a kv
-     head that finishes last combines the splits (a counter per kv head, counted over the layers).
+  B. attention: (kv head, split) tasks over the paged cache on the tensor cores (mma_v2, the kv
+     head's query heads as rows of 16); the split of a kv head that finishes last combines the
+     splits (a counter per kv head, counted over the layers). The first tile of a program's task
+     loads at the layer's beginning (PREFETCH_KV), its cache rows looked up once per launch.
   C. o projection over the attention output, added into h.
   D. RMSNorm(h) staged; gate/up: a unit is 8 gate rows and the matching 8 up rows; SiLU(gate) * up.
   E. down projection over that, added into h.
+What a stage's chain would wait for loads ahead: rotary's cos / sin one unit ahead, h's rows for the
+residual adds one tile ahead (loads do not move above the ring's waits by themselves).
 Rounding as persistent_decode: GEMV outputs to bf16 before rotary, the residual add or SiLU, the
 normalized row to bf16 before its weight. Supported: bf16, no biases, no sliding window, head_dim a
-power of 2 from 16 to 128, H, NH * D and I of 2048, 4096, 8192 or 16384 (K / 256 is wgmma's N, a
-multiple of 8 dividing 64) (`ws_decode_supported`); Hopper (TMA, wgmma; Triton >= 3.6 with Gluon).
+power of 2 from 16 to 128, at most 16 query heads per kv head, H, NH * D and I of 2048, 4096, 8192 or
+16384 (K / 256 is wgmma's N, a multiple of 8 dividing 64) (`ws_decode_supported`); Hopper (TMA,
+wgmma; Triton >= 3.6 with Gluon).
 """
 
 from __future__ import annotations
@@ -58,15 +63,13 @@ MAX_SLOTS = 6  # ring slots of 32 KiB: as many as shared memory holds beside the
 SHARED_MEMORY = 227 * 1024  # per block on Hopper
 SCRATCH = 8 * 1024  # layout conversions and reductions (the compiler's)
 IN_FLIGHT = 1  # slots in flight at most (bench_ws_stream: 1 was the fastest)
-# The first attention tile loads at the layer's beginning, beside the staging, as vectors, and takes
-# the attention's layout during barrier A's wait (3; 2: loaded in that layout, 1: loaded during
-# barrier A's wait, 0: after it); attention's products on the tensor cores (mma_v2; else in
-# registers); the consumers' registers at most MAXNREG. With cos / sin and h's rows loaded a unit /
-# tile ahead: 754 us per 1B launch against 850 at the start of the twelfth session
-# (docs/performance.md).
+# When the first attention tile loads: 3 at the layer's beginning, beside the staging, as 16-byte
+# vectors, taking the mma operands' layout during barrier A's wait; 2 at the layer's beginning in that
+# layout; 1 during barrier A's wait; 0 after it. With cos / sin and h's rows loaded a unit / tile
+# ahead and attention on mma_v2: 754 us per 1B launch against 850 at the start of the twelfth
+# session (docs/performance.md).
 PREFETCH_KV = 3
-ATTN_MMA = True
-MAXNREG = {True: 192, False: 232}
+MAXNREG = 192  # the consumers' registers (168 spilled in the stage loops; 176-224 alike)
 ATTENTION_TILE = 32
 TIMING_POINTS = ("layer begins", "q/k/v staged", "q/k/v done", "barrier A passed", "attention done",
                  "barrier B passed", "o done", "barrier C passed", "gate/up staged", "gate/up done",
@@ -343,51 +346,50 @@ def _tile_rows(block_table_ptr, start, end, BLOCK_SIZE: gl.constexpr, TILE_N: gl
 
 
 @gluon.constexpr_function
-def _kv_layouts(attn_mma, num_warps):
-    # (layout of K, layout of V) as the attention takes them: K^T [D, TILE_N] and V [TILE_N, D] as
-    # mma_v2's B operands (attn_mma), else K and V [TILE_N, D] in the FMA version's layout.
-    if attn_mma:
-        mma = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[1, num_warps], instr_shape=[16, 8])
-        kb = gl.DotOperandLayout(operand_index=1, parent=mma, k_width=2)
-        return kb, kb
-    kl = gl.SliceLayout(0, gl.BlockedLayout([1, 1, 8], [1, 4, 8], [1, num_warps, 1], [2, 1, 0]))
-    return kl, kl
+def _operand_b(num_warps):
+    # K^T [D, TILE_N] and V [TILE_N, D] as attention's mma_v2 B operands (_attend).
+    mma = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[1, num_warps], instr_shape=[16, 8])
+    return gl.DotOperandLayout(operand_index=1, parent=mma, k_width=2)
 
 
 @gluon.constexpr_function
-def _key_axes(attn_mma, num_warps):
-    # The 1-D layouts of the key index in K's and V's tiles (see _kv_layouts).
-    klk, klv = _kv_layouts(attn_mma, num_warps)
-    return gl.SliceLayout(0 if attn_mma else 1, klk), gl.SliceLayout(1, klv)
+def _vector_rows(num_warps):
+    # [TILE_N, D] as rows of 16-byte vectors: the early tile's loads.
+    return gl.SliceLayout(0, gl.BlockedLayout([1, 1, 8], [1, 4, 8], [1, num_warps, 1], [2, 1, 0]))
 
 
 @gluon.jit
 def _load_kv(k_cache_ptr, v_cache_ptr, rows_k, ok_k, rows_v, ok_v, kv_head, NKV: gl.constexpr, D: gl.constexpr,
-             ATTN_MMA: gl.constexpr, num_warps: gl.constexpr):
-    # K and V of a kv head at cache rows rows_k / rows_v (laid out by _key_axes; rows not ok read as
-    # zeros), bf16, laid out by _kv_layouts.
-    KLK: gl.constexpr = _kv_layouts(ATTN_MMA, num_warps)[0]
-    KLV: gl.constexpr = _kv_layouts(ATTN_MMA, num_warps)[1]
-    if ATTN_MMA:
-        kk = rows_k[None, :] * (NKV * D) + kv_head * D + gl.arange(0, D, layout=gl.SliceLayout(1, KLK))[:, None]
-        k = gl.load(k_cache_ptr + kk, mask=ok_k[None, :], other=0.0, cache_modifier=".cg")
-    else:
-        kk = rows_k[:, None] * (NKV * D) + kv_head * D + gl.arange(0, D, layout=gl.SliceLayout(0, KLK))[None, :]
-        k = gl.load(k_cache_ptr + kk, mask=ok_k[:, None], other=0.0, cache_modifier=".cg")
-    vv = rows_v[:, None] * (NKV * D) + kv_head * D + gl.arange(0, D, layout=gl.SliceLayout(0, KLV))[None, :]
+             num_warps: gl.constexpr):
+    # K^T and V of a kv head at cache rows rows_k / rows_v (the key axes of _operand_b's K^T / V;
+    # rows not ok read as zeros), bf16, as the B operands.
+    KB: gl.constexpr = _operand_b(num_warps)
+    kk = rows_k[None, :] * (NKV * D) + kv_head * D + gl.arange(0, D, layout=gl.SliceLayout(1, KB))[:, None]
+    vv = rows_v[:, None] * (NKV * D) + kv_head * D + gl.arange(0, D, layout=gl.SliceLayout(0, KB))[None, :]
+    k = gl.load(k_cache_ptr + kk, mask=ok_k[None, :], other=0.0, cache_modifier=".cg")
     v = gl.load(v_cache_ptr + vv, mask=ok_v[:, None], other=0.0, cache_modifier=".cg")
     return k, v
 
 
 @gluon.jit
+def _load_kv_vectors(k_cache_ptr, v_cache_ptr, rows, ok, kv_head, NKV: gl.constexpr, D: gl.constexpr,
+                     num_warps: gl.constexpr):
+    # K and V [TILE_N, D] of a kv head at cache rows `rows` (_vector_rows' key axis), in 16-byte loads.
+    VL: gl.constexpr = _vector_rows(num_warps)
+    kv = rows[:, None] * (NKV * D) + kv_head * D + gl.arange(0, D, layout=gl.SliceLayout(0, VL))[None, :]
+    k = gl.load(k_cache_ptr + kv, mask=ok[:, None], other=0.0, cache_modifier=".cg")
+    v = gl.load(v_cache_ptr + kv, mask=ok[:, None], other=0.0, cache_modifier=".cg")
+    return k, v
+
+
+@gluon.jit
 def _kv_tile(k_cache_ptr, v_cache_ptr, block_table_ptr, kv_head, start, end, NKV: gl.constexpr, D: gl.constexpr,
-             BLOCK_SIZE: gl.constexpr, TILE_N: gl.constexpr, ATTN_MMA: gl.constexpr, num_warps: gl.constexpr):
-    # K and V of keys start.. (keys at or past end read as zeros).
-    NK: gl.constexpr = _key_axes(ATTN_MMA, num_warps)[0]
-    NV: gl.constexpr = _key_axes(ATTN_MMA, num_warps)[1]
-    rows_k, ok_k = _tile_rows(block_table_ptr, start, end, BLOCK_SIZE, TILE_N, NK)
-    rows_v, ok_v = _tile_rows(block_table_ptr, start, end, BLOCK_SIZE, TILE_N, NV)
-    return _load_kv(k_cache_ptr, v_cache_ptr, rows_k, ok_k, rows_v, ok_v, kv_head, NKV, D, ATTN_MMA, num_warps)
+             BLOCK_SIZE: gl.constexpr, TILE_N: gl.constexpr, num_warps: gl.constexpr):
+    # K^T and V of keys start.. (keys at or past end read as zeros), as the B operands.
+    KB: gl.constexpr = _operand_b(num_warps)
+    rows_k, ok_k = _tile_rows(block_table_ptr, start, end, BLOCK_SIZE, TILE_N, gl.SliceLayout(0, KB))
+    rows_v, ok_v = _tile_rows(block_table_ptr, start, end, BLOCK_SIZE, TILE_N, gl.SliceLayout(1, KB))
+    return _load_kv(k_cache_ptr, v_cache_ptr, rows_k, ok_k, rows_v, ok_v, kv_head, NKV, D, num_warps)
 
 
 @gluon.jit
@@ -401,10 +403,10 @@ def _first_tile_rows(pid, block_table_ptr, seq_len, NKV: gl.constexpr, BLOCK_SIZ
 
 
 @gluon.jit
-def _attend_mma(acc, m_i, l_i, qa, kt, v, start, end, qk_scale, TILE_N: gl.constexpr, num_warps: gl.constexpr):
-    # _attend on the tensor cores: the GROUP query rows padded to 16 (qa: mma_v2's A operand, the
-    # padding rows zeros), S = qa . K^T [16, TILE_N], O += P . V [16, D]; p rounded to bf16 for the
-    # product as in _attend.
+def _attend(acc, m_i, l_i, qa, kt, v, start, end, qk_scale, TILE_N: gl.constexpr, num_warps: gl.constexpr):
+    # Online-softmax update with keys start..end-1 of tile (kt, v) on the tensor cores (log2 domain):
+    # the GROUP query rows padded to 16 (qa: mma_v2's A operand, the padding rows zeros), S = qa . K^T
+    # [16, TILE_N], O += P . V [16, D], p rounded to bf16 for the product (as persistent_decode's dot).
     MMA: gl.constexpr = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[1, num_warps], instr_shape=[16, 8])
     PA: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
     s = mma_v2(qa, kt, gl.zeros([16, TILE_N], gl.float32, MMA)) * qk_scale
@@ -417,79 +419,16 @@ def _attend_mma(acc, m_i, l_i, qa, kt, v, start, end, qk_scale, TILE_N: gl.const
 
 
 @gluon.jit
-def _attend(acc, m_i, l_i, q, k, v, start, end, qk_scale, TILE_N: gl.constexpr, L3: gl.constexpr):
-    # Online-softmax update with keys start..end-1 of tile (k, v) (log2 domain; p rounded to bf16
-    # before the product with v, as persistent_decode's dot).
-    SL: gl.constexpr = gl.SliceLayout(2, L3)
-    QL: gl.constexpr = gl.SliceLayout(1, L3)
-    s = gl.sum(q[:, None, :] * k.to(gl.float32)[None, :, :], axis=2) * qk_scale  # [GROUP, TILE_N]
-    s = gl.where(((start + gl.arange(0, TILE_N, layout=gl.SliceLayout(0, SL))) < end)[None, :], s, float("-inf"))
-    m_new = gl.maximum(m_i, gl.max(s, axis=1))
-    alpha = gl.exp2(m_i - m_new)
-    p = gl.exp2(s - m_new[:, None])
-    pv = gl.sum(p.to(gl.bfloat16).to(gl.float32)[:, :, None] * v.to(gl.float32)[None, :, :], axis=1)
-    acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, QL))[:, None] + pv
-    return acc, m_new, l_i * alpha + gl.sum(p, axis=1)
-
-
-@gluon.jit
-def _split_fma(k_first, v_first, t, pid, q_ptr, k_cache_ptr, v_cache_ptr, block_table_ptr, seq_len, slot, part_m_ptr,
+def _split_task(k_first, v_first, t, pid, q_ptr, k_cache_ptr, v_cache_ptr, block_table_ptr, seq_len, slot, part_m_ptr,
                part_l_ptr, part_acc_ptr, qk_scale, timing_ptr, layer, P: gl.constexpr, NH: gl.constexpr,
                NKV: gl.constexpr, D: gl.constexpr, BLOCK_SIZE: gl.constexpr, TILE_N: gl.constexpr,
                NUM_SPLITS: gl.constexpr, TIMING: gl.constexpr, num_warps: gl.constexpr):
-    # Task t's partials (m, l, acc per query head of the kv head) with the products in registers.
+    # Task t's partials (m, l and acc of each query head of the kv head, the GROUP heads as rows
+    # 0..GROUP-1 of 16) over its split's keys.
     GROUP: gl.constexpr = NH // NKV
-    L3: gl.constexpr = gl.BlockedLayout([1, 1, 8], [1, 4, 8], [1, num_warps, 1], [2, 1, 0])  # [GROUP, TILE_N, D]
-    QL: gl.constexpr = gl.SliceLayout(1, L3)  # [GROUP, D]
-    KL: gl.constexpr = gl.SliceLayout(0, L3)  # [TILE_N, D]
-    SL: gl.constexpr = gl.SliceLayout(2, L3)  # [GROUP, TILE_N]
-    offs_gq = gl.arange(0, GROUP, layout=gl.SliceLayout(1, QL))
-    offs_dq = gl.arange(0, D, layout=gl.SliceLayout(0, QL))
-    offs_nk = gl.arange(0, TILE_N, layout=gl.SliceLayout(1, KL))
-    offs_dk = gl.arange(0, D, layout=gl.SliceLayout(0, KL))
-    kv_head = t // NUM_SPLITS
-    split = t % NUM_SPLITS
-    begin, end = _split_range(split, seq_len, NUM_SPLITS, TILE_N)
-    heads = kv_head * GROUP + offs_gq
-    q = gl.load(q_ptr + heads[:, None] * D + offs_dq[None, :], cache_modifier=".cg").to(gl.float32)
-    own_row = slot * (NKV * D) + kv_head * D + offs_dk
-    k_own = gl.load(k_cache_ptr + own_row, mask=(offs_dk >= 0) & (slot >= 0), other=0.0, cache_modifier=".cg")
-    v_own = gl.load(v_cache_ptr + own_row, mask=(offs_dk >= 0) & (slot >= 0), other=0.0, cache_modifier=".cg")
-    k = k_first
-    v = v_first
-    if t != pid:  # more tasks than programs
-        k, v = _kv_tile(k_cache_ptr, v_cache_ptr, block_table_ptr, kv_head, begin, gl.minimum(end, seq_len - 1),
-                        NKV, D, BLOCK_SIZE, TILE_N, False, num_warps)
-    own = ((begin + offs_nk) == seq_len - 1)[:, None]
-    k = gl.where(own, k_own[None, :], k)
-    v = gl.where(own, v_own[None, :], v)
-    acc = gl.zeros([GROUP, D], gl.float32, QL)
-    m_i = gl.full([GROUP], M_INIT, gl.float32, gl.SliceLayout(1, SL))
-    l_i = gl.zeros([GROUP], gl.float32, gl.SliceLayout(1, SL))
-    acc, m_i, l_i = _attend(acc, m_i, l_i, q, k, v, begin, end, qk_scale, TILE_N, L3)
-    if TIMING:  # the mark waits for the tile's result
-        _mark_after(timing_ptr, layer, pid, P, 13, gl.max(l_i, axis=0).to(gl.int32), TIMING)
-    for start in range(begin + TILE_N, end, TILE_N):  # the split's other tiles (long contexts)
-        k, v = _kv_tile(k_cache_ptr, v_cache_ptr, block_table_ptr, kv_head, start, end, NKV, D, BLOCK_SIZE,
-                        TILE_N, False, num_warps)
-        acc, m_i, l_i = _attend(acc, m_i, l_i, q, k, v, start, end, qk_scale, TILE_N, L3)
-    part = heads.to(gl.int64) * NUM_SPLITS + split
-    hs = kv_head * GROUP + gl.arange(0, GROUP, layout=gl.SliceLayout(1, SL))
-    gl.store(part_m_ptr + hs * NUM_SPLITS + split, m_i)
-    gl.store(part_l_ptr + hs * NUM_SPLITS + split, l_i)
-    gl.store(part_acc_ptr + part[:, None] * D + offs_dq[None, :], acc)
-
-
-@gluon.jit
-def _split_mma(k_first, v_first, t, pid, q_ptr, k_cache_ptr, v_cache_ptr, block_table_ptr, seq_len, slot, part_m_ptr,
-               part_l_ptr, part_acc_ptr, qk_scale, timing_ptr, layer, P: gl.constexpr, NH: gl.constexpr,
-               NKV: gl.constexpr, D: gl.constexpr, BLOCK_SIZE: gl.constexpr, TILE_N: gl.constexpr,
-               NUM_SPLITS: gl.constexpr, TIMING: gl.constexpr, num_warps: gl.constexpr):
-    # _split_fma on the tensor cores (_attend_mma): the GROUP query heads as rows 0..GROUP-1 of 16.
-    GROUP: gl.constexpr = NH // NKV
-    MMA: gl.constexpr = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[1, num_warps], instr_shape=[16, 8])
+    KB: gl.constexpr = _operand_b(num_warps)
+    MMA: gl.constexpr = KB.parent
     QA: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
-    KB: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=MMA, k_width=2)
     kv_head = t // NUM_SPLITS
     split = t % NUM_SPLITS
     begin, end = _split_range(split, seq_len, NUM_SPLITS, TILE_N)
@@ -506,7 +445,7 @@ def _split_mma(k_first, v_first, t, pid, q_ptr, k_cache_ptr, v_cache_ptr, block_
     v = v_first
     if t != pid:  # more tasks than programs
         kt, v = _kv_tile(k_cache_ptr, v_cache_ptr, block_table_ptr, kv_head, begin, gl.minimum(end, seq_len - 1),
-                         NKV, D, BLOCK_SIZE, TILE_N, True, num_warps)
+                         NKV, D, BLOCK_SIZE, TILE_N, num_warps)
     own_k = (begin + gl.arange(0, TILE_N, layout=gl.SliceLayout(0, KB))) == seq_len - 1
     own_v = (begin + gl.arange(0, TILE_N, layout=gl.SliceLayout(1, KB))) == seq_len - 1
     kt = gl.where(own_k[None, :], k_own[:, None], kt)
@@ -514,13 +453,13 @@ def _split_mma(k_first, v_first, t, pid, q_ptr, k_cache_ptr, v_cache_ptr, block_
     acc = gl.zeros([16, D], gl.float32, MMA)
     m_i = gl.full([16], M_INIT, gl.float32, gl.SliceLayout(1, MMA))
     l_i = gl.zeros([16], gl.float32, gl.SliceLayout(1, MMA))
-    acc, m_i, l_i = _attend_mma(acc, m_i, l_i, qa, kt, v, begin, end, qk_scale, TILE_N, num_warps)
+    acc, m_i, l_i = _attend(acc, m_i, l_i, qa, kt, v, begin, end, qk_scale, TILE_N, num_warps)
     if TIMING:  # the mark waits for the tile's result
         _mark_after(timing_ptr, layer, pid, P, 13, gl.max(l_i, axis=0).to(gl.int32), TIMING)
     for start in range(begin + TILE_N, end, TILE_N):  # the split's other tiles (long contexts)
         kt, v = _kv_tile(k_cache_ptr, v_cache_ptr, block_table_ptr, kv_head, start, end, NKV, D, BLOCK_SIZE,
-                         TILE_N, True, num_warps)
-        acc, m_i, l_i = _attend_mma(acc, m_i, l_i, qa, kt, v, start, end, qk_scale, TILE_N, num_warps)
+                         TILE_N, num_warps)
+        acc, m_i, l_i = _attend(acc, m_i, l_i, qa, kt, v, start, end, qk_scale, TILE_N, num_warps)
     r = gl.arange(0, 16, layout=gl.SliceLayout(1, MMA))
     part = (kv_head * GROUP + r).to(gl.int64) * NUM_SPLITS + split
     gl.store(part_m_ptr + part, m_i, mask=r < GROUP)
@@ -534,22 +473,17 @@ def _attention_stage(k_first, v_first, q_ptr, k_cache_ptr, v_cache_ptr, block_ta
                      part_l_ptr, part_acc_ptr, attn_ptr, head_counters_ptr, qk_scale, layer, pid, P: gl.constexpr,
                      NH: gl.constexpr, NKV: gl.constexpr, D: gl.constexpr, BLOCK_SIZE: gl.constexpr,
                      TILE_N: gl.constexpr, NUM_SPLITS: gl.constexpr, timing_ptr, TIMING: gl.constexpr,
-                     ATTN_MMA: gl.constexpr, num_warps: gl.constexpr):
+                     num_warps: gl.constexpr):
     # (kv head, split) tasks: the GROUP query heads of the kv head against the split's keys, online
-    # softmax (_split_mma / _split_fma); the split that finishes last combines the splits (as
+    # softmax on the tensor cores (_split_task); the split that finishes last combines the splits (as
     # persistent_decode's _attention_task). (k_first, v_first): the first tile (_first_tile_rows),
     # the step's own key patched in there.
     GROUP: gl.constexpr = NH // NKV
     for t in range(pid, NKV * NUM_SPLITS, P):
         kv_head = t // NUM_SPLITS
-        if ATTN_MMA:
-            _split_mma(k_first, v_first, t, pid, q_ptr, k_cache_ptr, v_cache_ptr, block_table_ptr, seq_len, slot,
-                       part_m_ptr, part_l_ptr, part_acc_ptr, qk_scale, timing_ptr, layer, P, NH, NKV, D, BLOCK_SIZE,
-                       TILE_N, NUM_SPLITS, TIMING, num_warps)
-        else:
-            _split_fma(k_first, v_first, t, pid, q_ptr, k_cache_ptr, v_cache_ptr, block_table_ptr, seq_len, slot,
-                       part_m_ptr, part_l_ptr, part_acc_ptr, qk_scale, timing_ptr, layer, P, NH, NKV, D, BLOCK_SIZE,
-                       TILE_N, NUM_SPLITS, TIMING, num_warps)
+        _split_task(k_first, v_first, t, pid, q_ptr, k_cache_ptr, v_cache_ptr, block_table_ptr, seq_len, slot,
+                    part_m_ptr, part_l_ptr, part_acc_ptr, qk_scale, timing_ptr, layer, P, NH, NKV, D, BLOCK_SIZE,
+                    TILE_N, NUM_SPLITS, TIMING, num_warps)
         _cta_barrier()
         done = gl.atomic_add(head_counters_ptr + kv_head, 1, sem="acq_rel", scope="gpu")
         _mark_after(timing_ptr, layer, pid, P, 14, done, TIMING)
@@ -580,17 +514,20 @@ def _consumer(bufs, ready, empty, xh, xo, xi, h_ptr, addrs_ptr, base_ptr, cos_si
               P: gl.constexpr, H: gl.constexpr, NH: gl.constexpr, NKV: gl.constexpr, D: gl.constexpr,
               I: gl.constexpr, BLOCK_SIZE: gl.constexpr, TILE_N: gl.constexpr, NUM_SPLITS: gl.constexpr,
               NBUF: gl.constexpr, FINAL_NORM: gl.constexpr, TIMING: gl.constexpr, PREFETCH_KV: gl.constexpr,
-              ATTN_MMA: gl.constexpr, num_warps: gl.constexpr):
+              num_warps: gl.constexpr):
     pos = gl.load(positions_ptr).to(gl.int64)
     slot = gl.load(slot_mapping_ptr).to(gl.int64)
     seq_len = gl.load(seq_lens_ptr)
-    NK: gl.constexpr = _key_axes(ATTN_MMA, num_warps)[0]
-    NV: gl.constexpr = _key_axes(ATTN_MMA, num_warps)[1]
-    rows_k, ok_k = _first_tile_rows(pid, block_table_ptr, seq_len, NKV, BLOCK_SIZE, TILE_N, NUM_SPLITS, NK)
-    rows_v, ok_v = _first_tile_rows(pid, block_table_ptr, seq_len, NKV, BLOCK_SIZE, TILE_N, NUM_SPLITS, NV)
-    NB: gl.constexpr = _key_axes(False, num_warps)[0]
+    # The first attention tile's cache rows (see PREFETCH_KV), looked up once: the same in every layer.
+    KB: gl.constexpr = _operand_b(num_warps)
     if PREFETCH_KV == 3:
-        rows_b, ok_b = _first_tile_rows(pid, block_table_ptr, seq_len, NKV, BLOCK_SIZE, TILE_N, NUM_SPLITS, NB)
+        rows, ok = _first_tile_rows(pid, block_table_ptr, seq_len, NKV, BLOCK_SIZE, TILE_N, NUM_SPLITS,
+                                    gl.SliceLayout(1, _vector_rows(num_warps)))
+    else:
+        rows_k, ok_k = _first_tile_rows(pid, block_table_ptr, seq_len, NKV, BLOCK_SIZE, TILE_N, NUM_SPLITS,
+                                        gl.SliceLayout(0, KB))
+        rows_v, ok_v = _first_tile_rows(pid, block_table_ptr, seq_len, NKV, BLOCK_SIZE, TILE_N, NUM_SPLITS,
+                                        gl.SliceLayout(1, KB))
     kv_head0 = pid // NUM_SPLITS
     i = 0
     nb = 0
@@ -601,11 +538,10 @@ def _consumer(bufs, ready, empty, xh, xo, xi, h_ptr, addrs_ptr, base_ptr, cos_si
         ln2 = base_ptr + gl.multiple_of(gl.load(addrs_ptr + layer * ADDR_FIELDS + 1), 8)
         k_cache = base_ptr + gl.multiple_of(gl.load(addrs_ptr + layer * ADDR_FIELDS + 2), 8)
         v_cache = base_ptr + gl.multiple_of(gl.load(addrs_ptr + layer * ADDR_FIELDS + 3), 8)
-        if PREFETCH_KV == 3:  # as 2, as [TILE_N, D] vectors; the layout conversion during barrier A's wait
-            k_blk, v_blk = _load_kv(k_cache, v_cache, rows_b, ok_b, rows_b, ok_b, kv_head0, NKV, D, False, num_warps)
-        if PREFETCH_KV == 2:  # the first attention tile loads beside the staging, lands during stage A
-            k_first, v_first = _load_kv(k_cache, v_cache, rows_k, ok_k, rows_v, ok_v, kv_head0, NKV, D, ATTN_MMA,
-                                        num_warps)
+        if PREFETCH_KV == 3:  # beside the staging, lands during stage A
+            k_rows, v_rows = _load_kv_vectors(k_cache, v_cache, rows, ok, kv_head0, NKV, D, num_warps)
+        if PREFETCH_KV == 2:
+            k_first, v_first = _load_kv(k_cache, v_cache, rows_k, ok_k, rows_v, ok_v, kv_head0, NKV, D, num_warps)
         _stage(xh, h_ptr, ln1, eps, H // 256, True, num_warps)
         _mark(timing_ptr, layer, pid, P, 1, TIMING)
         i = _qkv_stage(bufs, ready, empty, xh, i, q_ptr, k_cache, v_cache, cos_sin_ptr, pos, slot, pid, P, H, NH,
@@ -613,29 +549,22 @@ def _consumer(bufs, ready, empty, xh, xo, xi, h_ptr, addrs_ptr, base_ptr, cos_si
         _mark(timing_ptr, layer, pid, P, 2, TIMING)
         if PREFETCH_KV == 1:  # the first tile loads during the barrier's wait (the polls then wait behind it)
             _grid_arrive(counters_ptr)
-            k_first, v_first = _load_kv(k_cache, v_cache, rows_k, ok_k, rows_v, ok_v, kv_head0, NKV, D, ATTN_MMA,
-                                        num_warps)
+            k_first, v_first = _load_kv(k_cache, v_cache, rows_k, ok_k, rows_v, ok_v, kv_head0, NKV, D, num_warps)
             nb = _grid_wait(counters_ptr, nb, P)
         elif PREFETCH_KV == 2:
             nb = _grid_barrier(counters_ptr, nb, P)
-        elif PREFETCH_KV == 3:
+        elif PREFETCH_KV == 3:  # the operands' layouts during the barrier's wait
             _grid_arrive(counters_ptr)
-            KB: gl.constexpr = _kv_layouts(ATTN_MMA, num_warps)[0]
-            if ATTN_MMA:
-                k_first = gl.convert_layout(gl.permute(k_blk, (1, 0)), KB)
-                v_first = gl.convert_layout(v_blk, KB)
-            else:
-                k_first = k_blk
-                v_first = v_blk
+            k_first = gl.convert_layout(gl.permute(k_rows, (1, 0)), KB)
+            v_first = gl.convert_layout(v_rows, KB)
             nb = _grid_wait(counters_ptr, nb, P)
         else:
             nb = _grid_barrier(counters_ptr, nb, P)
-            k_first, v_first = _load_kv(k_cache, v_cache, rows_k, ok_k, rows_v, ok_v, kv_head0, NKV, D, ATTN_MMA,
-                                        num_warps)
+            k_first, v_first = _load_kv(k_cache, v_cache, rows_k, ok_k, rows_v, ok_v, kv_head0, NKV, D, num_warps)
         _mark(timing_ptr, layer, pid, P, 3, TIMING)
         _attention_stage(k_first, v_first, q_ptr, k_cache, v_cache, block_table_ptr, seq_len, slot, part_m_ptr,
                          part_l_ptr, part_acc_ptr, attn_ptr, counters_ptr + HEAD_SLOTS, qk_scale, layer, pid, P, NH,
-                         NKV, D, BLOCK_SIZE, TILE_N, NUM_SPLITS, timing_ptr, TIMING, ATTN_MMA, num_warps)
+                         NKV, D, BLOCK_SIZE, TILE_N, NUM_SPLITS, timing_ptr, TIMING, num_warps)
         _mark(timing_ptr, layer, pid, P, 4, TIMING)
         nb = _grid_barrier(counters_ptr, nb, P)
         _mark(timing_ptr, layer, pid, P, 5, TIMING)
@@ -677,7 +606,7 @@ def ws_decode_kernel(wv, views_ptr, addrs_ptr, base_ptr, h_ptr, cos_sin_ptr, pos
                      P: gl.constexpr, H: gl.constexpr, NH: gl.constexpr, NKV: gl.constexpr, D: gl.constexpr,
                      I: gl.constexpr, BLOCK_SIZE: gl.constexpr, TILE_N: gl.constexpr, NUM_SPLITS: gl.constexpr,
                      NBUF: gl.constexpr, IN_FLIGHT: gl.constexpr, FINAL_NORM: gl.constexpr, TIMING: gl.constexpr,
-                     PREFETCH_KV: gl.constexpr, ATTN_MMA: gl.constexpr, num_warps: gl.constexpr):
+                     PREFETCH_KV: gl.constexpr, num_warps: gl.constexpr):
     pid = gl.program_id(0)
     bufs = gl.allocate_shared_memory(gl.bfloat16, [NBUF * 4, 64, 64], wv.layout)
     xh = gl.allocate_shared_memory(gl.bfloat16, [4, H // 256, 64], wv.layout)
@@ -689,7 +618,7 @@ def ws_decode_kernel(wv, views_ptr, addrs_ptr, base_ptr, h_ptr, cos_sin_ptr, pos
                      slot_mapping_ptr, block_table_ptr, seq_lens_ptr, q_ptr, attn_ptr, part_m_ptr, part_l_ptr,
                      part_acc_ptr, act_ptr, counters_ptr, final_norm_w_ptr, normed_ptr, timing_ptr, num_layers, eps,
                      final_eps, qk_scale, pid, P, H, NH, NKV, D, I, BLOCK_SIZE, TILE_N, NUM_SPLITS, NBUF, FINAL_NORM,
-                     TIMING, PREFETCH_KV, ATTN_MMA, num_warps)),
+                     TIMING, PREFETCH_KV, num_warps)),
         (_producer, (wv, bufs, ready, empty, views_ptr, num_layers, pid, P, H, NH, NKV, D, I, NBUF, IN_FLIGHT)),
     ], [1], [48])
 
@@ -714,7 +643,7 @@ def ws_decode_supported(hidden: int, num_heads: int, num_kv_heads: int, head_dim
     group = num_heads // num_kv_heads if num_kv_heads else 0
     return (fits(hidden) and fits(num_heads * head_dim) and fits(intermediate) and head_dim % 16 == 0
             and power_of_2(head_dim) and 16 <= head_dim <= 128 and num_heads % max(num_kv_heads, 1) == 0
-            and power_of_2(group) and power_of_2(num_splits) and num_kv_heads <= 248)
+            and power_of_2(group) and group <= 16 and power_of_2(num_splits) and num_kv_heads <= 248)
 
 
 def ring_slots(hidden: int, attention_width: int, intermediate: int) -> int:
@@ -775,7 +704,7 @@ def ws_decode(
     workspace: DecodeWorkspace | None = None, num_programs: int | None = None,
     final_norm: tuple[torch.Tensor, float] | None = None, normed: torch.Tensor | None = None,
     timing: torch.Tensor | None = None, tile_n: int = ATTENTION_TILE, num_slots: int | None = None,
-    prefetch_kv: int = PREFETCH_KV, attn_mma: bool = ATTN_MMA, maxnreg: int | None = None,
+    prefetch_kv: int = PREFETCH_KV, maxnreg: int = MAXNREG,
 ) -> None:
     """persistent_decode's contract (see there), on the warp-specialized kernel; no sliding window."""
     if num_programs is None:
@@ -805,7 +734,7 @@ def ws_decode(
         eps, 1e-6 if final_norm is None else final_norm[1], scale * LOG2E,
         P=num_programs, H=layers.hidden, NH=nh, NKV=nkv, D=d, I=layers.intermediate, BLOCK_SIZE=layers.block_size,
         TILE_N=tile_n, NUM_SPLITS=workspace.num_splits, NBUF=num_slots, IN_FLIGHT=IN_FLIGHT,
-        FINAL_NORM=final_norm is not None, TIMING=timing is not None, PREFETCH_KV=int(prefetch_kv), ATTN_MMA=attn_mma,
+        FINAL_NORM=final_norm is not None, TIMING=timing is not None, PREFETCH_KV=int(prefetch_kv),
         num_warps=4,
-        maxnreg=MAXNREG[bool(attn_mma)] if maxnreg is None else maxnreg,
+        maxnreg=maxnreg,
     )
