@@ -728,13 +728,11 @@ def ws_decode(
     ws_decode_kernel[(num_programs,)](
         weights.descriptor, weights.views, weights.addrs, weights.addr_base, h, cos_sin, positions, slot_mapping,
         block_table, seq_lens, workspace.q, workspace.attn, workspace.part_m, workspace.part_l, workspace.part_acc,
-        workspace.act,
-        counters, h if final_norm is None else final_norm[0], h if normed is None else normed,
+        workspace.act, counters, h if final_norm is None else final_norm[0], h if normed is None else normed,
         counters if timing is None else timing, layers.num_layers,
         eps, 1e-6 if final_norm is None else final_norm[1], scale * LOG2E,
         P=num_programs, H=layers.hidden, NH=nh, NKV=nkv, D=d, I=layers.intermediate, BLOCK_SIZE=layers.block_size,
         TILE_N=tile_n, NUM_SPLITS=workspace.num_splits, NBUF=num_slots, IN_FLIGHT=IN_FLIGHT,
-        FINAL_NORM=final_norm is not None, TIMING=timing is not None, PREFETCH_KV=int(prefetch_kv),
-        num_warps=4,
+        FINAL_NORM=final_norm is not None, TIMING=timing is not None, PREFETCH_KV=int(prefetch_kv), num_warps=4,
         maxnreg=maxnreg,
     )
