@@ -131,7 +131,7 @@ def main() -> None:
         print(f"  {p['point']:<20}{p['first_us']:8.2f}{p['median_us']:8.2f}{p['last_us']:8.2f}")
     print("\nevery configuration: us since the layer began (median / last program)")
     print(f"  {'point':<20}" + "".join(f"{spec:>16}" for spec in timelines))
-    for k, name in enumerate(wd.TIMING_POINTS):
+    for name in wd.TIMING_POINTS:
         cells = []
         for points in timelines.values():
             p = next((p for p in points if p["point"] == name), None)

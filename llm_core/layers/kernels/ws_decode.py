@@ -407,7 +407,7 @@ def _attend(acc, m_i, l_i, qa, kt, v, start, end, qk_scale, TILE_N: gl.constexpr
     # Online-softmax update with keys start..end-1 of tile (kt, v) on the tensor cores (log2 domain):
     # the GROUP query rows padded to 16 (qa: mma_v2's A operand, the padding rows zeros), S = qa . K^T
     # [16, TILE_N], O += P . V [16, D], p rounded to bf16 for the product (as persistent_decode's dot).
-    MMA: gl.constexpr = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[1, num_warps], instr_shape=[16, 8])
+    MMA: gl.constexpr = _operand_b(num_warps).parent
     PA: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
     s = mma_v2(qa, kt, gl.zeros([16, TILE_N], gl.float32, MMA)) * qk_scale
     s = gl.where(((start + gl.arange(0, TILE_N, layout=gl.SliceLayout(0, MMA))) < end)[None, :], s, float("-inf"))
